@@ -1,0 +1,407 @@
+// Package hf reads Hugging Face checkpoints: config.json for the LLaMA family
+// and safetensors weight files (single or sharded, memory-mapped), and writes
+// safetensors files by streaming tensor data.
+package hf
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// ConfigFile is the name of a checkpoint's model configuration file.
+const ConfigFile = "config.json"
+
+// ErrUnsupported is wrapped by errors for well-formed configurations and
+// files that use a feature this package does not handle.
+var ErrUnsupported = errors.New("unsupported")
+
+// Config is the part of a Hugging Face config.json that describes a
+// LLaMA-family decoder. Defaults follow transformers' LlamaConfig where the
+// key is absent.
+type Config struct {
+	Architectures         []string
+	ModelType             string
+	HiddenSize            int
+	IntermediateSize      int
+	NumHiddenLayers       int
+	NumAttentionHeads     int
+	NumKeyValueHeads      int // defaults to NumAttentionHeads
+	HeadDim               int // defaults to HiddenSize / NumAttentionHeads
+	VocabSize             int
+	RMSNormEps            float64 // defaults to 1e-6
+	RopeTheta             float64 // defaults to 10000
+	RopeScaling           *RopeScaling
+	MaxPositionEmbeddings int // defaults to 2048
+	TieWordEmbeddings     bool
+	AttentionBias         bool
+	MLPBias               bool
+	HiddenAct             string // defaults to "silu"
+	BOSTokenID            *int
+	EOSTokenIDs           []int
+	PadTokenID            *int
+	TorchDtype            string // "bfloat16", "float16", "float32" or ""
+	StateLength           int    // ANEMLL's optional state_length; 0 when absent
+
+	// HeadDimExplicit reports whether config.json gave head_dim.
+	HeadDimExplicit bool
+	// Source is the path the configuration was read from (for messages).
+	Source string
+
+	stateLengthSet bool
+}
+
+// RopeScaling is the rope_scaling (or rope_parameters) block. RopeType is
+// normalised: "" for none/"default", otherwise "llama3" or "linear".
+type RopeScaling struct {
+	RopeType                      string
+	Factor                        float64
+	LowFreqFactor                 float64
+	HighFreqFactor                float64
+	OriginalMaxPositionEmbeddings int
+}
+
+// modelTypes lists the model_type values this package knows. Types that parse
+// into Config but are not yet converted carry a refusal reason.
+var modelTypes = map[string]struct {
+	architectures []string
+	refuse        string
+}{
+	"llama": {architectures: []string{"LlamaForCausalLM"}},
+	"qwen2": {architectures: []string{"Qwen2ForCausalLM"}, refuse: "not supported yet"},
+	"qwen3": {architectures: []string{"Qwen3ForCausalLM"}, refuse: "not supported yet (it adds q/k norms)"},
+}
+
+func supportedModelTypes() string {
+	var s []string
+	for k, v := range modelTypes {
+		if v.refuse == "" {
+			s = append(s, k)
+		}
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}
+
+// rawConfig mirrors the JSON keys; pointers tell absent keys from zero values.
+type rawConfig struct {
+	Architectures         []string        `json:"architectures"`
+	ModelType             string          `json:"model_type"`
+	HiddenSize            int             `json:"hidden_size"`
+	IntermediateSize      int             `json:"intermediate_size"`
+	NumHiddenLayers       int             `json:"num_hidden_layers"`
+	NumAttentionHeads     int             `json:"num_attention_heads"`
+	NumKeyValueHeads      *int            `json:"num_key_value_heads"`
+	HeadDim               *int            `json:"head_dim"`
+	VocabSize             int             `json:"vocab_size"`
+	RMSNormEps            *float64        `json:"rms_norm_eps"`
+	RopeTheta             *float64        `json:"rope_theta"`
+	RopeScaling           json.RawMessage `json:"rope_scaling"`
+	RopeParameters        json.RawMessage `json:"rope_parameters"`
+	MaxPositionEmbeddings *int            `json:"max_position_embeddings"`
+	TieWordEmbeddings     *bool           `json:"tie_word_embeddings"`
+	AttentionBias         bool            `json:"attention_bias"`
+	MLPBias               bool            `json:"mlp_bias"`
+	HiddenAct             *string         `json:"hidden_act"`
+	BOSTokenID            *int            `json:"bos_token_id"`
+	EOSTokenID            json.RawMessage `json:"eos_token_id"`
+	PadTokenID            *int            `json:"pad_token_id"`
+	TorchDtype            string          `json:"torch_dtype"`
+	Dtype                 string          `json:"dtype"`
+	StateLength           *int            `json:"state_length"`
+}
+
+type rawRope struct {
+	RopeType                      string   `json:"rope_type"`
+	Type                          string   `json:"type"`
+	RopeTheta                     *float64 `json:"rope_theta"`
+	Factor                        float64  `json:"factor"`
+	LowFreqFactor                 float64  `json:"low_freq_factor"`
+	HighFreqFactor                float64  `json:"high_freq_factor"`
+	OriginalMaxPositionEmbeddings int      `json:"original_max_position_embeddings"`
+}
+
+// LoadConfig reads and parses dir/config.json. It does not call Validate.
+func LoadConfig(dir string) (*Config, error) {
+	path := filepath.Join(dir, ConfigFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("hf: read config: %w", err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("hf: %s: %w", path, err)
+	}
+	c.Source = path
+	return c, nil
+}
+
+// ParseConfig parses the bytes of a config.json and applies defaults. It does
+// not call Validate.
+func ParseConfig(b []byte) (*Config, error) {
+	var r rawConfig
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	c := &Config{
+		Architectures:     r.Architectures,
+		ModelType:         r.ModelType,
+		HiddenSize:        r.HiddenSize,
+		IntermediateSize:  r.IntermediateSize,
+		NumHiddenLayers:   r.NumHiddenLayers,
+		NumAttentionHeads: r.NumAttentionHeads,
+		NumKeyValueHeads:  r.NumAttentionHeads,
+		VocabSize:         r.VocabSize,
+		RMSNormEps:        1e-6,
+		RopeTheta:         10000,
+		AttentionBias:     r.AttentionBias,
+		MLPBias:           r.MLPBias,
+		HiddenAct:         "silu",
+		BOSTokenID:        r.BOSTokenID,
+		PadTokenID:        r.PadTokenID,
+		TorchDtype:        r.TorchDtype,
+
+		MaxPositionEmbeddings: 2048,
+	}
+	if c.TorchDtype == "" {
+		c.TorchDtype = r.Dtype
+	}
+	if r.NumKeyValueHeads != nil {
+		c.NumKeyValueHeads = *r.NumKeyValueHeads
+	}
+	if r.HeadDim != nil {
+		c.HeadDim = *r.HeadDim
+		c.HeadDimExplicit = true
+	} else if c.NumAttentionHeads > 0 {
+		c.HeadDim = c.HiddenSize / c.NumAttentionHeads
+	}
+	if r.RMSNormEps != nil {
+		c.RMSNormEps = *r.RMSNormEps
+	}
+	if r.RopeTheta != nil {
+		c.RopeTheta = *r.RopeTheta
+	}
+	if r.MaxPositionEmbeddings != nil {
+		c.MaxPositionEmbeddings = *r.MaxPositionEmbeddings
+	}
+	if r.TieWordEmbeddings != nil {
+		c.TieWordEmbeddings = *r.TieWordEmbeddings
+	}
+	if r.HiddenAct != nil {
+		c.HiddenAct = *r.HiddenAct
+	}
+	if r.StateLength != nil {
+		c.StateLength = *r.StateLength
+		c.stateLengthSet = true
+	}
+	eos, err := parseIntOrList(r.EOSTokenID)
+	if err != nil {
+		return nil, fmt.Errorf("parse config: eos_token_id: %w", err)
+	}
+	c.EOSTokenIDs = eos
+	// rope_parameters (newer transformers) takes precedence over rope_scaling.
+	for _, blk := range []struct {
+		key string
+		raw json.RawMessage
+	}{{"rope_scaling", r.RopeScaling}, {"rope_parameters", r.RopeParameters}} {
+		if isNull(blk.raw) {
+			continue
+		}
+		var rr rawRope
+		if err := json.Unmarshal(blk.raw, &rr); err != nil {
+			return nil, fmt.Errorf("parse config: %s: %w", blk.key, err)
+		}
+		if rr.RopeTheta != nil {
+			c.RopeTheta = *rr.RopeTheta
+		}
+		typ := rr.RopeType
+		if typ == "" {
+			typ = rr.Type
+		}
+		if typ == "" || typ == "default" {
+			c.RopeScaling = nil
+			continue
+		}
+		c.RopeScaling = &RopeScaling{
+			RopeType:                      typ,
+			Factor:                        rr.Factor,
+			LowFreqFactor:                 rr.LowFreqFactor,
+			HighFreqFactor:                rr.HighFreqFactor,
+			OriginalMaxPositionEmbeddings: rr.OriginalMaxPositionEmbeddings,
+		}
+	}
+	return c, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) == 0 || string(t) == "null"
+}
+
+func parseIntOrList(raw json.RawMessage) ([]int, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var one int
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return []int{one}, nil
+	}
+	var many []int
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return nil, fmt.Errorf("want an integer or a list of integers, got %s", raw)
+	}
+	return many, nil
+}
+
+// Validate refuses configurations this project cannot convert or run. Errors
+// name the offending key and the file.
+func (c *Config) Validate() error {
+	file := ConfigFile
+	if c.Source != "" {
+		file = c.Source
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("hf: %s: %s", file, fmt.Sprintf(format, a...))
+	}
+	unsupported := func(format string, a ...any) error {
+		return fmt.Errorf("hf: %s: %s: %w", file, fmt.Sprintf(format, a...), ErrUnsupported)
+	}
+	mt, ok := modelTypes[c.ModelType]
+	switch {
+	case !ok:
+		return unsupported("model_type %q is not supported (supported: %s)", c.ModelType, supportedModelTypes())
+	case mt.refuse != "":
+		return unsupported("model_type %q is %s (supported: %s)", c.ModelType, mt.refuse, supportedModelTypes())
+	}
+	if len(c.Architectures) > 0 {
+		found := false
+		for _, a := range mt.architectures {
+			if c.Architectures[0] == a {
+				found = true
+			}
+		}
+		if !found {
+			return unsupported("architectures[0] %q is not supported for model_type %q (supported: %s)",
+				c.Architectures[0], c.ModelType, strings.Join(mt.architectures, ", "))
+		}
+	}
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"hidden_size", c.HiddenSize},
+		{"intermediate_size", c.IntermediateSize},
+		{"num_hidden_layers", c.NumHiddenLayers},
+		{"num_attention_heads", c.NumAttentionHeads},
+		{"num_key_value_heads", c.NumKeyValueHeads},
+		{"vocab_size", c.VocabSize},
+		{"max_position_embeddings", c.MaxPositionEmbeddings},
+	} {
+		if f.v <= 0 {
+			return bad("%s must be positive (got %d)", f.key, f.v)
+		}
+	}
+	if !c.HeadDimExplicit && c.HiddenSize%c.NumAttentionHeads != 0 {
+		return bad("hidden_size %d is not divisible by num_attention_heads %d (and head_dim is absent)",
+			c.HiddenSize, c.NumAttentionHeads)
+	}
+	if c.HeadDim <= 0 {
+		return bad("head_dim must be positive (got %d)", c.HeadDim)
+	}
+	if c.HeadDim%2 != 0 {
+		return bad("head_dim %d must be even for rotary embeddings", c.HeadDim)
+	}
+	if c.NumAttentionHeads%c.NumKeyValueHeads != 0 {
+		return bad("num_attention_heads %d is not divisible by num_key_value_heads %d",
+			c.NumAttentionHeads, c.NumKeyValueHeads)
+	}
+	if !(c.RMSNormEps > 0) || math.IsInf(c.RMSNormEps, 0) {
+		return bad("rms_norm_eps must be positive and finite (got %g)", c.RMSNormEps)
+	}
+	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
+		return bad("rope_theta must be positive and finite (got %g)", c.RopeTheta)
+	}
+	if c.HiddenAct != "silu" {
+		return unsupported("hidden_act %q is not supported (supported: silu)", c.HiddenAct)
+	}
+	switch c.TorchDtype {
+	case "", "float32", "float16", "bfloat16":
+	default:
+		return unsupported("torch_dtype %q is not supported (supported: float32, float16, bfloat16)", c.TorchDtype)
+	}
+	if err := c.validateRope(bad, unsupported); err != nil {
+		return err
+	}
+	if c.stateLengthSet && c.StateLength <= 0 {
+		return bad("state_length must be positive (got %d)", c.StateLength)
+	}
+	check := func(key string, id int) error {
+		if id < 0 || id >= c.VocabSize {
+			return bad("%s %d is outside the vocabulary [0, %d)", key, id, c.VocabSize)
+		}
+		return nil
+	}
+	if c.BOSTokenID != nil {
+		if err := check("bos_token_id", *c.BOSTokenID); err != nil {
+			return err
+		}
+	}
+	for _, id := range c.EOSTokenIDs {
+		if err := check("eos_token_id", id); err != nil {
+			return err
+		}
+	}
+	if c.PadTokenID != nil {
+		if err := check("pad_token_id", *c.PadTokenID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateRope(bad, unsupported func(string, ...any) error) error {
+	rs := c.RopeScaling
+	if rs == nil {
+		return nil
+	}
+	pos := func(key string, v float64) error {
+		if !(v > 0) || math.IsInf(v, 0) {
+			return bad("rope_scaling.%s must be positive and finite (got %g)", key, v)
+		}
+		return nil
+	}
+	switch rs.RopeType {
+	case "linear":
+		return pos("factor", rs.Factor)
+	case "llama3":
+		for _, f := range []struct {
+			key string
+			v   float64
+		}{{"factor", rs.Factor}, {"low_freq_factor", rs.LowFreqFactor}, {"high_freq_factor", rs.HighFreqFactor}} {
+			if err := pos(f.key, f.v); err != nil {
+				return err
+			}
+		}
+		if rs.HighFreqFactor <= rs.LowFreqFactor {
+			return bad("rope_scaling.high_freq_factor %g must exceed low_freq_factor %g",
+				rs.HighFreqFactor, rs.LowFreqFactor)
+		}
+		if rs.OriginalMaxPositionEmbeddings <= 0 {
+			return bad("rope_scaling.original_max_position_embeddings must be positive (got %d)",
+				rs.OriginalMaxPositionEmbeddings)
+		}
+		return nil
+	default:
+		return unsupported("rope_scaling.rope_type %q is not supported (supported: default, linear, llama3)", rs.RopeType)
+	}
+}
+
+// KVGroups returns how many query heads share one key/value head.
+func (c *Config) KVGroups() int { return c.NumAttentionHeads / c.NumKeyValueHeads }
