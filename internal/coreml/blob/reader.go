@@ -19,6 +19,8 @@ type Reader struct {
 // NewReader reads and validates the header of the weight.bin held in r,
 // which is size bytes long: the file must hold a full header, version 2,
 // and a blob count that fits the file (each blob needs a 64-byte record).
+// The header's reserved bytes are not checked (Apple's writer zeroes them,
+// but nothing documents readers rejecting other values).
 func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	if size < HeaderSize {
 		return nil, formatErr(0, "file is %d bytes, shorter than the %d-byte header", size, HeaderSize)
