@@ -5,6 +5,7 @@ package coreml
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/anemll/anemll/internal/mil"
 )
@@ -19,6 +20,8 @@ type Package struct {
 	SpecVersion int32
 	Description Description
 	Program     *mil.Program
+
+	closer io.Closer // weight files of a package read with Open
 }
 
 // Description is the model's interface: its features and metadata. A

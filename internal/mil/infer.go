@@ -2,6 +2,7 @@ package mil
 
 import (
 	"fmt"
+	"sort"
 )
 
 // opSpec describes an op type the builder knows: its parameters in
@@ -1057,4 +1058,17 @@ func inferSDPA(c *inferCtx) ([]Type, error) {
 	s := append([]int64{}, q.Shape[:q.Rank()-1]...)
 	s = append(s, v.Shape[v.Rank()-1])
 	return one(TensorType(q.DType, s...)), nil
+}
+
+// SortInputs orders an op's inputs by the parameter order of its definition
+// (unknown parameters last, by name), so listings read like Apple's.
+func SortInputs(opType string, inputs []Input) {
+	spec := opSpecs[opType]
+	sort.SliceStable(inputs, func(i, j int) bool {
+		oi, oj := spec.order(inputs[i].Param), spec.order(inputs[j].Param)
+		if oi != oj {
+			return oi < oj
+		}
+		return inputs[i].Param < inputs[j].Param
+	})
 }

@@ -1,0 +1,182 @@
+package coreml
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// refDir holds packages made by Apple's coremltools (see its README).
+const refDir = "../../testdata/anemll-tiny-random"
+
+func referencePackages(t *testing.T) []string {
+	t.Helper()
+	var dirs []string
+	for _, set := range []string{"packages", "packages-fp16"} {
+		m, err := filepath.Glob(filepath.Join(refDir, set, "*.mlpackage"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, m...)
+	}
+	if len(dirs) != 16 {
+		t.Fatalf("found %d reference packages, want 16", len(dirs))
+	}
+	return dirs
+}
+
+// TestRewriteReferencePackages reads every Apple-made package, writes it
+// back, and checks the model message is equal and the weight file is
+// byte-identical.
+func TestRewriteReferencePackages(t *testing.T) {
+	for _, dir := range referencePackages(t) {
+		name := filepath.Base(filepath.Dir(dir)) + "/" + filepath.Base(dir)
+		t.Run(name, func(t *testing.T) {
+			pkg, err := Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pkg.Close()
+			if err := pkg.Check(); err != nil {
+				t.Fatalf("check: %v", err)
+			}
+			out := filepath.Join(t.TempDir(), "out.mlpackage")
+			if err := Write(pkg, out, WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			want, err := ReadModelSpec(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ReadModelSpec(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(want, got) {
+				t.Errorf("re-written model message differs from the original")
+			}
+			wb, _ := os.ReadFile(filepath.Join(dir, "Data/com.apple.CoreML/weights/weight.bin"))
+			gb, _ := os.ReadFile(filepath.Join(out, "Data/com.apple.CoreML/weights/weight.bin"))
+			if !bytes.Equal(wb, gb) {
+				t.Errorf("weight.bin differs: %d bytes, want %d", len(gb), len(wb))
+			}
+		})
+	}
+}
+
+func TestWriteIsDeterministicAndAtomic(t *testing.T) {
+	pkg, err := Open(filepath.Join(refDir, "packages/llama_lm_head_lut6.mlpackage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pkg.Close()
+	// Forget the original layout so the writer lays blobs out itself.
+	for _, f := range pkg.Program.Functions {
+		for _, op := range f.Body.Ops {
+			for _, in := range op.Inputs {
+				for _, a := range in.Args {
+					if a.Value != nil && a.Value.BlobFile != "" {
+						b, err := a.Value.Bytes()
+						if err != nil {
+							t.Fatal(err)
+						}
+						a.Value.Data, a.Value.Source, a.Value.BlobFile = b, nil, ""
+					}
+				}
+			}
+		}
+	}
+	tmp := t.TempDir()
+	a, b := filepath.Join(tmp, "a.mlpackage"), filepath.Join(tmp, "b.mlpackage")
+	if err := Write(pkg, a, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(pkg, b, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"Manifest.json", "Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin"} {
+		x, _ := os.ReadFile(filepath.Join(a, f))
+		y, _ := os.ReadFile(filepath.Join(b, f))
+		if len(x) == 0 || !bytes.Equal(x, y) {
+			t.Errorf("%s differs between two writes", f)
+		}
+	}
+	if err := Write(pkg, a, WriteOptions{}); err == nil {
+		t.Error("writing over an existing package without Overwrite succeeded")
+	}
+	if err := Write(pkg, a, WriteOptions{Overwrite: true}); err != nil {
+		t.Error(err)
+	}
+	ents, _ := os.ReadDir(tmp)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("temporary %s left behind", e.Name())
+		}
+	}
+	// A failing write leaves nothing behind.
+	bad := *pkg
+	bad.Description.Outputs = bad.Description.Outputs[:1]
+	if err := Write(&bad, filepath.Join(tmp, "c.mlpackage"), WriteOptions{}); err == nil {
+		t.Fatal("package whose outputs disagree with the program was written")
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "c.mlpackage")); !os.IsNotExist(err) {
+		t.Error("failed write left the target")
+	}
+}
+
+func TestBuiltPackageRoundTrip(t *testing.T) {
+	b := mil.NewBuilder("main", mil.OpsetIOS18)
+	ids := b.Input("input_ids", mil.TensorType(mil.Int32, 1, mil.Unknown))
+	table := make([]float32, 16*4)
+	for i := range table {
+		table[i] = float32(i) / 8
+	}
+	w := b.Const("embed", mil.FP16FromFloat32([]int64{16, 4}, table))
+	idx := mil.NewTensor(mil.UInt4, []int64{16, 4}, bytes.Repeat([]byte{0x21}, 32))
+	lut := mil.FP16FromFloat32([]int64{2, 1, 16, 1}, make([]float32, 32))
+	b.Op("constexpr_lut_to_dense", "pal", mil.In{"indices": mil.Literal{Value: idx}, "lut": mil.Literal{Value: lut}})
+	h := b.Op("gather", "hidden_states", mil.In{"x": w, "indices": ids, "axis": 0})
+	b.Output(h)
+	f, err := b.Function()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkg := &Package{
+		SpecVersion: SpecVersionIOS18,
+		Program:     &mil.Program{Version: 1, Functions: []*mil.Function{f}},
+		Description: Description{
+			Inputs:   []Feature{{Name: "input_ids", Kind: MultiArray, DType: mil.Int32, Shape: []int64{1, 1}, Enumerated: [][]int64{{1, 1}, {1, 8}}}},
+			Outputs:  []Feature{{Name: "hidden_states", Kind: MultiArray, DType: mil.Float16}},
+			Metadata: Metadata{Author: "test", UserDefined: map[string]string{"k": "v"}},
+		},
+	}
+	dir := filepath.Join(t.TempDir(), "m.mlpackage")
+	if err := Write(pkg, dir, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	var x, y bytes.Buffer
+	mil.Print(&x, pkg.Program)
+	mil.Print(&y, back.Program)
+	// The read-back listing names blob offsets where the built one says BLOB.
+	if !strings.Contains(y.String(), "offset = uint64(64)") || strings.Count(y.String(), "BLOBFILE") != 3 {
+		t.Errorf("unexpected listing:\n%s", y.String())
+	}
+	got, err := back.Program.Functions[0].Body.Ops[1].Input("indices")[0].Value.Bytes()
+	if err != nil || !bytes.Equal(got, idx.Data) {
+		t.Errorf("uint4 indices read back as %x (%v)", got, err)
+	}
+	if back.Description.Inputs[0].Enumerated[1][1] != 8 || back.Description.Metadata.UserDefined["k"] != "v" {
+		t.Errorf("description did not round-trip: %+v", back.Description)
+	}
+}
