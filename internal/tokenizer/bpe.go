@@ -1,0 +1,349 @@
+package tokenizer
+
+import (
+	"container/heap"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// bpe is a byte-pair-encoding model with merges applied by rank.
+type bpe struct {
+	vocab       map[string]int
+	merges      map[uint64]merge // key: left<<32 | right
+	unk         int              // -1 when there is no unk token
+	fuseUnk     bool
+	byteFall    bool
+	ignoreMerge bool
+	prefix      string // continuing_subword_prefix
+	suffix      string // end_of_word_suffix
+	byteTok     [256]int
+
+	mu    sync.RWMutex
+	cache map[string][]int
+}
+
+type merge struct {
+	rank int
+	id   int
+}
+
+// cacheCap bounds the per-word cache, like tokenizers' 10,000-entry cache.
+const cacheCap = 10000
+
+// maxCachedWord keeps very long words (runs of one character) out of the cache.
+const maxCachedWord = 256
+
+type rawBPE struct {
+	Type        string            `json:"type"`
+	Vocab       map[string]int    `json:"vocab"`
+	Merges      []json.RawMessage `json:"merges"`
+	UnkToken    *string           `json:"unk_token"`
+	FuseUnk     bool              `json:"fuse_unk"`
+	ByteFall    bool              `json:"byte_fallback"`
+	IgnoreMerge bool              `json:"ignore_merges"`
+	Prefix      *string           `json:"continuing_subword_prefix"`
+	Suffix      *string           `json:"end_of_word_suffix"`
+	Dropout     *float64          `json:"dropout"`
+}
+
+func parseBPE(r *rawBPE) (*bpe, error) {
+	if len(r.Vocab) == 0 {
+		return nil, fmt.Errorf("model BPE: empty vocab")
+	}
+	if r.Dropout != nil && *r.Dropout != 0 {
+		return nil, &UnsupportedError{Component: "model BPE dropout", Type: fmt.Sprint(*r.Dropout)}
+	}
+	m := &bpe{
+		vocab:       r.Vocab,
+		merges:      make(map[uint64]merge, len(r.Merges)),
+		unk:         -1,
+		fuseUnk:     r.FuseUnk,
+		byteFall:    r.ByteFall,
+		ignoreMerge: r.IgnoreMerge,
+		cache:       make(map[string][]int),
+	}
+	for tok, id := range r.Vocab {
+		if id < 0 {
+			return nil, fmt.Errorf("model BPE: token %q has negative id %d", tok, id)
+		}
+	}
+	if r.Prefix != nil {
+		m.prefix = *r.Prefix
+	}
+	if r.Suffix != nil {
+		m.suffix = *r.Suffix
+	}
+	if r.UnkToken != nil {
+		id, ok := r.Vocab[*r.UnkToken]
+		if !ok {
+			return nil, fmt.Errorf("model BPE: unk_token %q not in vocab", *r.UnkToken)
+		}
+		m.unk = id
+	}
+	for b := 0; b < 256; b++ {
+		m.byteTok[b] = -1
+		if id, ok := r.Vocab[fmt.Sprintf("<0x%02X>", b)]; ok {
+			m.byteTok[b] = id
+		}
+	}
+	for rank, raw := range r.Merges {
+		a, b, err := parseMerge(raw)
+		if err != nil {
+			return nil, fmt.Errorf("model BPE: merge %d: %w", rank, err)
+		}
+		ida, oka := r.Vocab[a]
+		idb, okb := r.Vocab[b]
+		if !oka || !okb {
+			return nil, fmt.Errorf("model BPE: merge %d (%q %q): token not in vocab", rank, a, b)
+		}
+		joined := a + strings.TrimPrefix(b, m.prefix)
+		id, ok := r.Vocab[joined]
+		if !ok {
+			return nil, fmt.Errorf("model BPE: merge %d (%q %q): result %q not in vocab", rank, a, b, joined)
+		}
+		key := uint64(ida)<<32 | uint64(idb)
+		if _, dup := m.merges[key]; !dup {
+			m.merges[key] = merge{rank: rank, id: id}
+		}
+	}
+	return m, nil
+}
+
+// parseMerge accepts both merge encodings: "a b" and ["a", "b"].
+func parseMerge(raw json.RawMessage) (string, string, error) {
+	raw = trimSpace(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		s, rest, ok := jsonString(raw)
+		if !ok || len(trimSpace(rest)) != 0 {
+			return "", "", fmt.Errorf("malformed merge %s", raw)
+		}
+		a, b, ok := strings.Cut(s, " ")
+		if !ok || a == "" || b == "" || strings.Contains(b, " ") {
+			return "", "", fmt.Errorf("malformed merge %q", s)
+		}
+		return a, b, nil
+	}
+	if len(raw) > 0 && raw[0] == '[' {
+		rest := trimSpace(raw[1:])
+		a, rest, ok1 := jsonString(rest)
+		rest = trimSpace(rest)
+		if ok1 && len(rest) > 0 && rest[0] == ',' {
+			b, rest, ok2 := jsonString(trimSpace(rest[1:]))
+			rest = trimSpace(rest)
+			if ok2 && len(rest) == 1 && rest[0] == ']' {
+				return a, b, nil
+			}
+		}
+	}
+	return "", "", fmt.Errorf("malformed merge %s", raw)
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// jsonString reads one JSON string literal from the start of b and returns
+// its value and the bytes after it. Strings without escapes take a fast
+// path; the rest go through encoding/json.
+func jsonString(b []byte) (string, []byte, bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return "", nil, false
+	}
+	escaped := false
+	for i := 1; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			escaped = true
+			i++
+		case '"':
+			if !escaped {
+				return string(b[1:i]), b[i+1:], true
+			}
+			var s string
+			if err := json.Unmarshal(b[:i+1], &s); err != nil {
+				return "", nil, false
+			}
+			return s, b[i+1:], true
+		}
+	}
+	return "", nil, false
+}
+
+// encodeWord appends the ids of one pre-token to dst.
+func (m *bpe) encodeWord(dst []int, word string) []int {
+	if word == "" {
+		return dst
+	}
+	if m.ignoreMerge {
+		if id, ok := m.vocab[word]; ok {
+			return append(dst, id)
+		}
+	}
+	cacheable := len(word) <= maxCachedWord
+	if cacheable {
+		m.mu.RLock()
+		ids, ok := m.cache[word]
+		m.mu.RUnlock()
+		if ok {
+			return append(dst, ids...)
+		}
+	}
+	ids := m.mergeWord(word)
+	if cacheable {
+		m.mu.Lock()
+		if len(m.cache) < cacheCap {
+			m.cache[word] = ids
+		}
+		m.mu.Unlock()
+	}
+	return append(dst, ids...)
+}
+
+// symbol is a node of the doubly linked list of a word being merged.
+type symbol struct {
+	id         int
+	prev, next int
+	dead       bool
+}
+
+type candidate struct {
+	rank, pos, id int
+	left, right   int // ids at push time, to detect stale entries
+}
+
+type candHeap []candidate
+
+func (h candHeap) Len() int { return len(h) }
+func (h candHeap) Less(i, j int) bool {
+	if h[i].rank != h[j].rank {
+		return h[i].rank < h[j].rank
+	}
+	return h[i].pos < h[j].pos
+}
+func (h candHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *candHeap) Push(x any)   { *h = append(*h, x.(candidate)) }
+func (h *candHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// initialSymbols splits a word into per-character ids, applying
+// continuing_subword_prefix, end_of_word_suffix, byte fallback and unk.
+func (m *bpe) initialSymbols(word string) []symbol {
+	syms := make([]symbol, 0, utf8.RuneCountInString(word))
+	add := func(id int) {
+		syms = append(syms, symbol{id: id, prev: len(syms) - 1, next: len(syms) + 1})
+	}
+	pendingUnk := false
+	flushUnk := func() {
+		if pendingUnk {
+			add(m.unk)
+			pendingUnk = false
+		}
+	}
+	for i, r := range word {
+		size := utf8.RuneLen(r)
+		if size < 0 {
+			size = 1
+		}
+		s := word[i : i+size]
+		if i > 0 && m.prefix != "" {
+			s = m.prefix + s
+		}
+		if i+size == len(word) && m.suffix != "" {
+			s += m.suffix
+		}
+		if id, ok := m.vocab[s]; ok {
+			flushUnk()
+			add(id)
+			continue
+		}
+		if m.byteFall {
+			raw := word[i : i+size]
+			ok := true
+			for k := 0; k < len(raw); k++ {
+				if m.byteTok[raw[k]] < 0 {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				flushUnk()
+				for k := 0; k < len(raw); k++ {
+					add(m.byteTok[raw[k]])
+				}
+				continue
+			}
+		}
+		if m.unk >= 0 {
+			if pendingUnk && !m.fuseUnk {
+				flushUnk()
+			}
+			pendingUnk = true
+		}
+		// No unk token: the character is dropped, as in tokenizers.
+	}
+	flushUnk()
+	if len(syms) > 0 {
+		syms[len(syms)-1].next = -1
+	}
+	return syms
+}
+
+// mergeWord runs the BPE merges on one word: repeatedly merge the adjacent
+// pair of lowest rank (leftmost first) until no pair has a merge.
+func (m *bpe) mergeWord(word string) []int {
+	syms := m.initialSymbols(word)
+	h := make(candHeap, 0, len(syms))
+	for i := 0; i+1 < len(syms); i++ {
+		if mg, ok := m.merges[uint64(syms[i].id)<<32|uint64(syms[i+1].id)]; ok {
+			h = append(h, candidate{rank: mg.rank, pos: i, id: mg.id, left: syms[i].id, right: syms[i+1].id})
+		}
+	}
+	heap.Init(&h)
+	for h.Len() > 0 {
+		c := heap.Pop(&h).(candidate)
+		s := &syms[c.pos]
+		if s.dead || s.id != c.left || s.next < 0 {
+			continue
+		}
+		nx := &syms[s.next]
+		if nx.id != c.right {
+			continue
+		}
+		s.id = c.id
+		nx.dead = true
+		s.next = nx.next
+		if s.next >= 0 {
+			syms[s.next].prev = c.pos
+		}
+		if s.prev >= 0 {
+			p := syms[s.prev]
+			if mg, ok := m.merges[uint64(p.id)<<32|uint64(s.id)]; ok {
+				heap.Push(&h, candidate{rank: mg.rank, pos: s.prev, id: mg.id, left: p.id, right: s.id})
+			}
+		}
+		if s.next >= 0 {
+			n := syms[s.next]
+			if mg, ok := m.merges[uint64(s.id)<<32|uint64(n.id)]; ok {
+				heap.Push(&h, candidate{rank: mg.rank, pos: c.pos, id: mg.id, left: s.id, right: n.id})
+			}
+		}
+	}
+	ids := make([]int, 0, len(syms))
+	for i := 0; i >= 0 && i < len(syms); i = syms[i].next {
+		ids = append(ids, syms[i].id)
+	}
+	return ids
+}
