@@ -1,0 +1,457 @@
+package llama
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/anemll/anemll/internal/coreml"
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// fn builds one MIL function of a package.
+type fn struct {
+	c  *Converter
+	b  *mil.Builder
+	ws *weightSet
+}
+
+func (f *fn) name(prefix string) string { return f.b.UniqueName(prefix) }
+
+func (f *fn) op(opType, prefix string, in mil.In) *mil.Var {
+	return f.b.Op(opType, f.name(prefix), in)
+}
+
+func (f *fn) i32(prefix string, v ...int) *mil.Var {
+	x := make([]int32, len(v))
+	for i, e := range v {
+		x[i] = int32(e)
+	}
+	return f.b.Const(f.name(prefix), mil.Int32Vec(x...))
+}
+
+// rmsNorm is ANEMLL's RMSNorm: layer_norm over concat([x, −x]) (whose mean
+// is 0, so it divides by the root mean square), keep the first half, scale
+// by gamma. x is [1,T,H]; out names the result ("" for automatic).
+func (f *fn) rmsNorm(x *mil.Var, gamma, pfx, out string) *mil.Var {
+	H := int(f.c.cfg.HiddenSize)
+	T := int(x.Type.Shape[1])
+	neg := f.op("mul", pfx+"_neg", mil.In{"x": x, "y": mil.F16(-1)})
+	cat := f.op("concat", pfx+"_cat", mil.In{"values": []*mil.Var{x, neg}, "axis": -1, "interleave": false})
+	ln := f.op("layer_norm", pfx+"_ln", mil.In{"x": cat, "axes": []int{-1}, "epsilon": mil.F16(f.c.cfg.RMSNormEps)})
+	half := f.op("slice_by_index", pfx+"_half", mil.In{"x": ln, "begin": []int{0, 0, 0}, "end": []int{1, T, H}})
+	g := f.ws.vector(f.b, milName(gamma), tensorRef{Name: gamma, Shape: []int64{int64(H)}})
+	if out == "" {
+		out = f.name(pfx)
+	}
+	return f.b.Op("mul", out, mil.In{"x": half, "y": g})
+}
+
+// toChannels turns [1,T,H] into the conv layout [1,H,1,T].
+func (f *fn) toChannels(x *mil.Var, pfx string) *mil.Var {
+	t := f.op("transpose", pfx+"_t", mil.In{"x": x, "perm": []int{0, 2, 1}})
+	return f.op("expand_dims", pfx+"_4d", mil.In{"x": t, "axes": []int{2}})
+}
+
+// conv1x1 applies the HF linear layer hf (weight [out,in]) as a 1×1 conv
+// on [1,in,1,T], with its bias when bias is set.
+func (f *fn) conv1x1(x *mil.Var, hf string, out, in int64, bias bool, pfx string) *mil.Var {
+	w := f.ws.matrix(f.b, milName(hf+".weight"), tensorRef{Name: hf + ".weight", Shape: []int64{out, in, 1, 1}})
+	args := mil.In{"x": x, "weight": w, "strides": []int{1, 1}, "pad_type": "valid",
+		"pad": []int{0, 0, 0, 0}, "dilations": []int{1, 1}, "groups": 1}
+	if bias {
+		args["bias"] = f.ws.vector(f.b, milName(hf+".bias"), tensorRef{Name: hf + ".bias", Shape: []int64{out}})
+	}
+	return f.op("conv", pfx, args)
+}
+
+// heads reshapes a conv output [1,n·d,1,T] to [1,n,T,d].
+func (f *fn) heads(x *mil.Var, n, T int, pfx string) *mil.Var {
+	d := f.c.cfg.HeadDim
+	if T == 1 {
+		return f.op("reshape", pfx+"_heads", mil.In{"x": x, "shape": []int{1, n, 1, d}})
+	}
+	r := f.op("reshape", pfx+"_heads", mil.In{"x": x, "shape": []int{1, n, d, T}})
+	return f.op("transpose", pfx+"_heads_t", mil.In{"x": r, "perm": []int{0, 1, 3, 2}})
+}
+
+// rope rotates x [1,n,T,d] by half-width cos/sin [1,1,T,d/2]:
+// concat(x1·cos − x2·sin, x2·cos + x1·sin).
+func (f *fn) rope(x, cos, sin *mil.Var, pfx string) *mil.Var {
+	s := x.Type.Shape
+	n, T, d := int(s[1]), int(s[2]), int(s[3])
+	x1 := f.op("slice_by_index", pfx+"_x1", mil.In{"x": x, "begin": []int{0, 0, 0, 0}, "end": []int{1, n, T, d / 2}})
+	x2 := f.op("slice_by_index", pfx+"_x2", mil.In{"x": x, "begin": []int{0, 0, 0, d / 2}, "end": []int{1, n, T, d}})
+	a := f.op("mul", pfx+"_x1c", mil.In{"x": x1, "y": cos})
+	b := f.op("mul", pfx+"_x2s", mil.In{"x": x2, "y": sin})
+	lo := f.op("sub", pfx+"_lo", mil.In{"x": a, "y": b})
+	c := f.op("mul", pfx+"_x2c", mil.In{"x": x2, "y": cos})
+	e := f.op("mul", pfx+"_x1s", mil.In{"x": x1, "y": sin})
+	hi := f.op("add", pfx+"_hi", mil.In{"x": c, "y": e})
+	return f.op("concat", pfx+"_rot", mil.In{"values": []*mil.Var{lo, hi}, "axis": -1, "interleave": false})
+}
+
+// decoderIO holds the inputs shared by the layers of one decoder function.
+type decoderIO struct {
+	T          int
+	state      *mil.Var
+	mask       *mil.Var
+	pos, end   *mil.Var // current_pos and current_pos+T, int32 [1]
+	cos, sin   *mil.Var // [1,1,T,d/2]
+	stateShape []int64
+}
+
+// layer appends decoder layer l (global index) to x [1,T,H]. With skipMLP
+// the layer stops after attention (ANEMLL's last prefill layer). out names
+// the layer's result ("" for automatic).
+func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *mil.Var {
+	cfg := f.c.cfg
+	H, I := int64(cfg.HiddenSize), int64(cfg.IntermediateSize)
+	nH, kvH, d := cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim
+	L, C, T := cfg.NumHiddenLayers, f.c.opts.ContextLength, io.T
+	p := fmt.Sprintf("layers_%d", l)
+	hp := fmt.Sprintf("model.layers.%d.", l)
+
+	h := f.rmsNorm(x, hp+"input_layernorm.weight", p+"_attn_norm", "")
+	hc := f.toChannels(h, p+"_attn_in")
+	q := f.conv1x1(hc, hp+"self_attn.q_proj", int64(nH*d), H, cfg.AttentionBias, p+"_q")
+	k := f.conv1x1(hc, hp+"self_attn.k_proj", int64(kvH*d), H, cfg.AttentionBias, p+"_k")
+	v := f.conv1x1(hc, hp+"self_attn.v_proj", int64(kvH*d), H, cfg.AttentionBias, p+"_v")
+	q = f.rope(f.heads(q, nH, T, p+"_q"), io.cos, io.sin, p+"_q")
+	k = f.rope(f.heads(k, kvH, T, p+"_k"), io.cos, io.sin, p+"_k")
+	v = f.heads(v, kvH, T, p+"_v")
+
+	// KV write: K at slot l, V at slot L+l, positions current_pos..+T.
+	cache := io.state
+	var cur *mil.Var
+	for i, upd := range []*mil.Var{k, v} {
+		slot := l + i*L
+		begin := f.op("concat", fmt.Sprintf("%s_kv%d_begin", p, i), mil.In{"values": []*mil.Var{
+			f.i32(p+"_slot", slot, 0), io.pos, f.i32(p+"_zero", 0)}, "axis": 0, "interleave": false})
+		end := f.op("concat", fmt.Sprintf("%s_kv%d_end", p, i), mil.In{"values": []*mil.Var{
+			f.i32(p+"_slot_end", slot+1, kvH), io.end, f.i32(p+"_hd", d)}, "axis": 0, "interleave": false})
+		r := f.op("read_state", p+"_cache", mil.In{"input": cache})
+		u := f.op("slice_update", fmt.Sprintf("%s_cache_upd%d", p, i), mil.In{"x": r, "update": upd, "begin": begin, "end": end})
+		f.b.OpN("write_state", f.name(fmt.Sprintf("%s_cache_upd%d_write_state", p, i)), mil.In{"input": cache, "data": u})
+	}
+	cur = f.op("read_state", p+"_cache", mil.In{"input": cache})
+
+	// Read this layer's K/V over the context window and repeat for GQA.
+	groups := nH / kvH
+	kvRead := func(slot int, pfx string) *mil.Var {
+		s := f.op("slice_by_index", pfx, mil.In{"x": cur, "begin": []int{slot, 0, 0, 0}, "end": []int{slot + 1, kvH, C, d}})
+		if groups == 1 {
+			return s
+		}
+		r := f.op("reshape", pfx+"_g", mil.In{"x": s, "shape": []int{kvH, 1, C, d}})
+		t := f.op("tile", pfx+"_rep", mil.In{"x": r, "reps": []int{1, groups, 1, 1}})
+		return f.op("reshape", pfx+"_heads", mil.In{"x": t, "shape": []int{1, nH, C, d}})
+	}
+	kc := kvRead(l, p+"_k_cache")
+	vc := kvRead(L+l, p+"_v_cache")
+
+	// Attention with an explicit softmax.
+	sc := f.op("matmul", p+"_scores", mil.In{"x": q, "y": kc, "transpose_x": false, "transpose_y": true})
+	sc = f.op("mul", p+"_scaled", mil.In{"x": sc, "y": mil.F16(1 / math.Sqrt(float64(d)))})
+	sc = f.op("add", p+"_masked", mil.In{"x": sc, "y": io.mask})
+	mx := f.op("reduce_max", p+"_max", mil.In{"x": sc, "axes": []int{-1}, "keep_dims": true})
+	ex := f.op("exp", p+"_exp", mil.In{"x": f.op("sub", p+"_shift", mil.In{"x": sc, "y": mx})})
+	sm := f.op("reduce_sum", p+"_sum", mil.In{"x": ex, "axes": []int{-1}, "keep_dims": true})
+	pr := f.op("real_div", p+"_probs", mil.In{"x": ex, "y": sm})
+	ao := f.op("matmul", p+"_attn", mil.In{"x": pr, "y": vc, "transpose_x": false, "transpose_y": false})
+	ao = f.op("transpose", p+"_attn_t", mil.In{"x": ao, "perm": []int{0, 2, 1, 3}})
+	ao = f.op("reshape", p+"_attn_flat", mil.In{"x": ao, "shape": []int{1, T, nH * d}})
+	oArgs := mil.In{"x": ao, "weight": f.ws.matrix(f.b, milName(hp+"self_attn.o_proj.weight"),
+		tensorRef{Name: hp + "self_attn.o_proj.weight", Shape: []int64{H, int64(nH * d)}})}
+	if cfg.AttentionBias {
+		oArgs["bias"] = f.ws.vector(f.b, milName(hp+"self_attn.o_proj.bias"), tensorRef{Name: hp + "self_attn.o_proj.bias", Shape: []int64{H}})
+	}
+	o := f.op("linear", p+"_o", oArgs)
+	resName := ""
+	if skipMLP {
+		resName = out
+	}
+	if resName == "" {
+		resName = f.name(p + "_attn_res")
+	}
+	x = f.b.Op("add", resName, mil.In{"x": x, "y": o})
+	if skipMLP {
+		return x
+	}
+
+	// SwiGLU MLP as 1×1 convs.
+	h = f.rmsNorm(x, hp+"post_attention_layernorm.weight", p+"_mlp_norm", "")
+	hc = f.toChannels(h, p+"_mlp_in")
+	g := f.conv1x1(hc, hp+"mlp.gate_proj", I, H, cfg.MLPBias, p+"_gate")
+	u := f.conv1x1(hc, hp+"mlp.up_proj", I, H, cfg.MLPBias, p+"_up")
+	g = f.op("silu", p+"_silu", mil.In{"x": g})
+	m := f.op("mul", p+"_glu", mil.In{"x": g, "y": u})
+	dn := f.conv1x1(m, hp+"mlp.down_proj", H, I, cfg.MLPBias, p+"_down")
+	dn = f.op("squeeze", p+"_down_3d", mil.In{"x": dn, "axes": []int{2}})
+	dn = f.op("transpose", p+"_down_t", mil.In{"x": dn, "perm": []int{0, 2, 1}})
+	if out == "" {
+		out = f.name(p + "_mlp_res")
+	}
+	return f.b.Op("add", out, mil.In{"x": x, "y": dn})
+}
+
+// decoderFunction builds the decode (prefill=false, T=1) or prefill (T=B)
+// function of chunk i and returns it with its interface.
+func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *weightSet) (*mil.Function, coreml.FunctionDescription, error) {
+	cfg, o := c.cfg, c.opts
+	H, C, d := int64(cfg.HiddenSize), int64(o.ContextLength), int64(cfg.HeadDim)
+	T := 1
+	if prefill {
+		T = o.BatchSize
+	}
+	r := c.layout[chunk]
+	last := chunk == len(c.layout)-1
+	stateShape := []int64{int64(2 * cfg.NumHiddenLayers), int64(cfg.NumKeyValueHeads), int64(o.StateLength), d}
+
+	b := mil.NewBuilder(name, mil.OpsetIOS18)
+	f := &fn{c: c, b: b, ws: ws}
+	x := b.Input("hidden_states", mil.TensorType(mil.Float16, 1, int64(T), H))
+	posIDs := b.Input("position_ids", mil.TensorType(mil.Int32, int64(T)))
+	mask := b.Input("causal_mask", mil.TensorType(mil.Float16, 1, 1, int64(T), C))
+	pos := b.Input("current_pos", mil.TensorType(mil.Int32, 1))
+	state := b.Input(StateName, mil.StateType(mil.TensorType(mil.Float16, stateShape...)))
+
+	// RoPE rows for the tokens: decode uses current_pos (as ANEMLL),
+	// prefill position_ids. Negative positions wrap like Python indexing,
+	// as in ANEMLL's traced graph, so gather sees non-negative indices.
+	rp := pos
+	if prefill {
+		rp = posIDs
+	}
+	nonneg := f.op("greater_equal", "rope_pos_nonneg", mil.In{"x": rp, "y": 0})
+	wrapped := f.op("add", "rope_pos_wrapped", mil.In{"x": rp, "y": c.ropeRows})
+	idx := f.op("select", "rope_pos", mil.In{"cond": nonneg, "a": rp, "b": wrapped})
+	half := func(tbl []uint16, nm string) *mil.Var {
+		t := ws.constValue(b, nm, func() *mil.Value { return mil.FP16([]int64{1, int64(c.ropeRows), d}, tbl) })
+		g := f.op("gather", nm+"_rows", mil.In{"x": t, "indices": idx, "axis": 1, "batch_dims": 0, "validate_indices": false})
+		g = f.op("reshape", nm+"_4d", mil.In{"x": g, "shape": []int{1, 1, T, int(d)}})
+		return f.op("slice_by_index", nm+"_half", mil.In{"x": g, "begin": []int{0, 0, 0, 0}, "end": []int{1, 1, T, int(d / 2)}})
+	}
+	io := &decoderIO{T: T, state: state, mask: mask, pos: pos, stateShape: stateShape}
+	io.cos = half(c.cos, "rope_cos_to_fp16")
+	io.sin = half(c.sin, "rope_sin_to_fp16")
+	io.end = f.op("add", "current_pos_end", mil.In{"x": pos, "y": []int{T}})
+
+	const outName = "output_hidden_states"
+	for l := r.Start; l < r.End; l++ {
+		lastLayer := l == r.End-1
+		out := ""
+		switch {
+		case lastLayer && !last:
+			out = outName
+		case lastLayer && prefill:
+			// ANEMLL's last prefill chunk skips the final MLP and norm.
+			x = f.layer(l, x, io, true, "")
+			x = b.Op("slice_by_index", outName, mil.In{"x": x, "begin": []int{0, 0, 0}, "end": []int{1, 1, int(H)}})
+			continue
+		}
+		x = f.layer(l, x, io, false, out)
+	}
+	if last && !prefill {
+		x = f.rmsNorm(x, "model.norm.weight", "final_norm", outName)
+	}
+	b.Output(x)
+	fnc, err := b.Function()
+	if err != nil {
+		return nil, coreml.FunctionDescription{}, fmt.Errorf("llama: build %s chunk %d: %w", name, chunk, err)
+	}
+	outT := int64(T)
+	if prefill && last {
+		outT = 1
+	}
+	desc := coreml.FunctionDescription{
+		Name: name,
+		Inputs: []coreml.Feature{
+			coreml.ArrayFeature("hidden_states", mil.Float16, 1, int64(T), H),
+			coreml.ArrayFeature("position_ids", mil.Int32, int64(T)),
+			coreml.ArrayFeature("causal_mask", mil.Float16, 1, 1, int64(T), C),
+			coreml.ArrayFeature("current_pos", mil.Int32, 1),
+		},
+		Outputs: []coreml.Feature{coreml.ArrayFeature(outName, mil.Float16, 1, outT, H)},
+		States:  []coreml.Feature{coreml.StateOf(StateName, mil.Float16, stateShape...)},
+	}
+	return fnc, desc, nil
+}
+
+func (c *Converter) checkChunk(i int) error {
+	if i < 0 || i >= len(c.layout) {
+		return fmt.Errorf("llama: chunk %d out of range [0, %d)", i, len(c.layout))
+	}
+	return nil
+}
+
+func (c *Converter) chunkMeta(i int) map[string]string {
+	return map[string]string{
+		"com.anemll.num_chunks": strconv.Itoa(len(c.layout)),
+		"com.anemll.chunk_no":   strconv.Itoa(i + 1),
+	}
+}
+
+func singleFunction(fnc *mil.Function, d coreml.FunctionDescription, md coreml.Metadata) *coreml.Package {
+	p := mil.NewProgram()
+	p.Functions = append(p.Functions, fnc)
+	return &coreml.Package{
+		SpecVersion: coreml.SpecVersionIOS18,
+		Program:     p,
+		Description: coreml.Description{Inputs: d.Inputs, Outputs: d.Outputs, States: d.States, Metadata: md},
+	}
+}
+
+// FFNChunk builds part 2 for chunk i (from 0): decode one token through the
+// chunk's layers, function "main". The last chunk applies the final norm.
+func (c *Converter) FFNChunk(i int) (*coreml.Package, error) {
+	if err := c.checkChunk(i); err != nil {
+		return nil, err
+	}
+	ws := c.newWeightSet(c.opts.LUT.FFN)
+	fnc, d, err := c.decoderFunction("main", i, false, ws)
+	if err != nil {
+		return nil, err
+	}
+	md := c.metadata("Anemll Model (FFN) converted to CoreML", ws.bits, c.chunkMeta(i))
+	denseList(ws, &md)
+	return singleFunction(fnc, d, md), nil
+}
+
+// PrefillChunk builds part 2_prefill for chunk i (from 0): BatchSize tokens
+// through the chunk's layers, writing their K/V at current_pos onwards.
+// The last chunk returns only the first token's row and skips the last
+// layer's MLP and the final norm, as ANEMLL does.
+func (c *Converter) PrefillChunk(i int) (*coreml.Package, error) {
+	if err := c.checkChunk(i); err != nil {
+		return nil, err
+	}
+	ws := c.newWeightSet(c.opts.LUT.FFN)
+	fnc, d, err := c.decoderFunction("main", i, true, ws)
+	if err != nil {
+		return nil, err
+	}
+	meta := c.chunkMeta(i)
+	meta["com.anemll.batch_size"] = strconv.Itoa(c.opts.BatchSize)
+	md := c.metadata("Anemll Model (Prefill) converted to CoreML", ws.bits, meta)
+	denseList(ws, &md)
+	return singleFunction(fnc, d, md), nil
+}
+
+// CombinedChunk builds the multifunction FFN_PF package of chunk i: functions
+// "infer" (FFNChunk) and "prefill" (PrefillChunk), default "infer". Both
+// functions share the same weight values.
+func (c *Converter) CombinedChunk(i int) (*coreml.Package, error) {
+	if err := c.checkChunk(i); err != nil {
+		return nil, err
+	}
+	ws := c.newWeightSet(c.opts.LUT.FFN)
+	inf, di, err := c.decoderFunction("infer", i, false, ws)
+	if err != nil {
+		return nil, err
+	}
+	pre, dp, err := c.decoderFunction("prefill", i, true, ws)
+	if err != nil {
+		return nil, err
+	}
+	meta := c.chunkMeta(i)
+	meta["com.anemll.batch_size"] = strconv.Itoa(c.opts.BatchSize)
+	md := c.metadata("Anemll Model: Multifunction FFN+Prefill", ws.bits, meta)
+	denseList(ws, &md)
+	p := mil.NewProgram()
+	p.Functions = append(p.Functions, inf, pre)
+	return &coreml.Package{
+		SpecVersion: coreml.SpecVersionIOS18,
+		Program:     p,
+		Description: coreml.Description{Functions: []coreml.FunctionDescription{di, dp}, DefaultFunction: "infer", Metadata: md},
+	}, nil
+}
+
+// Embeddings builds part 1: input_ids int32 [1,1] or [1,BatchSize]
+// (enumerated) → hidden_states fp16 [1,N,H] by gathering rows of the
+// embedding table. Negative ids wrap (id+V) as in ANEMLL's traced graph.
+func (c *Converter) Embeddings() (*coreml.Package, error) {
+	cfg, B := c.cfg, int64(c.opts.BatchSize)
+	V, H := int64(cfg.VocabSize), int64(cfg.HiddenSize)
+	ws := c.newWeightSet(c.opts.LUT.Embeddings)
+	b := mil.NewBuilder("main", mil.OpsetIOS18)
+	f := &fn{c: c, b: b, ws: ws}
+	n := mil.Unknown
+	if B == 1 {
+		n = 1
+	}
+	ids := b.Input("input_ids", mil.TensorType(mil.Int32, 1, n))
+	nonneg := f.op("greater_equal", "input_ids_nonneg", mil.In{"x": ids, "y": 0})
+	wrapped := f.op("add", "input_ids_wrapped", mil.In{"x": ids, "y": int(V)})
+	idx := f.op("select", "input_ids_index", mil.In{"cond": nonneg, "a": ids, "b": wrapped})
+	w := ws.matrix(b, "embed_tokens_weight_to_fp16", tensorRef{Name: "model.embed_tokens.weight", Shape: []int64{V, H}})
+	out := b.Op("gather", "hidden_states", mil.In{"x": w, "indices": idx, "axis": 0, "batch_dims": 0, "validate_indices": false})
+	b.Output(out)
+	fnc, err := b.Function()
+	if err != nil {
+		return nil, fmt.Errorf("llama: build embeddings: %w", err)
+	}
+	in := coreml.ArrayFeature("input_ids", mil.Int32, 1, 1)
+	in.Enumerated = [][]int64{{1, 1}, {1, B}}
+	d := coreml.FunctionDescription{
+		Inputs:  []coreml.Feature{in},
+		Outputs: []coreml.Feature{{Name: "hidden_states", Kind: coreml.MultiArray, DType: mil.Float16}},
+	}
+	md := c.metadata("Anemll Model (Embeddings) converted to CoreML", ws.bits, nil)
+	denseList(ws, &md)
+	return singleFunction(fnc, d, md), nil
+}
+
+// LMHead builds part 3: hidden_states [1,1,H] → logits1..logitsK fp16
+// [1,1,P] (a single output is named "logits", as in ANEMLL), K =
+// SplitLMHead, P = ceil(V/K), each a 1×1 conv over rows [(i−1)·P, i·P) of
+// the LM head (the embedding matrix when tied). When K does not divide V
+// the last part is padded with zero weight rows and a bias of −Inf on
+// them, so concatenating the outputs gives V real logits followed by
+// K·P−V logits of −Inf that argmax and softmax ignore; every part has the
+// same size P, which runners that index parts by a fixed size need.
+func (c *Converter) LMHead() (*coreml.Package, error) {
+	cfg, K := c.cfg, c.opts.SplitLMHead
+	V, H, P := int64(cfg.VocabSize), int64(cfg.HiddenSize), int64(c.lmPartRows())
+	ws := c.newWeightSet(c.opts.LUT.LMHead)
+	b := mil.NewBuilder("main", mil.OpsetIOS18)
+	f := &fn{c: c, b: b, ws: ws}
+	x := b.Input("hidden_states", mil.TensorType(mil.Float16, 1, 1, H))
+	xc := f.toChannels(x, "lm_head_in")
+	outs := make([]*mil.Var, K)
+	d := coreml.FunctionDescription{Inputs: []coreml.Feature{coreml.ArrayFeature("hidden_states", mil.Float16, 1, 1, H)}}
+	for i := 0; i < K; i++ {
+		r0, r1 := int64(i)*P, min(int64(i+1)*P, V)
+		ref := tensorRef{Name: c.lmHead, Row0: r0, Row1: r1, PadRows: P - (r1 - r0), Shape: []int64{P, H, 1, 1}}
+		w := ws.matrix(b, fmt.Sprintf("lm_head%d_%d_weight_to_fp16", K, i+1), ref)
+		args := mil.In{"x": xc, "weight": w, "strides": []int{1, 1}, "pad_type": "valid",
+			"pad": []int{0, 0, 0, 0}, "dilations": []int{1, 1}, "groups": 1}
+		if pad := P - (r1 - r0); pad > 0 {
+			bias := make([]uint16, P)
+			for j := r1 - r0; j < P; j++ {
+				bias[j] = 0xfc00 // −Inf
+			}
+			args["bias"] = b.Const(fmt.Sprintf("lm_head%d_%d_pad_bias_to_fp16", K, i+1), mil.FP16([]int64{P}, bias))
+		}
+		y := f.op("conv", fmt.Sprintf("lm_head%d_%d", K, i+1), args)
+		y = f.op("squeeze", fmt.Sprintf("lm_head%d_%d_3d", K, i+1), mil.In{"x": y, "axes": []int{2}})
+		name := "logits" + strconv.Itoa(i+1)
+		if K == 1 {
+			name = "logits"
+		}
+		outs[i] = b.Op("transpose", name, mil.In{"x": y, "perm": []int{0, 2, 1}})
+		d.Outputs = append(d.Outputs, coreml.ArrayFeature(name, mil.Float16, 1, 1, P))
+	}
+	b.Output(outs...)
+	fnc, err := b.Function()
+	if err != nil {
+		return nil, fmt.Errorf("llama: build LM head: %w", err)
+	}
+	md := c.metadata("Anemll Model (LM Head) converted to CoreML", ws.bits, map[string]string{
+		"com.anemll-go.split_lm_head": strconv.Itoa(K),
+		"com.anemll-go.vocab_size":    strconv.Itoa(cfg.VocabSize),
+	})
+	denseList(ws, &md)
+	return singleFunction(fnc, d, md), nil
+}
+

@@ -1,0 +1,179 @@
+package llama
+
+import (
+	"fmt"
+
+	"github.com/anemll/anemll/internal/hf"
+)
+
+// Version is the converter version written into package metadata
+// ("Converted with anemll-go v<Version>", com.anemll-go.version).
+var Version = "0.1.0"
+
+// Defaults used when an Options field is zero.
+const (
+	DefaultContextLength = 512
+	DefaultBatchSize     = 64
+	DefaultPrefix        = "llama"
+	DefaultLUTGroupSize  = 8
+	// DefaultSplitLMHead is ANEMLL's LM-head split for LLaMA.
+	DefaultSplitLMHead = 8
+	// MaxANEDim is the largest tensor dimension the Neural Engine takes.
+	MaxANEDim = 16384
+)
+
+// LUTBits gives the palettization bit width of each part; 0 keeps fp16.
+// The FFN width applies to the FFN, prefill and combined packages (ANEMLL
+// converts parts 2 and 2_prefill with the same --lut).
+type LUTBits struct {
+	Embeddings, FFN, LMHead int
+}
+
+// Palettizer turns a weight (fp16 bit patterns, row-major, shape[0] output
+// channels) into per-grouped-channel LUT form: indices holds one value in
+// [0, 2^bits) per element (unpacked), lut holds shape[0]/groupSize tables
+// of 2^bits fp16 entries, table g serving channels [g·groupSize,
+// (g+1)·groupSize). internal/quant provides one.
+type Palettizer func(w []uint16, shape []int64, bits, groupSize int) (indices []uint8, lut []uint16, err error)
+
+// Options control a conversion. Zero fields take the documented defaults.
+type Options struct {
+	// ContextLength is the attention window C (default 512).
+	ContextLength int
+	// StateLength is the KV-cache length S; default config.json's
+	// state_length, else ContextLength. ANEMLL forces max(512, C); we do
+	// not. Must be ≥ ContextLength.
+	StateLength int
+	// BatchSize is the prefill batch B (default 64, ≤ ContextLength).
+	BatchSize int
+	// NumChunks splits the decoder layers (default 1, ≤ layer count).
+	NumChunks int
+	// Prefix starts every file name (default "llama").
+	Prefix string
+	// LUT selects palettization per part (0 = fp16).
+	LUT LUTBits
+	// LUTGroupSize is the number of output channels sharing one LUT
+	// (default 8).
+	LUTGroupSize int
+	// SplitLMHead is the number of LM-head convs / logits outputs; 0 picks
+	// one (see SplitFor).
+	SplitLMHead int
+	// Palettize is required when any LUT width is set.
+	Palettize Palettizer
+	// Eligible decides which weights are palettized; nil uses
+	// DefaultEligible.
+	Eligible func(shape []int64, groupSize int) bool
+	// OnOverflow, if set, is told how many finite values of a weight
+	// became ±Inf when rounded to fp16. It is called when the weight's
+	// bytes are produced (by the package writer), possibly from several
+	// goroutines at once.
+	OnOverflow func(weight string, n int)
+}
+
+// DefaultEligible is coremltools' rule as ANEMLL uses it: weights of rank
+// > 1 with more than 2048 elements whose output channels divide into
+// groups.
+func DefaultEligible(shape []int64, groupSize int) bool {
+	if len(shape) < 2 || groupSize < 1 || shape[0]%int64(groupSize) != 0 {
+		return false
+	}
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	return n > 2048
+}
+
+var validLUTBits = map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true, 6: true, 8: true}
+
+// resolve fills defaults and checks the options against cfg.
+func (o Options) resolve(cfg *hf.Config) (Options, error) {
+	bad := func(format string, a ...any) (Options, error) {
+		return Options{}, fmt.Errorf("llama: options: %s", fmt.Sprintf(format, a...))
+	}
+	if o.ContextLength == 0 {
+		o.ContextLength = DefaultContextLength
+	}
+	if o.StateLength == 0 {
+		o.StateLength = cfg.StateLength
+	}
+	if o.StateLength == 0 {
+		o.StateLength = o.ContextLength
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.NumChunks == 0 {
+		o.NumChunks = 1
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.LUTGroupSize == 0 {
+		o.LUTGroupSize = DefaultLUTGroupSize
+	}
+	if o.Eligible == nil {
+		o.Eligible = DefaultEligible
+	}
+	switch {
+	case o.ContextLength < 1:
+		return bad("context length %d must be at least 1", o.ContextLength)
+	case o.StateLength < o.ContextLength:
+		return bad("state length %d must be at least the context length %d", o.StateLength, o.ContextLength)
+	case o.BatchSize < 1 || o.BatchSize > o.ContextLength:
+		return bad("batch size %d must be between 1 and the context length %d", o.BatchSize, o.ContextLength)
+	case o.NumChunks < 1 || o.NumChunks > cfg.NumHiddenLayers:
+		return bad("chunk count %d must be between 1 and the layer count %d", o.NumChunks, cfg.NumHiddenLayers)
+	case 2*max(o.ContextLength, o.StateLength) > MaxANEDim:
+		return bad("RoPE table of 2·max(context %d, state %d) rows exceeds the Neural Engine's %d-element dimension limit",
+			o.ContextLength, o.StateLength, MaxANEDim)
+	case o.LUTGroupSize < 1:
+		return bad("LUT group size %d must be positive", o.LUTGroupSize)
+	case o.SplitLMHead < 0 || o.SplitLMHead > cfg.VocabSize:
+		return bad("LM head split %d must be between 0 (auto) and the vocabulary size %d", o.SplitLMHead, cfg.VocabSize)
+	}
+	for _, p := range []struct {
+		name string
+		bits int
+	}{{"embeddings", o.LUT.Embeddings}, {"FFN", o.LUT.FFN}, {"LM head", o.LUT.LMHead}} {
+		if !validLUTBits[p.bits] {
+			return bad("%s LUT bits %d unsupported (want 0, 1, 2, 3, 4, 6 or 8)", p.name, p.bits)
+		}
+		if p.bits > 0 && o.Palettize == nil {
+			return bad("%s LUT bits %d set but no Palettize function given", p.name, p.bits)
+		}
+	}
+	for _, c := range o.Prefix {
+		if !(c == '_' || c == '-' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return bad("prefix %q may only hold letters, digits, '_', '-' and '.'", o.Prefix)
+		}
+	}
+	if o.SplitLMHead == 0 {
+		o.SplitLMHead = SplitFor(cfg.VocabSize)
+	}
+	if rows := (cfg.VocabSize + o.SplitLMHead - 1) / o.SplitLMHead; rows > MaxANEDim {
+		return bad("LM head split %d gives %d rows per part, over the Neural Engine's %d limit", o.SplitLMHead, rows, MaxANEDim)
+	}
+	return o, nil
+}
+
+// SplitFor picks the LM-head split for a vocabulary of v tokens: the
+// smallest K in [8, 64] dividing v with v/K ≤ 16384 (8 for LLaMA 2/3
+// vocabularies); if none divides, the smallest power of two K ≥ 8 with
+// ceil(v/K) ≤ 16384, the last part then being padded (see LMHead). Never
+// more parts than tokens.
+func SplitFor(v int) int {
+	if v <= DefaultSplitLMHead {
+		return max(v, 1)
+	}
+	for k := DefaultSplitLMHead; k <= 64; k++ {
+		if v%k == 0 && v/k <= MaxANEDim {
+			return k
+		}
+	}
+	k := DefaultSplitLMHead
+	for (v+k-1)/k > MaxANEDim {
+		k *= 2
+	}
+	return k
+}

@@ -1,0 +1,238 @@
+package llama
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"github.com/anemll/anemll/internal/bitpack"
+	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// tensorRef says how to produce one MIL weight from a checkpoint tensor:
+// rows [Row0, Row1) along axis 0 of HF tensor Name (all rows when Row1 is
+// 0), followed by PadRows zero rows, viewed with MIL shape Shape.
+type tensorRef struct {
+	Name       string
+	Row0, Row1 int64
+	PadRows    int64
+	Shape      []int64
+}
+
+// readFP16 converts the referenced rows to fp16 bit patterns. It reads
+// only those rows from the memory-mapped checkpoint.
+func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
+	info, ok := c.ckpt.Info(r.Name)
+	if !ok {
+		return nil, fmt.Errorf("llama: tensor %q not in checkpoint", r.Name)
+	}
+	raw, err := c.ckpt.Raw(r.Name)
+	if err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
+	rows := int64(1)
+	if len(info.Shape) > 0 {
+		rows = info.Shape[0]
+	}
+	row0, row1 := r.Row0, r.Row1
+	if row1 == 0 {
+		row0, row1 = 0, rows
+	}
+	per := int64(1)
+	if rows > 0 {
+		per = info.NumElements() / rows
+	}
+	sz := info.DType.Size()
+	if row0 < 0 || row1 > rows || row0 > row1 || int64(len(raw)) != info.NumElements()*sz {
+		return nil, fmt.Errorf("llama: tensor %q: rows [%d,%d) outside %v", r.Name, row0, row1, info.Shape)
+	}
+	out := make([]uint16, (row1-row0+r.PadRows)*per)
+	n := (row1 - row0) * per
+	over, err := hf.DecodeFloat16(out[:n], raw[row0*per*sz:row1*per*sz], info.DType)
+	if err != nil {
+		return nil, fmt.Errorf("llama: tensor %q: %w", r.Name, err)
+	}
+	if over > 0 {
+		c.overflow.Add(int64(over))
+		if c.opts.OnOverflow != nil {
+			c.opts.OnOverflow(r.Name, over)
+		}
+	}
+	return out, nil
+}
+
+func halfBytes(h []uint16) []byte {
+	b := make([]byte, 2*len(h))
+	for i, x := range h {
+		binary.LittleEndian.PutUint16(b[2*i:], x)
+	}
+	return b
+}
+
+// weightSet creates the weight consts of one package. Values are cached by
+// const name so the two functions of a combined package share them.
+type weightSet struct {
+	c      *Converter
+	bits   int
+	values map[string]*weightValues
+	// dense lists matrix weights left fp16 in a LUT package, in order.
+	dense []string
+}
+
+type weightValues struct {
+	dense    *mil.Value
+	idx, lut *mil.Value
+}
+
+func (c *Converter) newWeightSet(bits int) *weightSet {
+	return &weightSet{c: c, bits: bits, values: map[string]*weightValues{}}
+}
+
+// denseValue is a lazy fp16 tensor read from the checkpoint when the
+// writer asks for it.
+func (ws *weightSet) denseValue(r tensorRef) *mil.Value {
+	c := ws.c
+	return mil.LazyTensor(mil.Float16, r.Shape, func() ([]byte, error) {
+		h, err := c.readFP16(r)
+		if err != nil {
+			return nil, err
+		}
+		return halfBytes(h), nil
+	})
+}
+
+// lutPair computes a weight's palettized form once for its two literals
+// and drops each half once it has been handed out.
+type lutPair struct {
+	mu       sync.Mutex
+	compute  func() (idx, lut []byte, err error)
+	idx, lut []byte
+}
+
+func (p *lutPair) take(wantLUT bool) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	have := p.idx
+	if wantLUT {
+		have = p.lut
+	}
+	if have == nil {
+		idx, lut, err := p.compute()
+		if err != nil {
+			return nil, err
+		}
+		p.idx, p.lut = idx, lut
+	}
+	if wantLUT {
+		out := p.lut
+		p.lut = nil
+		return out, nil
+	}
+	out := p.idx
+	p.idx = nil
+	return out, nil
+}
+
+var uintTypes = map[int]mil.DType{1: mil.UInt1, 2: mil.UInt2, 3: mil.UInt3, 4: mil.UInt4, 6: mil.UInt6, 8: mil.UInt8}
+
+// lutShape returns the shape of the LUT for a weight of shape s grouped
+// along axis 0: [s0/g, 1, …, 1, 2^bits, 1].
+func lutShape(s []int64, bits, group int) []int64 {
+	out := make([]int64, len(s)+2)
+	out[0] = s[0] / int64(group)
+	for i := 1; i < len(s); i++ {
+		out[i] = 1
+	}
+	out[len(s)] = 1 << bits
+	out[len(s)+1] = 1
+	return out
+}
+
+func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
+	c, bits, group := ws.c, ws.bits, ws.c.opts.LUTGroupSize
+	n := int64(1)
+	for _, d := range r.Shape {
+		n *= d
+	}
+	ls := lutShape(r.Shape, bits, group)
+	nLUT := ls[0] << bits
+	pair := &lutPair{compute: func() ([]byte, []byte, error) {
+		w, err := c.readFP16(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		ind, table, err := c.opts.Palettize(w, r.Shape, bits, group)
+		if err != nil {
+			return nil, nil, fmt.Errorf("llama: palettize %q: %w", r.Name, err)
+		}
+		if int64(len(ind)) != n || int64(len(table)) != nLUT {
+			return nil, nil, fmt.Errorf("llama: palettize %q: got %d indices and %d LUT entries, want %d and %d",
+				r.Name, len(ind), len(table), n, nLUT)
+		}
+		if err := bitpack.CheckRange(ind, bits); err != nil {
+			return nil, nil, fmt.Errorf("llama: palettize %q: %w", r.Name, err)
+		}
+		return bitpack.Pack(nil, ind, bits), halfBytes(table), nil
+	}}
+	idx = mil.LazyTensor(uintTypes[bits], r.Shape, func() ([]byte, error) { return pair.take(false) })
+	lut = mil.LazyTensor(mil.Float16, ls, func() ([]byte, error) { return pair.take(true) })
+	return idx, lut
+}
+
+// matrix adds a weight feeding conv, linear or gather: palettized when the
+// package has LUT bits and the weight is eligible, else a dense const.
+func (ws *weightSet) matrix(b *mil.Builder, name string, r tensorRef) *mil.Var {
+	v := ws.values[name]
+	if v == nil {
+		v = &weightValues{}
+		if ws.bits > 0 && ws.c.opts.Eligible(r.Shape, ws.c.opts.LUTGroupSize) {
+			v.idx, v.lut = ws.lutValues(r)
+		} else {
+			v.dense = ws.denseValue(r)
+			if ws.bits > 0 {
+				ws.dense = append(ws.dense, name)
+			}
+		}
+		ws.values[name] = v
+	}
+	if v.dense != nil {
+		return b.Const(name, v.dense)
+	}
+	return b.Op("constexpr_lut_to_dense", name+"_palettized", mil.In{
+		"indices": mil.Literal{Value: v.idx},
+		"lut":     mil.Literal{Value: v.lut},
+	})
+}
+
+// vector adds a dense fp16 const (norm gammas, biases).
+func (ws *weightSet) vector(b *mil.Builder, name string, r tensorRef) *mil.Var {
+	v := ws.values[name]
+	if v == nil {
+		v = &weightValues{dense: ws.denseValue(r)}
+		ws.values[name] = v
+	}
+	return b.Const(name, v.dense)
+}
+
+// constValue adds a const with a fixed value shared across functions.
+func (ws *weightSet) constValue(b *mil.Builder, name string, mk func() *mil.Value) *mil.Var {
+	v := ws.values[name]
+	if v == nil {
+		v = &weightValues{dense: mk()}
+		ws.values[name] = v
+	}
+	return b.Const(name, v.dense)
+}
+
+// milName turns a Hugging Face tensor name into the const name ANEMLL's
+// packages use: "model." + name with dots as underscores + "_to_fp16".
+func milName(hfName string) string {
+	b := []byte("model_" + hfName + "_to_fp16")
+	for i, c := range b {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
