@@ -1,0 +1,193 @@
+package runtime
+
+import (
+	"runtime"
+	"sync"
+)
+
+// minParallelMACs is the work (multiply-adds) below which kernels stay on
+// one goroutine.
+const minParallelMACs = 1 << 16
+
+// gemmNTRef is the reference for gemmNT:
+//
+//	for i < m, j < n: c[i*n+j] = Σ_p a[i*k+p] · b[j*k+p]
+//
+// with fp32 accumulation.
+func gemmNTRef(c, a, b []float32, m, n, k int) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float32
+			for p := 0; p < k; p++ {
+				s += a[i*k+p] * b[j*k+p]
+			}
+			c[i*n+j] = s
+		}
+	}
+}
+
+// gemmNT sets c (m×n) = a (m×k) · bᵀ where b is n×k, both row-major, with
+// fp32 accumulation. Work is split into disjoint blocks of rows (of a or
+// b, whichever is larger) over the available cores above a size
+// threshold.
+func gemmNT(c, a, b []float32, m, n, k int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if workers < 2 || m*n*k < minParallelMACs {
+		gemmBlock(c, a, b, m, n, k, 0, m, 0, n)
+		return
+	}
+	// Split the larger dimension into 4-aligned chunks, a few per worker.
+	splitM := m >= n
+	dim := n
+	if splitM {
+		dim = m
+	}
+	chunks := workers * 4
+	step := (dim + chunks - 1) / chunks
+	step = (step + 3) &^ 3
+	if step < 4 {
+		step = 4
+	}
+	var wg sync.WaitGroup
+	next := make(chan int, (dim+step-1)/step)
+	for s := 0; s < dim; s += step {
+		next <- s
+	}
+	close(next)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range next {
+				e := min(s+step, dim)
+				if splitM {
+					gemmBlock(c, a, b, m, n, k, s, e, 0, n)
+				} else {
+					gemmBlock(c, a, b, m, n, k, 0, m, s, e)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// gemmBlock computes rows i0..i1 and columns j0..j1 of c = a·bᵀ.
+func gemmBlock(c, a, b []float32, m, n, k, i0, i1, j0, j1 int) {
+	i := i0
+	for ; i+4 <= i1; i += 4 {
+		a0 := a[i*k : i*k+k]
+		a1 := a[(i+1)*k : (i+1)*k+k]
+		a2 := a[(i+2)*k : (i+2)*k+k]
+		a3 := a[(i+3)*k : (i+3)*k+k]
+		j := j0
+		for ; j+2 <= j1; j += 2 {
+			b0 := b[j*k : j*k+k]
+			b1 := b[(j+1)*k : (j+1)*k+k]
+			s := dot4x2(a0, a1, a2, a3, b0, b1)
+			c[i*n+j], c[i*n+j+1] = s[0], s[1]
+			c[(i+1)*n+j], c[(i+1)*n+j+1] = s[2], s[3]
+			c[(i+2)*n+j], c[(i+2)*n+j+1] = s[4], s[5]
+			c[(i+3)*n+j], c[(i+3)*n+j+1] = s[6], s[7]
+		}
+		for ; j < j1; j++ {
+			b0 := b[j*k : j*k+k]
+			s := dot4x1(a0, a1, a2, a3, b0)
+			c[i*n+j], c[(i+1)*n+j], c[(i+2)*n+j], c[(i+3)*n+j] = s[0], s[1], s[2], s[3]
+		}
+	}
+	for ; i < i1; i++ {
+		a0 := a[i*k : i*k+k]
+		j := j0
+		for ; j+4 <= j1; j += 4 {
+			s := dot4x1(b[j*k:j*k+k], b[(j+1)*k:(j+1)*k+k], b[(j+2)*k:(j+2)*k+k], b[(j+3)*k:(j+3)*k+k], a0)
+			c[i*n+j], c[i*n+j+1], c[i*n+j+2], c[i*n+j+3] = s[0], s[1], s[2], s[3]
+		}
+		for ; j < j1; j++ {
+			c[i*n+j] = dot(a0, b[j*k:j*k+k])
+		}
+	}
+}
+
+// dot4x2 returns the 8 dot products of a0..a3 with b0, b1 (row-major
+// [a][b]).
+func dot4x2(a0, a1, a2, a3, b0, b1 []float32) [8]float32 {
+	k := len(a0)
+	a1, a2, a3, b0, b1 = a1[:k], a2[:k], a3[:k], b0[:k], b1[:k]
+	var s00, s01, s10, s11, s20, s21, s30, s31 float32
+	for p := 0; p < k; p++ {
+		x0, x1, x2, x3 := a0[p], a1[p], a2[p], a3[p]
+		y0, y1 := b0[p], b1[p]
+		s00 += x0 * y0
+		s01 += x0 * y1
+		s10 += x1 * y0
+		s11 += x1 * y1
+		s20 += x2 * y0
+		s21 += x2 * y1
+		s30 += x3 * y0
+		s31 += x3 * y1
+	}
+	return [8]float32{s00, s01, s10, s11, s20, s21, s30, s31}
+}
+
+// dot4x1 returns the dot products of a0..a3 with b.
+func dot4x1(a0, a1, a2, a3, b []float32) [4]float32 {
+	k := len(b)
+	a0, a1, a2, a3 = a0[:k], a1[:k], a2[:k], a3[:k]
+	var s0, s1, s2, s3 float32
+	for p := 0; p < k; p++ {
+		y := b[p]
+		s0 += a0[p] * y
+		s1 += a1[p] * y
+		s2 += a2[p] * y
+		s3 += a3[p] * y
+	}
+	return [4]float32{s0, s1, s2, s3}
+}
+
+// dot returns Σ a[p]·b[p].
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	p := 0
+	for ; p+4 <= len(a); p += 4 {
+		s0 += a[p] * b[p]
+		s1 += a[p+1] * b[p+1]
+		s2 += a[p+2] * b[p+2]
+		s3 += a[p+3] * b[p+3]
+	}
+	for ; p < len(a); p++ {
+		s0 += a[p] * b[p]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// parallelFor runs fn(i) for i < n over the available cores when the total
+// work (n·per multiply-adds) is large enough, else serially.
+func parallelFor(n, per int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers < 2 || n*per < minParallelMACs {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int, n)
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,633 @@
+package runtime
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+
+	"github.com/anemll/anemll/internal/bitpack"
+	"github.com/anemll/anemll/internal/fp16"
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// ErrUnsupported is wrapped by load errors for op types, dtypes or op
+// forms the interpreter does not implement.
+var ErrUnsupported = errors.New("runtime: unsupported")
+
+// Model is a loaded program: every function prepared and ready to run.
+type Model struct {
+	funcs map[string]*Function
+	names []string
+}
+
+// Function is one prepared MIL function. Predict may be called from several
+// goroutines at once as long as each uses its own State.
+type Function struct {
+	name    string
+	inputs  []mil.NamedType
+	nslots  int
+	consts  []*Tensor // template of slot values: constants filled in
+	inSlot  map[string]int
+	states  []stateDecl
+	nodes   []*node
+	outputs []string
+	outSlot []int
+	pool    sync.Pool
+}
+
+type stateDecl struct {
+	name  string
+	slot  int
+	dtype mil.DType
+	shape []int
+}
+
+// node is one runnable op with its input bindings resolved to slots.
+type node struct {
+	op   *mil.Op
+	kern kernel
+	args map[string][]int
+	outs []int
+	// state is the state input name for read_state/write_state and for
+	// in-place slice_update.
+	state string
+	// inplace: slice_update writes straight into the state buffer;
+	// write_state may copy into the state buffer (else it reallocates).
+	inplace bool
+}
+
+// kernel runs one op.
+type kernel func(c *call) error
+
+// State holds the tensors of a function's state inputs (Core ML's MLState),
+// keyed by state name. A State made by one function can be used by any
+// function or model whose state inputs have the same names and shapes. A
+// State must not be used by two Predict calls at once.
+type State struct {
+	t map[string]*Tensor
+}
+
+// Tensor returns the current value of the state named name (live: it
+// changes when a Predict writes the state), or nil.
+func (s *State) Tensor(name string) *Tensor { return s.t[name] }
+
+// Names returns the state names, sorted.
+func (s *State) Names() []string {
+	n := make([]string, 0, len(s.t))
+	for k := range s.t {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Load prepares every function of p: constants are decoded once (lazy
+// bytes read once), constexpr_lut_to_dense weights dequantized once, and
+// every op checked against the implemented set.
+func Load(p *mil.Program) (*Model, error) {
+	if p == nil || len(p.Functions) == 0 {
+		return nil, errors.New("runtime: program has no functions")
+	}
+	m := &Model{funcs: map[string]*Function{}}
+	cache := map[*mil.Value]*Tensor{} // shared weights across functions
+	for _, f := range p.Functions {
+		if _, dup := m.funcs[f.Name]; dup {
+			return nil, fmt.Errorf("runtime: duplicate function %q", f.Name)
+		}
+		fn, err := loadFunction(f, cache)
+		if err != nil {
+			return nil, err
+		}
+		m.funcs[f.Name] = fn
+		m.names = append(m.names, f.Name)
+	}
+	sort.Strings(m.names)
+	return m, nil
+}
+
+// Function returns the prepared function named name.
+func (m *Model) Function(name string) (*Function, error) {
+	f, ok := m.funcs[name]
+	if !ok {
+		return nil, fmt.Errorf("runtime: no function %q (have %v)", name, m.names)
+	}
+	return f, nil
+}
+
+// FunctionNames returns the names of the model's functions, sorted.
+func (m *Model) FunctionNames() []string { return append([]string(nil), m.names...) }
+
+// Name returns the function's name.
+func (f *Function) Name() string { return f.name }
+
+// Inputs returns the function's inputs (tensors and states) as declared.
+func (f *Function) Inputs() []mil.NamedType { return append([]mil.NamedType(nil), f.inputs...) }
+
+// Outputs returns the names of the function's outputs, in order.
+func (f *Function) Outputs() []string { return append([]string(nil), f.outputs...) }
+
+// NewState returns zero-filled tensors for each state input of f (like
+// Core ML's make_state).
+func (f *Function) NewState() *State {
+	s := &State{t: map[string]*Tensor{}}
+	for _, d := range f.states {
+		s.t[d.name] = Zeros(d.dtype, d.shape)
+	}
+	return s
+}
+
+type loader struct {
+	fn     *Function
+	milFn  *mil.Function
+	slot   map[string]int
+	consts map[string]*mil.Value // const op name -> value
+	cache  map[*mil.Value]*Tensor
+}
+
+func loadFunction(f *mil.Function, cache map[*mil.Value]*Tensor) (*Function, error) {
+	if f.Body == nil {
+		return nil, fmt.Errorf("runtime: function %q has no body", f.Name)
+	}
+	fn := &Function{name: f.Name, inputs: append([]mil.NamedType(nil), f.Inputs...), inSlot: map[string]int{}}
+	l := &loader{fn: fn, milFn: f, slot: map[string]int{}, consts: map[string]*mil.Value{}, cache: cache}
+	for _, in := range f.Inputs {
+		s := l.newSlot(in.Name)
+		switch in.Type.Kind {
+		case mil.KindTensor:
+			fn.inSlot[in.Name] = s
+		case mil.KindState:
+			if in.Type.Elem == nil || !in.Type.Elem.Static() {
+				return nil, fmt.Errorf("runtime: function %q: state %q must wrap a fixed-shape tensor", f.Name, in.Name)
+			}
+			e := in.Type.Elem
+			if !isFloat(e.DType) && !supportedInt(e.DType) {
+				return nil, fmt.Errorf("runtime: function %q: state %q dtype %s: %w", f.Name, in.Name, e.DType, ErrUnsupported)
+			}
+			fn.states = append(fn.states, stateDecl{name: in.Name, slot: s, dtype: e.DType, shape: toInts(e.Shape)})
+		default:
+			return nil, fmt.Errorf("runtime: function %q: input %q of type %s: %w", f.Name, in.Name, in.Type, ErrUnsupported)
+		}
+	}
+	for _, op := range f.Body.Ops {
+		if err := l.addOp(op); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range f.Body.Outputs {
+		s, err := l.ref(o)
+		if err != nil {
+			return nil, fmt.Errorf("runtime: function %q output: %w", f.Name, err)
+		}
+		fn.outputs = append(fn.outputs, o)
+		fn.outSlot = append(fn.outSlot, s)
+	}
+	fn.nslots = len(l.slot)
+	// consts may have grown past nslots for literal slots: keep in step.
+	for len(fn.consts) < fn.nslots {
+		fn.consts = append(fn.consts, nil)
+	}
+	planInPlace(fn)
+	return fn, nil
+}
+
+func (l *loader) newSlot(name string) int {
+	s := len(l.slot)
+	if name == "" {
+		name = fmt.Sprintf("\x00lit%d", s)
+	}
+	l.slot[name] = s
+	for len(l.fn.consts) <= s {
+		l.fn.consts = append(l.fn.consts, nil)
+	}
+	return s
+}
+
+// ref resolves a value name to its slot, decoding a const on first use.
+func (l *loader) ref(name string) (int, error) {
+	s, ok := l.slot[name]
+	if !ok {
+		return 0, fmt.Errorf("%q is not defined", name)
+	}
+	if v, isConst := l.consts[name]; isConst && l.fn.consts[s] == nil {
+		t, err := l.decode(v)
+		if err != nil {
+			return 0, fmt.Errorf("const %q: %w", name, err)
+		}
+		l.fn.consts[s] = t
+	}
+	return s, nil
+}
+
+func (l *loader) decode(v *mil.Value) (*Tensor, error) {
+	if t, ok := l.cache[v]; ok {
+		return t, nil
+	}
+	t, err := decodeValue(v)
+	if err != nil {
+		return nil, err
+	}
+	l.cache[v] = t
+	return t, nil
+}
+
+// constValue returns the constant bound to an argument: a literal, or the
+// value of a const op.
+func (l *loader) constValue(a mil.Arg) (*mil.Value, error) {
+	if a.Value != nil {
+		return a.Value, nil
+	}
+	if v, ok := l.consts[a.Name]; ok {
+		return v, nil
+	}
+	return nil, fmt.Errorf("%q is not a constant", a.Name)
+}
+
+func (l *loader) addOp(op *mil.Op) error {
+	fail := func(err error) error {
+		return fmt.Errorf("runtime: function %q, op %q (%s): %w", l.milFn.Name, op.Name, op.Type, err)
+	}
+	if len(op.Blocks) > 0 {
+		return fail(fmt.Errorf("ops with nested blocks: %w", ErrUnsupported))
+	}
+	switch op.Type {
+	case "const":
+		v := op.Attr("val")
+		if v == nil || len(op.Outputs) != 1 {
+			return fail(errors.New("const needs a val and one output"))
+		}
+		name := op.Outputs[0].Name
+		if _, dup := l.slot[name]; dup {
+			return fail(fmt.Errorf("%q defined twice", name))
+		}
+		l.newSlot(name)
+		l.consts[name] = v
+		return nil
+	case "constexpr_lut_to_dense":
+		t, err := l.lutOp(op)
+		if err != nil {
+			return fail(err)
+		}
+		if len(op.Outputs) != 1 {
+			return fail(errors.New("want one output"))
+		}
+		name := op.Outputs[0].Name
+		if _, dup := l.slot[name]; dup {
+			return fail(fmt.Errorf("%q defined twice", name))
+		}
+		s := l.newSlot(name)
+		l.fn.consts[s] = t
+		return nil
+	}
+	k, ok := kernels[op.Type]
+	if !ok {
+		return fmt.Errorf("runtime: function %q, op %q: op type %q is not implemented: %w", l.milFn.Name, op.Name, op.Type, ErrUnsupported)
+	}
+	n := &node{op: op, kern: k, args: map[string][]int{}}
+	for _, in := range op.Inputs {
+		for _, a := range in.Args {
+			var s int
+			if a.Value != nil {
+				t, err := l.decode(a.Value)
+				if err != nil {
+					return fail(fmt.Errorf("literal %q: %w", in.Param, err))
+				}
+				s = l.newSlot("")
+				l.fn.consts[s] = t
+			} else {
+				var err error
+				if s, err = l.ref(a.Name); err != nil {
+					return fail(fmt.Errorf("input %q: %w", in.Param, err))
+				}
+			}
+			n.args[in.Param] = append(n.args[in.Param], s)
+		}
+	}
+	if op.Type == "read_state" || op.Type == "write_state" {
+		args := op.Input("input")
+		if len(args) != 1 || args[0].Name == "" {
+			return fail(errors.New("input must name a state"))
+		}
+		found := false
+		for _, d := range l.fn.states {
+			if d.name == args[0].Name {
+				found = true
+			}
+		}
+		if !found {
+			return fail(fmt.Errorf("%q is not a state input", args[0].Name))
+		}
+		n.state = args[0].Name
+	}
+	for _, o := range op.Outputs {
+		if _, dup := l.slot[o.Name]; dup {
+			return fail(fmt.Errorf("%q defined twice", o.Name))
+		}
+		n.outs = append(n.outs, l.newSlot(o.Name))
+	}
+	l.fn.nodes = append(l.fn.nodes, n)
+	return nil
+}
+
+// planInPlace marks the slice_update and write_state ops that may write
+// straight into a state buffer without changing what any op observes.
+//
+// read_state returns the state buffer itself (no copy), and view ops
+// (reshape, expand_dims, squeeze, identity) share their input's buffer, so
+// every such value aliases the state. A slice_update of an alias x of state
+// s runs in place when neither x nor any other alias is used after it and
+// its result is the next thing written to s (with no read of s between).
+// A write_state copies into the buffer when no alias is used after it;
+// otherwise it gives the state a fresh buffer.
+func planInPlace(fn *Function) {
+	lastUse := make([]int, fn.nslots)
+	for i := range lastUse {
+		lastUse[i] = -1
+	}
+	for i, n := range fn.nodes {
+		for _, ss := range n.args {
+			for _, s := range ss {
+				lastUse[s] = i
+			}
+		}
+	}
+	for _, s := range fn.outSlot {
+		lastUse[s] = len(fn.nodes)
+	}
+	alias := map[int]string{} // slot -> state it aliases
+	usedAfter := func(st string, k int, except int) bool {
+		for s, name := range alias {
+			if name == st && s != except && lastUse[s] > k {
+				return true
+			}
+		}
+		return false
+	}
+	for k, n := range fn.nodes {
+		switch n.op.Type {
+		case "read_state":
+			alias[n.outs[0]] = n.state
+		case "reshape", "expand_dims", "squeeze", "identity":
+			if x := n.args["x"]; len(x) == 1 {
+				if st, ok := alias[x[0]]; ok {
+					alias[n.outs[0]] = st
+				}
+			}
+		case "slice_update":
+			x := n.args["x"]
+			if len(x) != 1 {
+				continue
+			}
+			st, ok := alias[x[0]]
+			if !ok || lastUse[x[0]] > k || usedAfter(st, k, x[0]) {
+				continue
+			}
+			u := n.outs[0]
+			// The next op touching st must be write_state(st, u).
+			okWrite := false
+			for _, m := range fn.nodes[k+1:] {
+				if m.state != st {
+					continue
+				}
+				if m.op.Type == "write_state" {
+					d := m.args["data"]
+					okWrite = len(d) == 1 && d[0] == u
+				}
+				break
+			}
+			if okWrite {
+				n.inplace = true
+				n.state = st
+				alias[u] = st
+			}
+		case "write_state":
+			n.inplace = !usedAfter(n.state, k, -1)
+		}
+	}
+}
+
+// execCtx is the per-call working set: slot values and reusable buffers.
+type execCtx struct {
+	vals []*Tensor
+	fbuf [][]float32
+	ibuf [][]int32
+	st   *State
+	// scratch for kernels (transposes, packed operands).
+	scratch [][]float32
+}
+
+func (f *Function) getCtx() *execCtx {
+	if c, ok := f.pool.Get().(*execCtx); ok {
+		return c
+	}
+	return &execCtx{
+		vals: make([]*Tensor, f.nslots),
+		fbuf: make([][]float32, f.nslots),
+		ibuf: make([][]int32, f.nslots),
+	}
+}
+
+// Predict runs the function on inputs (by name) and st (required when the
+// function has state inputs) and returns its outputs by name. Each input's
+// dtype and rank must match the declared type, and every known dimension
+// its size; inputs the function does not declare are ignored. States are
+// updated in place.
+func (f *Function) Predict(inputs map[string]*Tensor, st *State) (map[string]*Tensor, error) {
+	for _, in := range f.inputs {
+		if in.Type.Kind != mil.KindTensor {
+			continue
+		}
+		t, ok := inputs[in.Name]
+		if !ok || t == nil {
+			return nil, fmt.Errorf("runtime: %s: missing input %q", f.name, in.Name)
+		}
+		if err := checkType(t, in.Type); err != nil {
+			return nil, fmt.Errorf("runtime: %s: input %q: %w", f.name, in.Name, err)
+		}
+	}
+	if len(f.states) > 0 {
+		if st == nil {
+			return nil, fmt.Errorf("runtime: %s: function has states; pass a State", f.name)
+		}
+		for _, d := range f.states {
+			t := st.t[d.name]
+			if t == nil {
+				return nil, fmt.Errorf("runtime: %s: State has no %q", f.name, d.name)
+			}
+			if t.DType != d.dtype || !equalInts(t.Shape, d.shape) {
+				return nil, fmt.Errorf("runtime: %s: state %q is %s, function wants %s%v", f.name, d.name, t, d.dtype, d.shape)
+			}
+		}
+	}
+	c := f.getCtx()
+	defer f.pool.Put(c)
+	copy(c.vals, f.consts)
+	c.st = st
+	defer func() {
+		clear(c.vals)
+		c.st = nil
+	}()
+	for name, s := range f.inSlot {
+		c.vals[s] = inputs[name]
+	}
+	cl := call{ctx: c}
+	for _, n := range f.nodes {
+		cl.n = n
+		if err := n.kern(&cl); err != nil {
+			return nil, fmt.Errorf("runtime: %s: op %q (%s): %w", f.name, n.op.Name, n.op.Type, err)
+		}
+		for i, s := range n.outs {
+			t := c.vals[s]
+			if t == nil {
+				return nil, fmt.Errorf("runtime: %s: op %q (%s) produced no output %d", f.name, n.op.Name, n.op.Type, i)
+			}
+			if want := n.op.Outputs[i].Type; want.Kind == mil.KindTensor && want.DType != t.DType {
+				return nil, fmt.Errorf("runtime: %s: op %q (%s) produced %s, declared %s", f.name, n.op.Name, n.op.Type, t, want)
+			}
+		}
+	}
+	out := make(map[string]*Tensor, len(f.outputs))
+	for i, name := range f.outputs {
+		t := c.vals[f.outSlot[i]]
+		if t == nil {
+			return nil, fmt.Errorf("runtime: %s: output %q has no value", f.name, name)
+		}
+		out[name] = t.Clone()
+	}
+	return out, nil
+}
+
+func checkType(t *Tensor, want mil.Type) error {
+	if t.DType != want.DType {
+		return fmt.Errorf("dtype %s, want %s", t.DType, want.DType)
+	}
+	if len(t.Shape) != len(want.Shape) {
+		return fmt.Errorf("shape %v has rank %d, want %s", t.Shape, len(t.Shape), mil.ShapeString(want.Shape))
+	}
+	for i, d := range want.Shape {
+		if d >= 0 && int64(t.Shape[i]) != d {
+			return fmt.Errorf("shape %v, want %s", t.Shape, mil.ShapeString(want.Shape))
+		}
+		if t.Shape[i] < 0 {
+			return fmt.Errorf("negative dimension in %v", t.Shape)
+		}
+	}
+	n := t.Len()
+	if (t.IsFloat() && len(t.F) != n) || (!t.IsFloat() && len(t.I) != n) {
+		return fmt.Errorf("%d elements held for shape %v", max(len(t.F), len(t.I)), t.Shape)
+	}
+	return nil
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func toInts(s []int64) []int {
+	out := make([]int, len(s))
+	for i, d := range s {
+		out[i] = int(d)
+	}
+	return out
+}
+
+func supportedInt(dt mil.DType) bool {
+	switch dt {
+	case mil.Int32, mil.Int16, mil.Int8, mil.UInt8, mil.UInt16, mil.Bool:
+		return true
+	}
+	return false
+}
+
+// decodeValue turns a constant tensor value into a Tensor, reading lazy
+// bytes once.
+func decodeValue(v *mil.Value) (*Tensor, error) {
+	ty := v.Type
+	if ty.Kind != mil.KindTensor || !ty.Static() {
+		return nil, fmt.Errorf("constant of type %s: %w", ty, ErrUnsupported)
+	}
+	shape := toInts(ty.Shape)
+	n := numel(shape)
+	if ty.DType == mil.String {
+		if len(v.Strings) != n {
+			return nil, fmt.Errorf("%s constant has %d strings", ty, len(v.Strings))
+		}
+		return &Tensor{DType: mil.String, Shape: shape, S: append([]string(nil), v.Strings...)}, nil
+	}
+	b, err := v.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	if err := v.CheckSize(b); err != nil {
+		return nil, err
+	}
+	t := &Tensor{DType: ty.DType, Shape: shape}
+	switch ty.DType {
+	case mil.Float16:
+		t.F = make([]float32, n)
+		fp16.DecodeFloat32s(t.F, b)
+	case mil.Float32:
+		t.F = make([]float32, n)
+		for i := range t.F {
+			t.F[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	case mil.Int32, mil.Int16, mil.Int8, mil.UInt8, mil.UInt16, mil.Bool,
+		mil.UInt1, mil.UInt2, mil.UInt3, mil.UInt4, mil.UInt6, mil.Int4:
+		t.I = make([]int32, n)
+		if err := decodeInts(t.I, ty.DType, b); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("constant dtype %s: %w", ty.DType, ErrUnsupported)
+	}
+	return t, nil
+}
+
+// decodeInts decodes canonical little-endian (or LSB-first bit-packed)
+// integer bytes of dt into dst.
+func decodeInts(dst []int32, dt mil.DType, b []byte) error {
+	switch dt {
+	case mil.Int32:
+		for i := range dst {
+			dst[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	case mil.Int16:
+		for i := range dst {
+			dst[i] = int32(int16(binary.LittleEndian.Uint16(b[2*i:])))
+		}
+	case mil.UInt16:
+		for i := range dst {
+			dst[i] = int32(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	case mil.Int8:
+		for i := range dst {
+			dst[i] = int32(int8(b[i]))
+		}
+	case mil.UInt8, mil.Bool:
+		for i := range dst {
+			dst[i] = int32(b[i])
+		}
+	default:
+		u, err := bitpack.Unpack(nil, b, len(dst), dt.Bits())
+		if err != nil {
+			return fmt.Errorf("runtime: %s constant: %w", dt, err)
+		}
+		for i, x := range u {
+			dst[i] = int32(x)
+			if dt == mil.Int4 && x&8 != 0 {
+				dst[i] -= 16
+			}
+		}
+	}
+	return nil
+}
