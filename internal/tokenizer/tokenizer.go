@@ -201,15 +201,22 @@ func parseTokenizerJSON(data []byte) (*Tokenizer, error) {
 	if isNull(raw.Model) {
 		return nil, errors.New("no model")
 	}
+	var head struct {
+		Type   string          `json:"type"`
+		Merges json.RawMessage `json:"merges"`
+	}
+	if err := json.Unmarshal(raw.Model, &head); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	if head.Type == "" && head.Merges != nil {
+		head.Type = "BPE"
+	}
+	if head.Type != "BPE" {
+		return nil, &UnsupportedError{Component: "model", Type: head.Type}
+	}
 	var rm rawBPE
 	if err := json.Unmarshal(raw.Model, &rm); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
-	}
-	if rm.Type == "" && rm.Merges != nil {
-		rm.Type = "BPE"
-	}
-	if rm.Type != "BPE" {
-		return nil, &UnsupportedError{Component: "model", Type: rm.Type}
 	}
 	t := &Tokenizer{addedByID: map[int]*AddedToken{}, addedByS: map[string]*AddedToken{}, now: time.Now}
 	var err error
