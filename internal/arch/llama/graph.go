@@ -454,4 +454,3 @@ func (c *Converter) LMHead() (*coreml.Package, error) {
 	denseList(ws, &md)
 	return singleFunction(fnc, d, md), nil
 }
-
