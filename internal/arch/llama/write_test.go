@@ -1,0 +1,126 @@
+package llama
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/coreml"
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// TestWritePackages writes every package of the tiny model with the
+// package writer, reads it back and compares interface, metadata and
+// program; weight.bin sizes are logged next to the reference's.
+func TestWritePackages(t *testing.T) {
+	cfg, ckpt := loadTiny(t)
+	c := newConv(t, cfg, ckpt, Options{ContextLength: 256, StateLength: 512, NumChunks: 2,
+		LUT: LUTBits{FFN: 4, LMHead: 6}, Palettize: testPalettize})
+	dir := t.TempDir()
+	for _, p := range arch.Parts {
+		for i := 0; i < map[bool]int{true: 2, false: 1}[p.Chunked()]; i++ {
+			name, err := c.FileName(p, i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pkg := build(t, c, p, i)
+			path := filepath.Join(dir, name)
+			if err := coreml.Write(pkg, path, coreml.WriteOptions{}); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			back, err := coreml.Open(path)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if back.SpecVersion != 9 || blobRef.ReplaceAllString(printProgram(t, back.Program), "BLOB") != blobRef.ReplaceAllString(printProgram(t, pkg.Program), "BLOB") {
+				t.Errorf("%s: program changed in the round trip", name)
+			}
+			compareWeights(t, name, pkg, back)
+			for _, fn := range pkg.Program.FunctionNames() {
+				a, _ := pkg.Description.Function(fn)
+				b, err := back.Description.Function(fn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fa, fb := featureLines(a), featureLines(b); len(fa) != len(fb) || fmtLines(fa) != fmtLines(fb) {
+					t.Errorf("%s/%s: features %v, read back %v", name, fn, fa, fb)
+				}
+			}
+			for k, v := range pkg.Description.Metadata.UserDefined {
+				if back.Description.Metadata.UserDefined[k] != v {
+					t.Errorf("%s: metadata %s lost", name, k)
+				}
+			}
+			st, err := os.Stat(filepath.Join(path, "Data", "com.apple.CoreML", "weights", "weight.bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The same blob set (after the writer merges identical values) gives
+			// the size of the package ANEMLL + coremltools wrote.
+			refDump, err := os.ReadFile(filepath.Join("testdata", "tiny-random", "structure", strings.TrimSuffix(name, arch.PackageExt)+".txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := regexp.MustCompile(`weight\.bin size: (\d+)`).FindSubmatch(refDump)
+			if m == nil || string(m[1]) != strconv.FormatInt(st.Size(), 10) {
+				t.Errorf("%s: weight.bin is %d bytes, reference %s", name, st.Size(), m[1])
+			}
+			t.Logf("%-44s weight.bin %7d bytes", name, st.Size())
+		}
+	}
+}
+
+var blobRef = regexp.MustCompile(`BLOB(FILE)?\([^)]*\)( bytes\)|, offset = uint64\(\d+\)\))?`)
+
+// compareWeights checks that every constant and literal read back from
+// weight.bin has the bytes our lazy values produce.
+func compareWeights(t *testing.T, name string, a, b *coreml.Package) {
+	t.Helper()
+	n := 0
+	for fi, fa := range a.Program.Functions {
+		fb := b.Program.Function(fa.Name)
+		if fb == nil || len(fb.Body.Ops) != len(fa.Body.Ops) {
+			t.Fatalf("%s: function %d differs", name, fi)
+		}
+		for i, op := range fa.Body.Ops {
+			ob := fb.Body.Ops[i]
+			var va, vb []*mil.Value
+			if v := op.ConstValue(); v != nil {
+				va, vb = append(va, v), append(vb, ob.ConstValue())
+			}
+			for j, in := range op.Inputs {
+				for k, arg := range in.Args {
+					if arg.Value != nil {
+						va, vb = append(va, arg.Value), append(vb, ob.Inputs[j].Args[k].Value)
+					}
+				}
+			}
+			for k := range va {
+				if va[k].Source == nil {
+					continue
+				}
+				x, y := valueBytes(t, va[k]), valueBytes(t, vb[k])
+				if !bytes.Equal(x, y) {
+					t.Errorf("%s: %s: weight bytes differ after writing", name, op.Name)
+				}
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		t.Errorf("%s: no weights compared", name)
+	}
+}
+
+func fmtLines(s []string) string {
+	out := ""
+	for _, l := range s {
+		out += l + "\n"
+	}
+	return out
+}
