@@ -153,10 +153,11 @@ func dot(a, b []float32) float32 {
 	var s0, s1, s2, s3 float32
 	p := 0
 	for ; p+4 <= len(a); p += 4 {
-		s0 += a[p] * b[p]
-		s1 += a[p+1] * b[p+1]
-		s2 += a[p+2] * b[p+2]
-		s3 += a[p+3] * b[p+3]
+		x, y := a[p:p+4:p+4], b[p:p+4:p+4]
+		s0 += x[0] * y[0]
+		s1 += x[1] * y[1]
+		s2 += x[2] * y[2]
+		s3 += x[3] * y[3]
 	}
 	for ; p < len(a); p++ {
 		s0 += a[p] * b[p]
