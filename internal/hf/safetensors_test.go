@@ -541,3 +541,34 @@ func BenchmarkOpenCheckpoint(b *testing.B) {
 		c.Close()
 	}
 }
+
+func TestReadHeader(t *testing.T) {
+	path := filepath.Join(tinyDir, "bf16", "model.safetensors")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := hf.ReadHeader(bytes.NewReader(b), int64(len(b)), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := open(t, filepath.Join(tinyDir, "bf16"))
+	if len(h.Tensors) != 39 || h.DataOffset != 8+int64(binary.LittleEndian.Uint64(b)) || h.Metadata["format"] != "pt" {
+		t.Errorf("header: %d tensors, data at %d, metadata %v", len(h.Tensors), h.DataOffset, h.Metadata)
+	}
+	for _, ti := range h.Tensors {
+		info, ok := c.Info(ti.Name)
+		if !ok || !reflect.DeepEqual(info, ti) {
+			t.Errorf("%s: ReadHeader %+v, Checkpoint %+v", ti.Name, ti, info)
+		}
+	}
+	// The header alone is not enough: offsets are checked against the size.
+	n := 8 + int(binary.LittleEndian.Uint64(b))
+	if _, err := hf.ReadHeader(bytes.NewReader(b[:n]), int64(n), path); err == nil {
+		t.Error("header without its data section accepted")
+	}
+	// A reader shorter than the size it claims gives an error, not a panic.
+	if _, err := hf.ReadHeader(bytes.NewReader(b[:100]), int64(len(b)), path); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("short reader: %v", err)
+	}
+}

@@ -257,3 +257,23 @@ func BenchmarkEmbedding1B(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWriteLlama1B writes a whole Llama-3.2-1B-shaped BF16 checkpoint
+// (about 2.5 GB) to a temporary directory. Run with -benchtime=1x.
+func BenchmarkWriteLlama1B(b *testing.B) {
+	var size int64
+	for _, t := range synth.Tensors(synth.Llama1B()) {
+		n, _ := t.Size()
+		size += n
+	}
+	b.SetBytes(size)
+	for b.Loop() {
+		dir := b.TempDir()
+		if err := synth.Write(dir, synth.Llama1B()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+}
