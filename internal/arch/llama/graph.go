@@ -255,6 +255,12 @@ func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *we
 	if last && !prefill {
 		x = f.rmsNorm(x, "model.norm.weight", "final_norm", outName)
 	}
+	if !prefill {
+		// Decode does not read position_ids (RoPE uses current_pos, as in
+		// ANEMLL); keep the input referenced the way coremltools did in
+		// the reference packages.
+		f.op("identity", "position_ids_tmp", mil.In{"x": posIDs})
+	}
 	b.Output(x)
 	fnc, err := b.Function()
 	if err != nil {

@@ -280,7 +280,7 @@ func TestReferencePackages(t *testing.T) {
 					ours := histogram(f)
 					t.Logf("function %s op histogram (ours vs ANEMLL+coremltools):\n%s", fname, formatHistograms(ours, ref.histogram[fname]))
 					// Compute ops that carry the model must match exactly.
-					for _, op := range []string{"conv", "linear", "matmul", "layer_norm", "read_state", "write_state", "slice_update", "silu", "exp", "real_div", "reduce_max", "reduce_sum", "tile", "constexpr_lut_to_dense"} {
+					for _, op := range []string{"conv", "linear", "matmul", "layer_norm", "read_state", "write_state", "slice_update", "silu", "exp", "real_div", "reduce_max", "reduce_sum", "tile", "identity", "constexpr_lut_to_dense"} {
 						if ours[op] != ref.histogram[fname][op] {
 							t.Errorf("function %s: %d %s ops, reference has %d", fname, ours[op], op, ref.histogram[fname][op])
 						}
