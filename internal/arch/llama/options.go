@@ -33,7 +33,18 @@ type LUTBits struct {
 // channels) into per-grouped-channel LUT form: indices holds one value in
 // [0, 2^bits) per element (unpacked), lut holds shape[0]/groupSize tables
 // of 2^bits fp16 entries, table g serving channels [g·groupSize,
-// (g+1)·groupSize). internal/quant provides one.
+// (g+1)·groupSize). internal/quant fits it:
+//
+//	func(w []uint16, s []int64, bits, g int) ([]uint8, []uint16, error) {
+//		p, err := quant.Palettize(w, s, quant.Options{Bits: bits, GroupSize: g})
+//		if err != nil {
+//			return nil, nil, err
+//		}
+//		return p.Indices, p.LUT, nil
+//	}
+//
+// It is called when the package writer first asks for the weight's
+// indices or LUT, once per weight and package.
 type Palettizer func(w []uint16, shape []int64, bits, groupSize int) (indices []uint8, lut []uint16, err error)
 
 // Options control a conversion. Zero fields take the documented defaults.
@@ -61,7 +72,7 @@ type Options struct {
 	// Palettize is required when any LUT width is set.
 	Palettize Palettizer
 	// Eligible decides which weights are palettized; nil uses
-	// DefaultEligible.
+	// DefaultEligible (the same rule as quant.Eligible).
 	Eligible func(shape []int64, groupSize int) bool
 	// OnOverflow, if set, is told how many finite values of a weight
 	// became ±Inf when rounded to fp16. It is called when the weight's
