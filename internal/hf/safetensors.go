@@ -232,11 +232,12 @@ func DecodeFloat32(dst []float32, src []byte, dt DType) error {
 	switch dt {
 	case F32:
 		for i := range dst {
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i : 4*i+4]))
 		}
 	case BF16:
+		src = src[:2*len(dst)]
 		for i := range dst {
-			dst[i] = fp16.BF16ToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
+			dst[i] = math.Float32frombits(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
 		}
 	case F16:
 		fp16.DecodeFloat32s(dst, src)

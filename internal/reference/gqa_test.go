@@ -50,10 +50,14 @@ func naiveForward(cfg *hf.Config, get func(string) []float32, ids []int) [][]flo
 		}
 		return out
 	}
+	posDiv := 1.0 // "linear" rope scaling divides the positions
+	if rs := cfg.RopeScaling; rs != nil && rs.RopeType == "linear" {
+		posDiv = rs.Factor
+	}
 	rope := func(x []float64, pos int) []float64 {
 		cos, sin := make([]float64, hd), make([]float64, hd)
 		for i := 0; i < hd/2; i++ {
-			f := float64(pos) / math.Pow(cfg.RopeTheta, float64(2*i)/float64(hd))
+			f := float64(pos) / posDiv / math.Pow(cfg.RopeTheta, float64(2*i)/float64(hd))
 			cos[i], cos[i+hd/2] = math.Cos(f), math.Cos(f)
 			sin[i], sin[i+hd/2] = math.Sin(f), math.Sin(f)
 		}
@@ -172,6 +176,7 @@ func TestAgainstNaive(t *testing.T) {
 		{"MQA 4/1", synth.Options{Heads: 4, KVHeads: 1}},
 		{"GQA 6/3 head_dim 12 tied", synth.Options{Heads: 6, KVHeads: 3, HeadDim: 12, TieEmbeddings: true}},
 		{"GQA 8/2 biases", synth.Options{Heads: 8, KVHeads: 2, AttentionBias: true, MLPBias: true}},
+		{"GQA 4/2 linear rope", synth.Options{Heads: 4, KVHeads: 2, RopeScaling: &hf.RopeScaling{RopeType: "linear", Factor: 3}}},
 	}
 	ids := []int{3, 141, 59, 26, 5, 35, 89, 97, 9}
 	for _, tt := range tests {

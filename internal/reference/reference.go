@@ -287,13 +287,21 @@ func rmsNorm(dst, x, w []float32, eps float64) {
 	}
 }
 
+// dot returns Σ a[i]·b[i] accumulated in float64 (four partial sums).
 func dot(a, b []float32) float64 {
 	b = b[:len(a)]
-	var s float64
-	for i, v := range a {
-		s += float64(v) * float64(b[i])
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += float64(a[i]) * float64(b[i])
+		s1 += float64(a[i+1]) * float64(b[i+1])
+		s2 += float64(a[i+2]) * float64(b[i+2])
+		s3 += float64(a[i+3]) * float64(b[i+3])
 	}
-	return s
+	for ; i < len(a); i++ {
+		s0 += float64(a[i]) * float64(b[i])
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // softmax replaces s by exp(s - max) / sum.
