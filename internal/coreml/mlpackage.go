@@ -239,6 +239,9 @@ func checkFunction(fd FunctionDescription, f *mil.Function) error {
 type WriteOptions struct {
 	// Overwrite replaces an existing package at the target path.
 	Overwrite bool
+	// Progress, if set, is called after each weight-file constant is
+	// written with the number done and the total.
+	Progress func(done, total int)
 }
 
 // Write stores pkg as an .mlpackage directory at dir. The package is built
@@ -270,13 +273,13 @@ func Write(pkg *Package, dir string, opts WriteOptions) (err error) {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("coreml: %w", err)
 	}
-	if err := writeContents(pkg, tmp); err != nil {
+	if err := writeContents(pkg, tmp, opts.Progress); err != nil {
 		return err
 	}
 	return replaceDir(tmp, dir)
 }
 
-func writeContents(pkg *Package, root string) error {
+func writeContents(pkg *Package, root string, progress func(done, total int)) error {
 	modelDir := filepath.Join(root, "Data", filepath.FromSlash(manifest.Author))
 	weightsDir := filepath.Join(modelDir, "weights")
 	if err := os.MkdirAll(weightsDir, 0o755); err != nil {
@@ -287,7 +290,7 @@ func writeContents(pkg *Package, root string) error {
 		return fmt.Errorf("coreml: %w", err)
 	}
 	defer wf.Close()
-	offsets, err := writeBlobs(pkg.Program, wf)
+	offsets, err := writeBlobs(pkg.Program, wf, progress)
 	if err != nil {
 		return err
 	}
@@ -406,7 +409,7 @@ func blobValues(p *mil.Program) []*mil.Value {
 // blob offset of each. Identical bytes share one blob. When every constant
 // was read from an existing package, the original blob order is kept, so a
 // package read and written back keeps its layout.
-func writeBlobs(p *mil.Program, w io.WriteSeeker) (map[*mil.Value]uint64, error) {
+func writeBlobs(p *mil.Program, w io.WriteSeeker, progress func(done, total int)) (map[*mil.Value]uint64, error) {
 	vals := blobValues(p)
 	fromFile := len(vals) > 0
 	for _, v := range vals {
@@ -425,7 +428,10 @@ func writeBlobs(p *mil.Program, w io.WriteSeeker) (map[*mil.Value]uint64, error)
 		off  uint64
 	}
 	byOrigin := map[origin]uint64{}
-	for _, v := range vals {
+	for i, v := range vals {
+		if progress != nil {
+			progress(i, len(vals))
+		}
 		if _, done := offsets[v]; done {
 			continue
 		}
@@ -458,6 +464,9 @@ func writeBlobs(p *mil.Program, w io.WriteSeeker) (map[*mil.Value]uint64, error)
 	}
 	if err := bw.Close(); err != nil {
 		return nil, fmt.Errorf("coreml: weight file: %w", err)
+	}
+	if progress != nil {
+		progress(len(vals), len(vals))
 	}
 	return offsets, nil
 }

@@ -180,3 +180,51 @@ func TestBuiltPackageRoundTrip(t *testing.T) {
 		t.Errorf("description did not round-trip: %+v", back.Description)
 	}
 }
+
+func TestSummarizeMatchesReferenceStructure(t *testing.T) {
+	tests := []struct {
+		pkg           string
+		blobs, shared int
+		weightBytes   map[string]int64
+		ops           map[string]map[string]int
+	}{
+		// Numbers from structure*/ dumps made by coremltools.
+		{"packages-fp16/llama_FFN_PF_chunk_02of02.mlpackage", 10, 7, nil,
+			map[string]map[string]int{"infer": {"const": 162, "conv": 6, "write_state": 2, "linear": 1}, "prefill": {"const": 138, "conv": 3}}},
+		{"packages/llama_lm_head_lut6.mlpackage", 16, 0, map[string]int64{"uint6": 8 * 64 * 64 * 6 / 8, "fp16": 8 * 8 * 64 * 2},
+			map[string]map[string]int{"main": {"const": 58, "constexpr_lut_to_dense": 8, "conv": 8}}},
+	}
+	for _, tc := range tests {
+		pkg, err := Open(filepath.Join(refDir, tc.pkg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Summarize(pkg)
+		pkg.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Blobs != tc.blobs || s.SharedBlobs != tc.shared {
+			t.Errorf("%s: %d blobs, %d shared; want %d, %d", tc.pkg, s.Blobs, s.SharedBlobs, tc.blobs, tc.shared)
+		}
+		for k, v := range tc.weightBytes {
+			if s.WeightBytes[k] != v {
+				t.Errorf("%s: %s bytes %d, want %d", tc.pkg, k, s.WeightBytes[k], v)
+			}
+		}
+		for _, f := range s.Functions {
+			for op, n := range tc.ops[f.Name] {
+				if f.Ops[op] != n {
+					t.Errorf("%s %s: %d %s ops, want %d", tc.pkg, f.Name, f.Ops[op], op, n)
+				}
+			}
+		}
+		var buf bytes.Buffer
+		if err := s.WriteText(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(buf.String(), "specification version: 9") {
+			t.Errorf("report:\n%s", buf.String())
+		}
+	}
+}
