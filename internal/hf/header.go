@@ -169,12 +169,6 @@ func ParseFile(b []byte, file string) (*Header, error) {
 	return parseHeader(b[8:8+n], int64(len(b))-8-n, file)
 }
 
-type rawTensor struct {
-	DType       *string  `json:"dtype"`
-	Shape       *[]int64 `json:"shape"`
-	DataOffsets *[]int64 `json:"data_offsets"`
-}
-
 // parseHeader parses the JSON header hdr of a file whose data section is
 // dataLen bytes long.
 func parseHeader(hdr []byte, dataLen int64, file string) (*Header, error) {
@@ -218,18 +212,29 @@ func parseHeader(hdr []byte, dataLen int64, file string) (*Header, error) {
 			}
 			continue
 		}
-		var rt rawTensor
-		if err := dec.Decode(&rt); err != nil {
+		// Keys are matched exactly (encoding/json alone would fold case).
+		var fields map[string]json.RawMessage
+		if err := dec.Decode(&fields); err != nil {
 			return nil, ferr("tensor %q: %v", name, err)
 		}
-		if rt.DType == nil || rt.Shape == nil || rt.DataOffsets == nil {
-			return nil, ferr("tensor %q: dtype, shape and data_offsets are required", name)
+		var dtName string
+		var shape, offs []int64
+		for _, f := range []struct {
+			key string
+			dst any
+		}{{"dtype", &dtName}, {"shape", &shape}, {"data_offsets", &offs}} {
+			raw, ok := fields[f.key]
+			if !ok || isNull(raw) {
+				return nil, ferr("tensor %q: dtype, shape and data_offsets are required", name)
+			}
+			if err := json.Unmarshal(raw, f.dst); err != nil {
+				return nil, ferr("tensor %q: %s: %v", name, f.key, err)
+			}
 		}
-		dt, err := ParseDType(*rt.DType)
+		dt, err := ParseDType(dtName)
 		if err != nil {
 			return nil, fmt.Errorf("hf: %s: tensor %q: %w", file, name, err)
 		}
-		offs := *rt.DataOffsets
 		if len(offs) != 2 {
 			return nil, ferr("tensor %q: data_offsets has %d entries, want 2", name, len(offs))
 		}
@@ -238,7 +243,6 @@ func parseHeader(hdr []byte, dataLen int64, file string) (*Header, error) {
 			return nil, ferr("tensor %q: data_offsets [%d, %d] not within the %d-byte data section",
 				name, begin, end, dataLen)
 		}
-		shape := *rt.Shape
 		count := uint64(1)
 		overflow := false
 		for _, d := range shape {

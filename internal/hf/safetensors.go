@@ -23,7 +23,8 @@ const (
 
 // Checkpoint is a set of memory-mapped safetensors files: a single
 // model.safetensors or the shards named by model.safetensors.index.json.
-// Byte slices it returns stay valid until Close.
+// Byte slices it returns stay valid until Close. Its methods other than
+// Close may be called from several goroutines at once.
 type Checkpoint struct {
 	// Dir is the checkpoint directory.
 	Dir      string

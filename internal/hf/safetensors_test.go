@@ -572,3 +572,18 @@ func TestReadHeader(t *testing.T) {
 		t.Errorf("short reader: %v", err)
 	}
 }
+
+func TestHeaderKeysAreCaseSensitive(t *testing.T) {
+	good, _ := os.ReadFile(filepath.Join(tinyDir, "bf16", "model.safetensors"))
+	n := binary.LittleEndian.Uint64(good)
+	hdr := strings.Replace(string(good[8:8+n]), `"lm_head.weight":{"dtype"`, `"lm_head.weight":{"dtYpe"`, 1)
+	var fe *hf.FormatError
+	if _, err := hf.ParseFile(withHeader(good, hdr), "x"); !errors.As(err, &fe) {
+		t.Errorf("dtYpe accepted: %v", err)
+	}
+	// Unknown extra keys are ignored, as in the reference implementation.
+	hdr = strings.Replace(string(good[8:8+n]), `"lm_head.weight":{"dtype"`, `"lm_head.weight":{"extra":[1],"dtype"`, 1)
+	if _, err := hf.ParseFile(withHeader(good, hdr), "x"); err != nil {
+		t.Errorf("extra key refused: %v", err)
+	}
+}
