@@ -1,0 +1,211 @@
+// Package runner drives converted ANEMLL packages the way ANEMLL's own
+// runners (chat.py, the Swift CLI) do: embeddings → FFN/prefill chunks
+// sharing one KV-cache state → LM head with its logits splits joined, on
+// the CPU interpreter.
+package runner
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Files names the packages of one converted model.
+type Files struct {
+	Embeddings string
+	LMHead     string
+	// Chunks holds, per chunk, either Combined (an FFN_PF package with
+	// infer and prefill functions) or FFN and Prefill packages.
+	Chunks []ChunkFiles
+	// Dir is the directory holding them (and usually the tokenizer).
+	Dir string
+}
+
+// ChunkFiles are the packages of one chunk of decoder layers.
+type ChunkFiles struct {
+	Combined     string
+	FFN, Prefill string
+}
+
+// Meta is the part of meta.yaml the runners read.
+type Meta struct {
+	ModelInfo struct {
+		Name       string `yaml:"name"`
+		Parameters struct {
+			ContextLength int    `yaml:"context_length"`
+			BatchSize     int    `yaml:"batch_size"`
+			NumChunks     int    `yaml:"num_chunks"`
+			ModelPrefix   string `yaml:"model_prefix"`
+			Embeddings    string `yaml:"embeddings"`
+			LMHead        string `yaml:"lm_head"`
+			FFN           string `yaml:"ffn"`
+			SplitLMHead   int    `yaml:"split_lm_head"`
+			TokenizerPath string `yaml:"tokenizer_path"`
+		} `yaml:"parameters"`
+	} `yaml:"model_info"`
+}
+
+// ReadMeta parses a meta.yaml file.
+func ReadMeta(path string) (*Meta, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	var m Meta
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("runner: %s: %w", path, err)
+	}
+	p := m.ModelInfo.Parameters
+	if p.Embeddings == "" || p.LMHead == "" || p.FFN == "" {
+		return nil, fmt.Errorf("runner: %s lacks model_info.parameters.embeddings, lm_head or ffn", path)
+	}
+	return &m, nil
+}
+
+// packagePath maps a runner file name (usually .mlmodelc) to the package
+// we can read: the .mlmodelc's .mlpackage twin with the same stem.
+func packagePath(dir, name string) (string, error) {
+	stem := strings.TrimSuffix(strings.TrimSuffix(name, ".mlmodelc"), ".mlpackage")
+	p := filepath.Join(dir, stem+".mlpackage")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("runner: %s not found (meta.yaml names %s; this runner reads .mlpackage files)", p, name)
+	}
+	return p, nil
+}
+
+// FilesFromMeta resolves the packages named by a meta.yaml, as ANEMLL's
+// runners do: the ffn entry has no chunk suffix; _chunk_XXofYY is appended
+// (with one chunk the bare name is also tried).
+func FilesFromMeta(path string) (*Files, error) {
+	m, err := ReadMeta(path)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	p := m.ModelInfo.Parameters
+	f := &Files{Dir: dir}
+	if f.Embeddings, err = packagePath(dir, p.Embeddings); err != nil {
+		return nil, err
+	}
+	if f.LMHead, err = packagePath(dir, p.LMHead); err != nil {
+		return nil, err
+	}
+	n := p.NumChunks
+	if n < 1 {
+		n = 1
+	}
+	stem := strings.TrimSuffix(strings.TrimSuffix(p.FFN, ".mlmodelc"), ".mlpackage")
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("%s_chunk_%02dof%02d", stem, i, n)
+		c, err := packagePath(dir, name)
+		if err != nil && n == 1 {
+			c, err = packagePath(dir, stem)
+		}
+		if err != nil {
+			return nil, err
+		}
+		f.Chunks = append(f.Chunks, ChunkFiles{Combined: c})
+	}
+	return f, nil
+}
+
+var chunkRE = regexp.MustCompile(`^(.*)_(FFN_PF|FFN|prefill)(_lut\d+)?_chunk_(\d+)of(\d+)\.mlpackage$`)
+
+// FindFiles discovers a model's packages in dir without meta.yaml. It
+// prefers combined FFN_PF chunks and refuses ambiguous directories (two
+// embeddings or LM heads, mixed chunk counts).
+func FindFiles(dir string) (*Files, error) {
+	if _, err := os.Stat(filepath.Join(dir, "meta.yaml")); err == nil {
+		return FilesFromMeta(filepath.Join(dir, "meta.yaml"))
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	f := &Files{Dir: dir}
+	var embeds, heads []string
+	type key struct {
+		kind string
+		n    int
+	}
+	chunks := map[key]map[int]string{}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".mlpackage") {
+			continue
+		}
+		switch {
+		case strings.Contains(name, "_embeddings"):
+			embeds = append(embeds, name)
+		case strings.Contains(name, "_lm_head"):
+			heads = append(heads, name)
+		default:
+			m := chunkRE.FindStringSubmatch(name)
+			if m == nil {
+				continue
+			}
+			i, _ := strconv.Atoi(m[4])
+			n, _ := strconv.Atoi(m[5])
+			k := key{m[2], n}
+			if chunks[k] == nil {
+				chunks[k] = map[int]string{}
+			}
+			if prev, dup := chunks[k][i]; dup {
+				return nil, fmt.Errorf("runner: %s: both %s and %s are chunk %d; write a meta.yaml or keep one set", dir, prev, name, i)
+			}
+			chunks[k][i] = name
+		}
+	}
+	one := func(list []string, what string) (string, error) {
+		switch len(list) {
+		case 1:
+			return filepath.Join(dir, list[0]), nil
+		case 0:
+			return "", fmt.Errorf("runner: %s has no %s package (*%s*.mlpackage)", dir, what, what)
+		}
+		sort.Strings(list)
+		return "", fmt.Errorf("runner: %s has several %s packages (%s); pass --meta meta.yaml to choose", dir, what, strings.Join(list, ", "))
+	}
+	if f.Embeddings, err = one(embeds, "_embeddings"); err != nil {
+		return nil, err
+	}
+	if f.LMHead, err = one(heads, "_lm_head"); err != nil {
+		return nil, err
+	}
+	complete := func(kind string) (int, bool) {
+		found := -1
+		for k, m := range chunks {
+			if k.kind == kind && len(m) == k.n {
+				if found >= 0 {
+					return 0, false
+				}
+				found = k.n
+			}
+		}
+		return found, found > 0
+	}
+	if n, ok := complete("FFN_PF"); ok {
+		for i := 1; i <= n; i++ {
+			f.Chunks = append(f.Chunks, ChunkFiles{Combined: filepath.Join(dir, chunks[key{"FFN_PF", n}][i])})
+		}
+		return f, nil
+	}
+	nf, okf := complete("FFN")
+	np, okp := complete("prefill")
+	if !okf || !okp || nf != np {
+		return nil, fmt.Errorf("runner: %s has no complete set of FFN_PF chunks, nor matching FFN and prefill chunks", dir)
+	}
+	for i := 1; i <= nf; i++ {
+		f.Chunks = append(f.Chunks, ChunkFiles{
+			FFN:     filepath.Join(dir, chunks[key{"FFN", nf}][i]),
+			Prefill: filepath.Join(dir, chunks[key{"prefill", np}][i]),
+		})
+	}
+	return f, nil
+}

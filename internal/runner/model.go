@@ -1,0 +1,288 @@
+package runner
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/anemll/anemll/internal/coreml"
+	"github.com/anemll/anemll/internal/runtime"
+)
+
+// Model is a converted LLM loaded for the CPU interpreter.
+type Model struct {
+	embed   *runtime.Function
+	head    *runtime.Function
+	logits  []string // LM head outputs in order (logits1..K)
+	infer   []*runtime.Function
+	prefill []*runtime.Function
+	state   *runtime.State
+
+	// ContextLength C, StateLength S, BatchSize B, Hidden H, Vocab V.
+	ContextLength, StateLength, BatchSize, Hidden, Vocab int
+	// Metadata of the first FFN chunk (com.anemll.* keys).
+	Metadata coreml.Metadata
+
+	mask []float32 // scratch causal-mask row(s)
+}
+
+func loadFunction(path, fn string) (*runtime.Function, *coreml.Package, error) {
+	pkg, err := coreml.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer pkg.Close()
+	m, err := runtime.Load(pkg.Program)
+	if err != nil {
+		return nil, nil, fmt.Errorf("runner: %s: %w", path, err)
+	}
+	if fn == "" {
+		fn = pkg.Description.DefaultFunction
+		if fn == "" {
+			fn = pkg.Program.Functions[0].Name
+		}
+	}
+	f, err := m.Function(fn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("runner: %s: %w", path, err)
+	}
+	return f, pkg, nil
+}
+
+// loadChunk loads the decode and prefill functions of one chunk.
+func loadChunk(c ChunkFiles) (infer, prefill *runtime.Function, meta coreml.Metadata, err error) {
+	if c.Combined != "" {
+		pkg, err := coreml.Open(c.Combined)
+		if err != nil {
+			return nil, nil, meta, err
+		}
+		defer pkg.Close()
+		m, err := runtime.Load(pkg.Program)
+		if err != nil {
+			return nil, nil, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
+		}
+		if infer, err = m.Function("infer"); err != nil {
+			return nil, nil, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
+		}
+		if prefill, err = m.Function("prefill"); err != nil {
+			return nil, nil, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
+		}
+		return infer, prefill, pkg.Description.Metadata, nil
+	}
+	infer, pkg, err := loadFunction(c.FFN, "")
+	if err != nil {
+		return nil, nil, meta, err
+	}
+	prefill, _, err = loadFunction(c.Prefill, "")
+	return infer, prefill, pkg.Description.Metadata, err
+}
+
+// dim returns dimension i of a function input, or an error.
+func dim(f *runtime.Function, input string, i int) (int, error) {
+	for _, in := range f.Inputs() {
+		if in.Name == input {
+			t := in.Type
+			if t.Elem != nil {
+				t = *t.Elem
+			}
+			if i < 0 {
+				i += len(t.Shape)
+			}
+			if i < 0 || i >= len(t.Shape) || t.Shape[i] < 0 {
+				break
+			}
+			return int(t.Shape[i]), nil
+		}
+	}
+	return 0, fmt.Errorf("runner: function %s has no fixed dimension %d of input %q", f.Name(), i, input)
+}
+
+// Load reads every package of a converted model and prepares a fresh
+// KV-cache state. Sizes come from the packages' declared shapes.
+func Load(files *Files) (*Model, error) {
+	if len(files.Chunks) == 0 {
+		return nil, fmt.Errorf("runner: no FFN chunks")
+	}
+	m := &Model{}
+	var err error
+	if m.embed, _, err = loadFunction(files.Embeddings, ""); err != nil {
+		return nil, err
+	}
+	if m.head, _, err = loadFunction(files.LMHead, ""); err != nil {
+		return nil, err
+	}
+	for i, c := range files.Chunks {
+		inf, pre, meta, err := loadChunk(c)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			m.Metadata = meta
+		}
+		m.infer = append(m.infer, inf)
+		m.prefill = append(m.prefill, pre)
+	}
+	for _, o := range m.head.Outputs() {
+		if strings.HasPrefix(o, "logits") {
+			m.logits = append(m.logits, o)
+		}
+	}
+	sort.Slice(m.logits, func(i, j int) bool {
+		a, _ := strconv.Atoi(strings.TrimPrefix(m.logits[i], "logits"))
+		b, _ := strconv.Atoi(strings.TrimPrefix(m.logits[j], "logits"))
+		return a < b
+	})
+	if len(m.logits) == 0 {
+		return nil, fmt.Errorf("runner: %s has no logits outputs", files.LMHead)
+	}
+	if m.ContextLength, err = dim(m.infer[0], "causal_mask", -1); err != nil {
+		return nil, err
+	}
+	if m.BatchSize, err = dim(m.prefill[0], "hidden_states", 1); err != nil {
+		return nil, err
+	}
+	if m.Hidden, err = dim(m.infer[0], "hidden_states", 2); err != nil {
+		return nil, err
+	}
+	if m.StateLength, err = dim(m.prefill[0], "model_model_kv_cache_0", 2); err != nil {
+		return nil, err
+	}
+	if m.BatchSize > m.ContextLength {
+		return nil, fmt.Errorf("runner: batch size %d exceeds context length %d", m.BatchSize, m.ContextLength)
+	}
+	m.Reset()
+	return m, nil
+}
+
+// Reset starts a new conversation: a zeroed state made from the first
+// chunk's prefill function, as ANEMLL's runners do.
+func (m *Model) Reset() { m.state = m.prefill[0].NewState() }
+
+// maskRows fills rows [start, start+n) of the C×C causal mask (0 where
+// column ≤ row, −Inf elsewhere).
+func (m *Model) maskRows(start, n int) *runtime.Tensor {
+	c := m.ContextLength
+	if cap(m.mask) < n*c {
+		m.mask = make([]float32, n*c)
+	}
+	buf := m.mask[:n*c]
+	inf := float32(math.Inf(-1))
+	for r := 0; r < n; r++ {
+		row := buf[r*c : (r+1)*c]
+		for j := range row {
+			if j <= start+r {
+				row[j] = 0
+			} else {
+				row[j] = inf
+			}
+		}
+	}
+	return runtime.NewFloat16([]int{1, 1, n, c}, buf)
+}
+
+func (m *Model) embedTokens(ids []int) (*runtime.Tensor, error) {
+	t := make([]int32, len(ids))
+	for i, id := range ids {
+		t[i] = int32(id)
+	}
+	out, err := m.embed.Predict(map[string]*runtime.Tensor{"input_ids": runtime.NewInt32([]int{1, len(ids)}, t)}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("runner: embeddings: %w", err)
+	}
+	return out["hidden_states"], nil
+}
+
+// Prefill runs the prompt ids through the prefill functions in batches of
+// BatchSize (zero-padded), filling the KV cache for positions
+// 0..len(ids)−1. The last batch is moved back so it ends inside the
+// context; tokens it repeats get the same keys and values again.
+func (m *Model) Prefill(ids []int) error {
+	if len(ids) > m.ContextLength {
+		return fmt.Errorf("runner: prompt of %d tokens exceeds the context length %d", len(ids), m.ContextLength)
+	}
+	b := m.BatchSize
+	for pos := 0; pos < len(ids); pos += b {
+		start := min(pos, m.ContextLength-b)
+		batch := make([]int, b)
+		copy(batch, ids[start:min(start+b, len(ids))])
+		h, err := m.embedTokens(batch)
+		if err != nil {
+			return err
+		}
+		positions := make([]int32, b)
+		for i := range positions {
+			positions[i] = int32(start + i)
+		}
+		in := map[string]*runtime.Tensor{
+			"position_ids": runtime.NewInt32([]int{b}, positions),
+			"causal_mask":  m.maskRows(start, b),
+			"current_pos":  runtime.NewInt32([]int{1}, []int32{int32(start)}),
+		}
+		for i, f := range m.prefill {
+			in["hidden_states"] = h
+			out, err := f.Predict(in, m.state)
+			if err != nil {
+				return fmt.Errorf("runner: prefill chunk %d: %w", i+1, err)
+			}
+			h = out["output_hidden_states"]
+		}
+	}
+	return nil
+}
+
+// Decode runs token id at position pos through the decode functions and
+// the LM head, updating the KV cache, and returns the logits predicting
+// position pos+1.
+func (m *Model) Decode(id, pos int) ([]float32, error) {
+	if pos < 0 || pos >= m.ContextLength {
+		return nil, fmt.Errorf("runner: position %d is outside the context (0..%d)", pos, m.ContextLength-1)
+	}
+	h, err := m.embedTokens([]int{id})
+	if err != nil {
+		return nil, err
+	}
+	p := runtime.NewInt32([]int{1}, []int32{int32(pos)})
+	in := map[string]*runtime.Tensor{"position_ids": p, "current_pos": p, "causal_mask": m.maskRows(pos, 1)}
+	for i, f := range m.infer {
+		in["hidden_states"] = h
+		out, err := f.Predict(in, m.state)
+		if err != nil {
+			return nil, fmt.Errorf("runner: FFN chunk %d: %w", i+1, err)
+		}
+		h = out["output_hidden_states"]
+	}
+	return m.Logits(h)
+}
+
+// Logits runs the LM head on a [1,1,H] hidden state and joins the logits
+// splits along the vocabulary.
+func (m *Model) Logits(h *runtime.Tensor) ([]float32, error) {
+	out, err := m.head.Predict(map[string]*runtime.Tensor{"hidden_states": h}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("runner: LM head: %w", err)
+	}
+	var logits []float32
+	for _, name := range m.logits {
+		logits = append(logits, out[name].Float32s()...)
+	}
+	m.Vocab = len(logits)
+	return logits, nil
+}
+
+// Snapshot copies the KV-cache state.
+func (m *Model) Snapshot() map[string][]float32 {
+	snap := map[string][]float32{}
+	for _, n := range m.state.Names() {
+		snap[n] = append([]float32(nil), m.state.Tensor(n).F...)
+	}
+	return snap
+}
+
+// Restore puts back a state copied by Snapshot.
+func (m *Model) Restore(snap map[string][]float32) {
+	for n, v := range snap {
+		copy(m.state.Tensor(n).F, v)
+	}
+}

@@ -1,0 +1,5 @@
+package verify
+
+import "strings"
+
+type stringsBuilder = strings.Builder

@@ -1,0 +1,194 @@
+// Package verify checks converted packages against an independent
+// reference forward pass of the original checkpoint: per-position top-1
+// agreement, KL divergence and logit differences, on the decode path and
+// on the prefill path, driven exactly as ANEMLL's runners drive them.
+package verify
+
+import (
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/anemll/anemll/internal/reference"
+	"github.com/anemll/anemll/internal/runner"
+)
+
+// PathStats summarises one path's agreement with the reference.
+type PathStats struct {
+	Positions int
+	// Top1 is the fraction of positions whose argmax matches.
+	Top1 float64
+	// MeanKL and MaxKL are KL(reference ‖ package) in nats.
+	MeanKL, MaxKL float64
+	// MaxAbsLogit is the largest |Δlogit| over all positions and tokens.
+	MaxAbsLogit float64
+	// Misses lists positions whose argmax differs.
+	Misses []int
+}
+
+// Report holds both paths.
+type Report struct {
+	Decode, Prefill PathStats
+}
+
+// Thresholds bound what Check accepts.
+type Thresholds struct {
+	MaxMeanKL float64
+	MinTop1   float64
+}
+
+// DefaultThresholds suit fp16 packages (or LUT packages checked against
+// their own dequantized weights).
+var DefaultThresholds = Thresholds{MaxMeanKL: 1e-3, MinTop1: 0.97}
+
+// Check reports an error if either path is outside t.
+func (r *Report) Check(t Thresholds) error {
+	for _, p := range []struct {
+		name string
+		s    PathStats
+	}{{"decode", r.Decode}, {"prefill", r.Prefill}} {
+		if p.s.MeanKL > t.MaxMeanKL {
+			return fmt.Errorf("verify: %s path mean KL %.3g exceeds %.3g", p.name, p.s.MeanKL, t.MaxMeanKL)
+		}
+		if p.s.Top1 < t.MinTop1 {
+			return fmt.Errorf("verify: %s path top-1 agreement %.2f%% is below %.2f%%", p.name, 100*p.s.Top1, 100*t.MinTop1)
+		}
+	}
+	return nil
+}
+
+// Write prints the report as two table rows.
+func (r *Report) Write(w io.Writer) {
+	fmt.Fprintf(w, "%-8s %9s %8s %11s %11s %12s\n", "path", "positions", "top-1", "mean KL", "max KL", "max |Δlogit|")
+	for _, p := range []struct {
+		name string
+		s    PathStats
+	}{{"decode", r.Decode}, {"prefill", r.Prefill}} {
+		fmt.Fprintf(w, "%-8s %9d %7.2f%% %11.3g %11.3g %12.4g\n", p.name, p.s.Positions, 100*p.s.Top1, p.s.MeanKL, p.s.MaxKL, p.s.MaxAbsLogit)
+	}
+}
+
+// Compare runs ids through the packages and the reference. The decode path
+// feeds tokens one by one through the decode functions from an empty
+// cache. The prefill path fills the cache with the prefill functions, then
+// for each position t runs the decode step for token t on that cache (the
+// runner's first step after a prompt of t+1 tokens), restoring the
+// prefilled cache after each step.
+func Compare(m *runner.Model, ref *reference.Model, ids []int) (*Report, error) {
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("verify: no tokens")
+	}
+	if len(ids) > m.ContextLength {
+		return nil, fmt.Errorf("verify: %d tokens exceed the packages' context length %d", len(ids), m.ContextLength)
+	}
+	want, err := ref.Forward(ids)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	m.Reset()
+	dec := newAccumulator()
+	for t, id := range ids {
+		got, err := m.Decode(id, t)
+		if err != nil {
+			return nil, err
+		}
+		if err := dec.add(t, want[t], got); err != nil {
+			return nil, err
+		}
+	}
+	rep.Decode = dec.stats()
+	m.Reset()
+	if err := m.Prefill(ids); err != nil {
+		return nil, err
+	}
+	snap := m.Snapshot()
+	pre := newAccumulator()
+	for t, id := range ids {
+		got, err := m.Decode(id, t)
+		if err != nil {
+			return nil, err
+		}
+		m.Restore(snap)
+		if err := pre.add(t, want[t], got); err != nil {
+			return nil, err
+		}
+	}
+	rep.Prefill = pre.stats()
+	return rep, nil
+}
+
+type accumulator struct {
+	s     PathStats
+	klSum float64
+}
+
+func newAccumulator() *accumulator { return &accumulator{} }
+
+func (a *accumulator) add(pos int, want, got []float32) error {
+	if len(got) < len(want) {
+		return fmt.Errorf("verify: packages give %d logits, the reference %d", len(got), len(want))
+	}
+	got = got[:len(want)]
+	kl, maxAbs := KL(want, got)
+	a.s.Positions++
+	a.klSum += kl
+	a.s.MaxKL = math.Max(a.s.MaxKL, kl)
+	a.s.MaxAbsLogit = math.Max(a.s.MaxAbsLogit, maxAbs)
+	if argmax(want) == argmax(got) {
+		a.s.Top1++
+	} else {
+		a.s.Misses = append(a.s.Misses, pos)
+	}
+	return nil
+}
+
+func (a *accumulator) stats() PathStats {
+	s := a.s
+	if s.Positions > 0 {
+		s.Top1 /= float64(s.Positions)
+		s.MeanKL = a.klSum / float64(s.Positions)
+	}
+	return s
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// KL returns KL(softmax(p) ‖ softmax(q)) in float64 and max |p−q|.
+func KL(p, q []float32) (kl, maxAbs float64) {
+	lp, lq := logSoftmax(p), logSoftmax(q)
+	for i := range lp {
+		if pi := math.Exp(lp[i]); pi > 0 {
+			kl += pi * (lp[i] - lq[i])
+		}
+		if d := math.Abs(float64(p[i]) - float64(q[i])); d > maxAbs || math.IsNaN(d) {
+			maxAbs = d
+		}
+	}
+	return kl, maxAbs
+}
+
+func logSoftmax(x []float32) []float64 {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = math.Max(m, float64(v))
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(float64(v) - m)
+	}
+	ls := m + math.Log(s)
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = float64(v) - ls
+	}
+	return out
+}
