@@ -1,0 +1,36 @@
+package quant
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+)
+
+var (
+	benchOnce sync.Once
+	benchW    []uint16
+)
+
+// normal2048x8192 is the acceptance matrix: N(0,1) fp16, 2048×8192.
+func normal2048x8192() []uint16 {
+	benchOnce.Do(func() { benchW = NormalMatrix(2048, 8192, 1) })
+	return benchW
+}
+
+// BenchmarkPalettize measures the acceptance matrix; the speed target is
+// ≥ 50 million weights per second at 6 bits on 2 cores (see Mw/s).
+func BenchmarkPalettize(b *testing.B) {
+	w := normal2048x8192()
+	shape := []int64{2048, 8192}
+	for _, bits := range []int{4, 6} {
+		b.Run(fmt.Sprintf("bits=%d", bits), func(b *testing.B) {
+			b.SetBytes(int64(2 * len(w)))
+			for b.Loop() {
+				if _, err := Palettize(w, shape, Options{Bits: bits}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(w))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mw/s")
+		})
+	}
+}

@@ -1,0 +1,521 @@
+package quant
+
+import (
+	"math"
+	"slices"
+
+	"github.com/anemll/anemll/internal/fp16"
+)
+
+// This file holds the per-group solver: weighted 1-D k-means over the sorted
+// distinct fp16 values of one group. Prefix sums of count, count·v and
+// count·v² make the mean and the squared error of any run of consecutive
+// distinct values an O(1) computation, and in 1-D every k-means optimum
+// assigns contiguous runs of sorted values to each centroid, so a solution is
+// just k−1 cut positions.
+
+// halfTable widens every half bit pattern to float64 (exactly).
+var halfTable = func() *[1 << 16]float64 {
+	var t [1 << 16]float64
+	for i := range t {
+		t[i] = float64(fp16.ToFloat32(fp16.Bits(i)))
+	}
+	return &t
+}()
+
+// orderKey maps a finite half bit pattern to a key whose unsigned order is the
+// numeric order of the values; −0 is folded onto +0.
+func orderKey(h uint16) uint16 {
+	if h == 0x8000 {
+		h = 0
+	}
+	// Branch-free: flip all bits of negatives, only the sign of positives.
+	return h ^ (uint16(int16(h)>>15) | 0x8000)
+}
+
+// Order keys of non-finite halves: negative ones sort at or below
+// keyNegNonFinite, positive ones at or above keyPosNonFinite.
+const (
+	keyNegNonFinite = 0x03ff
+	keyPosNonFinite = 0xfc00
+)
+
+// keyHalf inverts orderKey.
+func keyHalf(k uint16) uint16 {
+	if k&0x8000 != 0 {
+		return k ^ 0x8000
+	}
+	return ^k
+}
+
+const (
+	// histThreshold is the group size from which distinct values are found
+	// with a 65536-entry histogram instead of sorting the group's keys.
+	histThreshold = 16384
+	// dpBudget is the work (k·M·log₂M cost evaluations for M candidate cut
+	// positions) a group's exact dynamic programme may take. Groups whose
+	// distinct values fit are solved exactly; larger ones get a coarse exact
+	// solve over about M candidate positions and band polishing.
+	dpBudget = 250_000
+	// atomsPerCluster is the minimum resolution of the coarse solve: at
+	// least this many candidate cut positions per cluster.
+	atomsPerCluster = 4
+	// bandWidth is the ± window, in distinct values, of each polishing pass.
+	bandWidth = 16
+	// maxBandPasses bounds the polishing passes (each strictly improves).
+	maxBandPasses = 200
+)
+
+// solver holds one worker's scratch space. It is reused across groups and
+// its results do not depend on what it solved before.
+type solver struct {
+	k int // number of LUT entries, 2^bits
+
+	hist []uint32 // per order key count (histogram path), all zero between groups
+	keys []uint16 // order keys of the group (sort path)
+
+	dkey []uint16  // distinct order keys, ascending
+	val  []float64 // their values
+	cnt  []float64 // their counts
+	p0   []float64 // prefix sums of cnt, len n+1
+	p1   []float64 // prefix sums of cnt·val
+	p2   []float64 // prefix sums of cnt·val²
+
+	cuts  []int     // cluster j covers distinct values [cuts[j], cuts[j+1])
+	means []float64 // centroid values, ascending
+
+	// Dynamic-programme scratch.
+	pos        []int
+	a0, a1, a2 []float64
+	prev, cur  []float64
+	arg        []int32
+	bandLo     []int
+	bandHi     []int
+	bandOff    []int
+	bandF      []float64
+	bandA      []int32
+
+	lut   []uint16  // candidate LUT (half bits), ascending
+	lutV  []float64 // its values
+	index []uint8   // per distinct value: LUT index
+	byKey [1 << 16]uint8
+}
+
+func newSolver(bits int) *solver {
+	k := 1 << bits
+	return &solver{
+		k:       k,
+		cuts:    make([]int, k+1),
+		means:   make([]float64, k),
+		bandLo:  make([]int, k+1),
+		bandHi:  make([]int, k+1),
+		bandOff: make([]int, k+2),
+		lut:     make([]uint16, k),
+		lutV:    make([]float64, k),
+	}
+}
+
+// distinct fills dkey, val, cnt and the prefix sums from the group's half
+// values, which must be finite.
+func (s *solver) distinct(w []uint16) {
+	s.dkey = s.dkey[:0]
+	s.cnt = s.cnt[:0]
+	if len(w) >= histThreshold {
+		if s.hist == nil {
+			s.hist = make([]uint32, 1<<16)
+		}
+		h := s.hist[:1<<16]
+		for _, x := range w {
+			h[orderKey(x)]++
+		}
+		for key, c := range h {
+			if c != 0 {
+				s.dkey = append(s.dkey, uint16(key))
+				s.cnt = append(s.cnt, float64(c))
+				h[key] = 0
+			}
+		}
+	} else {
+		s.keys = s.keys[:0]
+		for _, x := range w {
+			s.keys = append(s.keys, orderKey(x))
+		}
+		slices.Sort(s.keys)
+		for i, key := range s.keys {
+			if i > 0 && key == s.keys[i-1] {
+				s.cnt[len(s.cnt)-1]++
+				continue
+			}
+			s.dkey = append(s.dkey, key)
+			s.cnt = append(s.cnt, 1)
+		}
+	}
+	n := len(s.dkey)
+	s.val = resize(s.val, n)
+	s.p0 = resize(s.p0, n+1)
+	s.p1 = resize(s.p1, n+1)
+	s.p2 = resize(s.p2, n+1)
+	var a0, a1, a2 float64
+	s.p0[0], s.p1[0], s.p2[0] = 0, 0, 0
+	for i, key := range s.dkey {
+		v := halfTable[keyHalf(key)]
+		c := s.cnt[i]
+		s.val[i] = v
+		a0 += c
+		a1 += c * v
+		a2 += c * v * v
+		s.p0[i+1], s.p1[i+1], s.p2[i+1] = a0, a1, a2
+	}
+}
+
+// resize returns a slice of length n, reusing x's storage when it can.
+func resize[T any](x []T, n int) []T {
+	if cap(x) < n {
+		return make([]T, n)
+	}
+	return x[:n]
+}
+
+// cost is the squared error of one cluster holding distinct values [a, b).
+func (s *solver) cost(a, b int) float64 {
+	return rangeCost(s.p0[b]-s.p0[a], s.p1[b]-s.p1[a], s.p2[b]-s.p2[a])
+}
+
+// rangeCost is the squared error about the mean of a set with weight c, sum d
+// and sum of squares e.
+func rangeCost(c, d, e float64) float64 {
+	if c == 0 {
+		return 0
+	}
+	r := e - d*d/c
+	if r < 0 {
+		return 0
+	}
+	return r
+}
+
+// sse is the squared error of the current cuts with exact cluster means.
+func (s *solver) sse() float64 {
+	var e float64
+	for j := 0; j < s.k; j++ {
+		e += s.cost(s.cuts[j], s.cuts[j+1])
+	}
+	return e
+}
+
+// solveCuts finds the clustering of the current distinct values (n > k) and
+// leaves it in s.cuts.
+func (s *solver) solveCuts() {
+	n := len(s.val)
+	if exactDistinct(s.k, n) {
+		s.pos = resize(s.pos, n+1)
+		for i := range s.pos {
+			s.pos[i] = i
+		}
+		s.dpPositions(s.pos)
+		return
+	}
+	// The largest atom target whose programme fits the budget (atoms makes
+	// up to about 1.5 times as many positions as its target).
+	m := atomsPerCluster * s.k
+	for dpWork(s.k, 3*m) <= dpBudget {
+		m *= 2
+	}
+	s.atoms(m)
+	s.dpPositions(s.pos)
+	for pass := 0; pass < maxBandPasses; pass++ {
+		if !s.bandDP(bandWidth) {
+			break
+		}
+	}
+}
+
+// dpWork estimates the cost evaluations of the exact programme with k
+// clusters over M candidate positions.
+func dpWork(k, M int) int {
+	lg := 1
+	for 1<<lg < M {
+		lg++
+	}
+	return k * M * lg
+}
+
+// exactDistinct reports whether a group with n distinct values is solved by
+// the exact programme over every cut position.
+func exactDistinct(k, n int) bool { return dpWork(k, n+1) <= dpBudget }
+
+// atoms sets s.pos to candidate cut positions (distinct-value indices,
+// starting with 0 and ending with n): the boundaries of runs of consecutive
+// distinct values holding at most 1/m of the weights and spanning at most 1/m
+// of the value range.
+func (s *solver) atoms(m int) {
+	n := len(s.val)
+	span := (s.val[n-1] - s.val[0]) / float64(m)
+	cmax := s.p0[n] / float64(m)
+	pos := append(s.pos[:0], 0)
+	start := 0
+	for i := 1; i < n; i++ {
+		if s.p0[i+1]-s.p0[start] > cmax || s.val[i]-s.val[start] > span {
+			pos = append(pos, i)
+			start = i
+		}
+	}
+	s.pos = append(pos, n)
+}
+
+// dpPositions solves the k-cluster problem exactly when cuts may only fall on
+// the positions pos (ascending, first 0, last n) and writes s.cuts. It is the
+// O(k·M·log M) divide-and-conquer dynamic programme: the cluster cost obeys
+// the quadrangle inequality, so the best last cut is monotone in the prefix
+// length. Ties go to the smallest cut, which keeps the result deterministic.
+func (s *solver) dpPositions(pos []int) {
+	k := s.k
+	M := len(pos)
+	s.a0 = resize(s.a0, M)
+	s.a1 = resize(s.a1, M)
+	s.a2 = resize(s.a2, M)
+	for i, p := range pos {
+		s.a0[i], s.a1[i], s.a2[i] = s.p0[p], s.p1[p], s.p2[p]
+	}
+	s.prev = resize(s.prev, M)
+	s.cur = resize(s.cur, M)
+	s.arg = resize(s.arg, k*M)
+	for i := 0; i < M; i++ {
+		s.prev[i] = rangeCost(s.a0[i], s.a1[i], s.a2[i])
+	}
+	clear(s.arg[:M]) // layer 0: the single cluster starts at position 0
+	for m := 1; m < k; m++ {
+		s.dcLayer(0, M-1, 0, M-1, s.arg[(m-1)*M:m*M], s.arg[m*M:(m+1)*M])
+		s.prev, s.cur = s.cur, s.prev
+	}
+	s.cuts[k] = pos[M-1]
+	i := M - 1
+	for m := k - 1; m >= 1; m-- {
+		i = int(s.arg[m*M+i])
+		s.cuts[m] = pos[i]
+	}
+	s.cuts[0] = 0
+}
+
+// dcLayer computes cur[x] = min over y ≤ x of prev[y] + cost(y, x) for x in
+// [lo, hi], knowing the argmin lies in [optlo, opthi] and, for each x, at or
+// after the previous layer's argmin parg[x] (the Knuth–Yao monotonicity of
+// the last cut in the number of clusters).
+func (s *solver) dcLayer(lo, hi, optlo, opthi int, parg, arg []int32) {
+	for lo <= hi {
+		mid := int(uint(lo+hi) >> 1)
+		first := max(optlo, int(parg[mid]))
+		if first > min(mid, opthi) { // cannot happen under the quadrangle inequality; stay exact
+			first = optlo
+		}
+		best, bj := math.Inf(1), first
+		top := min(mid, opthi)
+		c0, c1, c2 := s.a0[mid], s.a1[mid], s.a2[mid]
+		if first <= top {
+			a0, a1, a2, prev := s.a0[first:top+1], s.a1[first:top+1], s.a2[first:top+1], s.prev[first:top+1]
+			for j := range prev {
+				v := prev[j] + rangeCost(c0-a0[j], c1-a1[j], c2-a2[j])
+				if v < best {
+					best, bj = v, j+first
+				}
+			}
+		}
+		s.cur[mid] = best
+		arg[mid] = int32(bj)
+		// Recurse on the smaller half, loop on the other.
+		if mid-lo < hi-mid {
+			s.dcLayer(lo, mid-1, optlo, bj, parg, arg)
+			lo, optlo = mid+1, bj
+		} else {
+			s.dcLayer(mid+1, hi, bj, opthi, parg, arg)
+			hi, opthi = mid-1, bj
+		}
+	}
+}
+
+// bandDP re-optimises the cuts exactly over all cut sets within ±w distinct
+// values of the current ones, and reports whether the squared error went
+// down. The current cuts are inside the band, so the error never increases.
+func (s *solver) bandDP(w int) bool {
+	k, n := s.k, len(s.val)
+	lo, hi, off := s.bandLo, s.bandHi, s.bandOff
+	for m := 0; m <= k; m++ {
+		c := s.cuts[m]
+		lo[m] = max(c-w, 0)
+		hi[m] = min(c+w, n)
+	}
+	lo[0], hi[0], lo[k], hi[k] = 0, 0, n, n
+	for m := 1; m <= k; m++ {
+		lo[m] = max(lo[m], lo[m-1])
+		hi[m] = max(hi[m], hi[m-1])
+	}
+	off[0] = 0
+	for m := 0; m <= k; m++ {
+		off[m+1] = off[m] + hi[m] - lo[m] + 1
+	}
+	tot := off[k+1]
+	s.bandF = resize(s.bandF, tot)
+	s.bandA = resize(s.bandA, tot)
+	s.bandF[0] = 0
+	for m := 1; m <= k; m++ {
+		s.bandLayer(lo[m], hi[m], lo[m-1], hi[m-1], off[m-1], off[m])
+	}
+	old := s.sse()
+	newErr := s.bandF[off[k]+n-lo[k]]
+	if !(newErr < old) {
+		return false
+	}
+	x := n
+	for m := k; m >= 1; m-- {
+		y := int(s.bandA[off[m]+x-lo[m]])
+		s.cuts[m-1] = y
+		x = y
+	}
+	return true
+}
+
+// bandLayer fills layer m of the band DP for x in [a, b] from the previous
+// layer's window [pa, pb] (stored at offset poff; this layer at coff).
+func (s *solver) bandLayer(a, b, pa, pb, poff, coff int) {
+	type span struct{ a, b, oa, ob int }
+	var stack [64]span
+	sp := 0
+	stack[sp] = span{a, b, pa, pb}
+	sp++
+	F, A := s.bandF, s.bandA
+	for sp > 0 {
+		sp--
+		t := stack[sp]
+		if t.a > t.b {
+			continue
+		}
+		x := int(uint(t.a+t.b) >> 1)
+		best, by := math.Inf(1), t.oa
+		top := min(t.ob, x)
+		c0, c1, c2 := s.p0[x], s.p1[x], s.p2[x]
+		for y := t.oa; y <= top; y++ {
+			v := F[poff+y-pa] + rangeCost(c0-s.p0[y], c1-s.p1[y], c2-s.p2[y])
+			if v < best {
+				best, by = v, y
+			}
+		}
+		F[coff+x-a] = best
+		A[coff+x-a] = int32(by)
+		stack[sp] = span{t.a, x - 1, t.oa, by}
+		stack[sp+1] = span{x + 1, t.b, by, t.ob}
+		sp += 2
+	}
+}
+
+// finish turns s.means (ascending, k entries) into the LUT: each centroid is
+// rounded to the nearest half value, then every distinct value is assigned
+// to the nearest LUT entry (ties to the lower index). It returns the squared
+// error of that assignment.
+func (s *solver) finish() float64 {
+	for j, m := range s.means {
+		h := nearestHalf(m)
+		s.lut[j] = h
+		s.lutV[j] = halfTable[h]
+	}
+	return s.assign()
+}
+
+// assign maps each distinct value to its nearest LUT entry and returns the
+// squared error. s.lutV must be ascending.
+func (s *solver) assign() float64 {
+	n := len(s.val)
+	s.index = resize(s.index, n)
+	L := s.lutV
+	j := 0
+	var e float64
+	for i, v := range s.val {
+		for {
+			nj := j + 1
+			for nj < len(L) && L[nj] == L[j] {
+				nj++
+			}
+			if nj < len(L) && math.Abs(v-L[nj]) < math.Abs(v-L[j]) {
+				j = nj
+				continue
+			}
+			break
+		}
+		s.index[i] = uint8(j)
+		d := v - L[j]
+		e += s.cnt[i] * d * d
+	}
+	return e
+}
+
+// nearestHalf rounds a finite float64 to the nearest half value, ties to
+// even, and returns its bits.
+func nearestHalf(x float64) uint16 {
+	h := uint16(fp16.FromFloat32(float32(x)))
+	// float64 → float32 → half can double-round; check the neighbours.
+	best, bd := h, math.Abs(halfTable[h]-x)
+	k := orderKey(h)
+	for _, nk := range [2]uint16{k - 1, k + 1} {
+		c := keyHalf(nk)
+		if c&0x7c00 == 0x7c00 {
+			continue
+		}
+		d := math.Abs(halfTable[c] - x)
+		if d < bd || (d == bd && c&1 == 0 && best&1 == 1) {
+			best, bd = c, d
+		}
+	}
+	return best
+}
+
+// solveGroup palettizes one group: w holds its half weights, lut receives k
+// half values and idx one index per weight. It returns the squared error, or
+// ok false (and touches neither lut nor idx) if a weight is not finite.
+func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64, ok bool) {
+	s.distinct(w)
+	n := len(s.val)
+	if n == 0 {
+		return 0, true
+	}
+	if s.dkey[0] <= keyNegNonFinite || s.dkey[n-1] >= keyPosNonFinite {
+		return 0, false
+	}
+	var e float64
+	if n <= s.k {
+		// Exact: one LUT entry per distinct value, padded with the largest.
+		for j := 0; j < s.k; j++ {
+			h := keyHalf(s.dkey[min(j, n-1)])
+			s.lut[j] = h
+			s.lutV[j] = halfTable[h]
+		}
+		e = s.assign()
+	} else {
+		s.solveCuts()
+		s.meansFromCuts()
+		e = s.finish()
+	}
+	copy(lut, s.lut)
+	for i, key := range s.dkey {
+		s.byKey[key] = s.index[i]
+	}
+	for i, x := range w {
+		idx[i] = s.byKey[orderKey(x)]
+	}
+	return e, true
+}
+
+// meansFromCuts sets each centroid to its cluster mean. An empty cluster
+// (possible only after a stalled search) takes the previous centroid so the
+// centroids stay ascending.
+func (s *solver) meansFromCuts() {
+	for j := 0; j < s.k; j++ {
+		a, b := s.cuts[j], s.cuts[j+1]
+		switch {
+		case a < b:
+			s.means[j] = (s.p1[b] - s.p1[a]) / (s.p0[b] - s.p0[a])
+		case j > 0:
+			s.means[j] = s.means[j-1]
+		default:
+			s.means[j] = s.val[0]
+		}
+	}
+}

@@ -1,0 +1,230 @@
+// Package quant palettizes fp16 weights the way ANEMLL asks coremltools to:
+// k-means with a look-up table per group of output channels
+// (granularity "per_grouped_channel", mode "kmeans"), stored as Core ML
+// constexpr_lut_to_dense indices and LUT.
+//
+// Each group of GroupSize consecutive slices along axis 0 gets its own table
+// of 2^Bits fp16 values; every weight stores the index of its table entry.
+// The solver works on the group's histogram of distinct fp16 values, where
+// 1-D k-means reduces to choosing cut points in a sorted list: groups with at
+// most 2048 distinct values are solved exactly by dynamic programming, larger
+// ones by an exact programme over coarse candidate cuts followed by exact
+// re-optimisation in a band around the cuts until no pass improves. Results
+// are deterministic and independent of the number of workers.
+package quant
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/anemll/anemll/internal/bitpack"
+)
+
+// DefaultGroupSize is ANEMLL's group size along the output-channel axis.
+const DefaultGroupSize = 8
+
+// WeightThreshold is coremltools' default weight_threshold: only tensors with
+// more elements than this are palettized.
+const WeightThreshold = 2048
+
+// ErrUnsupported reports options the palettizer does not handle.
+var ErrUnsupported = errors.New("quant: unsupported")
+
+// Options configures Palettize and LloydBaseline.
+type Options struct {
+	Bits      int // index width: 1, 2, 3, 4, 6 or 8
+	GroupSize int // slices of axis 0 per LUT; 0 means DefaultGroupSize
+	Workers   int // parallel groups; 0 means runtime.GOMAXPROCS(0)
+}
+
+// Palette is a palettized tensor: indices plus one LUT per group.
+type Palette struct {
+	Bits      int
+	GroupSize int
+	Shape     []int64  // the weight's shape
+	Indices   []uint8  // one LUT index per weight, row-major
+	LUT       []uint16 // fp16 bits, groups × 2^Bits, each group's table ascending
+}
+
+// Groups returns the number of LUTs, Shape[0]/GroupSize.
+func (p *Palette) Groups() int { return int(p.Shape[0]) / p.GroupSize }
+
+// LUTShape returns the shape of the constexpr_lut_to_dense lut input:
+// [Shape[0]/GroupSize, 1, …, 1, 2^Bits, 1] with rank len(Shape)+2, e.g.
+// [Cout/8,1,1,1,16,1] for a 4-bit conv weight [Cout,Cin,1,1].
+func (p *Palette) LUTShape() []int64 {
+	s := make([]int64, len(p.Shape)+2)
+	for i := range s {
+		s[i] = 1
+	}
+	s[0] = p.Shape[0] / int64(p.GroupSize)
+	s[len(s)-2] = 1 << p.Bits
+	return s
+}
+
+// Dense expands the palette back to fp16 weights (row-major, Shape).
+func (p *Palette) Dense() []uint16 {
+	out := make([]uint16, len(p.Indices))
+	k := 1 << p.Bits
+	per := len(p.Indices) / p.Groups()
+	for g := 0; g < p.Groups(); g++ {
+		lut := p.LUT[g*k : (g+1)*k]
+		idx := p.Indices[g*per : (g+1)*per]
+		o := out[g*per : (g+1)*per]
+		for i, x := range idx {
+			o[i] = lut[x]
+		}
+	}
+	return out
+}
+
+// PackedIndices returns the indices packed LSB-first at Bits bits per index,
+// the data of the uint{Bits} indices blob in weight.bin.
+func (p *Palette) PackedIndices() []byte {
+	return bitpack.Pack(make([]byte, 0, bitpack.PackedLen(len(p.Indices), p.Bits)), p.Indices, p.Bits)
+}
+
+// Eligible reports whether coremltools' default rule palettizes a weight of
+// this shape: rank at least 2, more than WeightThreshold elements, and axis 0
+// divisible by groupSize (0 means DefaultGroupSize).
+func Eligible(shape []int64, groupSize int) bool {
+	if groupSize == 0 {
+		groupSize = DefaultGroupSize
+	}
+	if len(shape) < 2 || groupSize < 0 {
+		return false
+	}
+	n, ok := elements(shape)
+	return ok && n > WeightThreshold && shape[0]%int64(groupSize) == 0
+}
+
+// elements returns the product of shape, or false if a dimension is not
+// positive or the product overflows an int.
+func elements(shape []int64) (int, bool) {
+	n := int64(1)
+	for _, d := range shape {
+		if d <= 0 || n > math.MaxInt32*int64(1<<20)/d {
+			return 0, false
+		}
+		n *= d
+	}
+	return int(n), true
+}
+
+// check validates the arguments shared by Palettize and LloydBaseline and
+// fills in defaults.
+func check(w []uint16, shape []int64, opts *Options) error {
+	switch opts.Bits {
+	case 1, 2, 3, 4, 6, 8:
+	default:
+		return fmt.Errorf("%w: %d-bit palettization (want 1, 2, 3, 4, 6 or 8)", ErrUnsupported, opts.Bits)
+	}
+	if opts.GroupSize == 0 {
+		opts.GroupSize = DefaultGroupSize
+	}
+	if opts.GroupSize < 0 {
+		return fmt.Errorf("quant: negative group size %d", opts.GroupSize)
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if len(shape) == 0 {
+		return fmt.Errorf("quant: scalar weight cannot be palettized")
+	}
+	n, ok := elements(shape)
+	if !ok {
+		return fmt.Errorf("quant: bad shape %v", shape)
+	}
+	if n != len(w) {
+		return fmt.Errorf("quant: shape %v has %d elements, weights have %d", shape, n, len(w))
+	}
+	if shape[0]%int64(opts.GroupSize) != 0 {
+		return fmt.Errorf("quant: axis 0 size %d not divisible by group size %d", shape[0], opts.GroupSize)
+	}
+	return nil
+}
+
+// nonFinite returns an error naming the first non-finite weight of w.
+func nonFinite(w []uint16) error {
+	for i, h := range w {
+		if h&0x7c00 == 0x7c00 {
+			return fmt.Errorf("quant: weight %d is not finite (fp16 bits %#04x)", i, h)
+		}
+	}
+	return nil
+}
+
+// newPalette allocates the result for validated arguments.
+func newPalette(w []uint16, shape []int64, opts Options) *Palette {
+	groups := int(shape[0]) / opts.GroupSize
+	return &Palette{
+		Bits:      opts.Bits,
+		GroupSize: opts.GroupSize,
+		Shape:     append([]int64(nil), shape...),
+		Indices:   make([]uint8, len(w)),
+		LUT:       make([]uint16, groups<<opts.Bits),
+	}
+}
+
+// Palettize clusters the fp16 weights w (bit patterns, row-major with the
+// given shape) group by group along axis 0 and returns the palette. Each LUT
+// is ascending; a group with at most 2^Bits distinct values is represented
+// exactly (its table is padded by repeating the largest value). Weights must
+// be finite; −0 is stored as +0.
+func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
+	if err := check(w, shape, &opts); err != nil {
+		return nil, err
+	}
+	p := newPalette(w, shape, opts)
+	groups := p.Groups()
+	per := len(w) / groups
+	k := 1 << opts.Bits
+	var next atomic.Int64
+	var bad atomic.Bool
+	var wg sync.WaitGroup
+	for range min(opts.Workers, groups) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := newSolver(opts.Bits)
+			for !bad.Load() {
+				g := int(next.Add(1) - 1)
+				if g >= groups {
+					return
+				}
+				if _, ok := s.solveGroup(w[g*per:(g+1)*per], p.LUT[g*k:(g+1)*k], p.Indices[g*per:(g+1)*per]); !ok {
+					bad.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() {
+		return nil, nonFinite(w)
+	}
+	return p, nil
+}
+
+// Error returns the mean squared error of the palette against the original
+// fp16 weights w, and the (population) variance of w, both in float64.
+func Error(w []uint16, p *Palette) (mse, variance float64) {
+	if len(w) == 0 || len(w) != len(p.Indices) {
+		return math.NaN(), math.NaN()
+	}
+	d := p.Dense()
+	var se, s1, s2 float64
+	for i, h := range w {
+		v := halfTable[h]
+		e := v - halfTable[d[i]]
+		se += e * e
+		s1 += v
+		s2 += v * v
+	}
+	n := float64(len(w))
+	mean := s1 / n
+	return se / n, math.Max(s2/n-mean*mean, 0)
+}
