@@ -41,10 +41,10 @@ type Options struct {
 	Std                          float64 // weight standard deviation, default 0.02
 }
 
-// Llama1B returns the shape of Llama-3.2-1B (about 2.5 GB in BF16, untied
-// here so every tensor is written).
+// Llama1B returns the shape of Llama-3.2-1B: tied embeddings, about 2.5 GB
+// in BF16.
 func Llama1B() Options {
-	return Options{
+	return Options{TieEmbeddings: true,
 		Hidden: 2048, Intermediate: 8192, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64,
 		Vocab: 128256, RopeTheta: 500000, MaxPositions: 131072, DType: hf.BF16, Std: 0.02,
 		RopeScaling: &hf.RopeScaling{RopeType: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFactor: 4,

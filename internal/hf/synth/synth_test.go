@@ -259,7 +259,8 @@ func BenchmarkEmbedding1B(b *testing.B) {
 }
 
 // BenchmarkWriteLlama1B writes a whole Llama-3.2-1B-shaped BF16 checkpoint
-// (about 2.5 GB) to a temporary directory. Run with -benchtime=1x.
+// (about 2.5 GB, tied embeddings) to a temporary directory. Run with
+// -benchtime=1x.
 func BenchmarkWriteLlama1B(b *testing.B) {
 	var size int64
 	for _, t := range synth.Tensors(synth.Llama1B()) {
