@@ -108,7 +108,9 @@ func readTokens(path string) ([]int, error) {
 		return nil, err
 	}
 	var ids []int
-	for _, f := range strings.FieldsFunc(string(b), func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '[' || r == ']' || r == '\r' }) {
+	for _, f := range strings.FieldsFunc(string(b), func(r rune) bool {
+		return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '[' || r == ']' || r == '\r'
+	}) {
 		n, err := strconv.Atoi(f)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %q is not a token id", path, f)
