@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/anemll/anemll/internal/runner"
+	"github.com/anemll/anemll/internal/tokenizer"
+)
+
+func init() {
+	register("chat", "chat with converted packages on the CPU interpreter (like ANEMLL's chat.py)", runChat)
+}
+
+// chatInput is where interactive chat reads from (tests replace it).
+var chatInput io.Reader = os.Stdin
+
+func runChat(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("chat", stderr)
+	meta := fs.String("meta", "", "meta.yaml of the converted model")
+	dir := fs.String("dir", "", "directory of converted packages (instead of --meta)")
+	tokDir := fs.String("tokenizer", "", "directory with tokenizer.json (default: the package directory)")
+	prompt := fs.String("prompt", "", "one-shot: generate for this prompt and exit")
+	system := fs.String("system", "", "system message for the chat template")
+	maxTokens := fs.Int("max-tokens", 0, "stop after N new tokens (default: until EOS or the context is full)")
+	temperature := fs.Float64("temperature", 0, "sampling temperature (0 = greedy)")
+	topP := fs.Float64("top-p", 1, "nucleus sampling: keep tokens up to this cumulative probability")
+	seed := fs.Uint64("seed", 0, "random seed for sampling")
+	noTemplate := fs.Bool("no-template", false, "feed the prompt as plain text, without the chat template")
+	stats := fs.Bool("stats", true, "print prefill and decode tokens/s after each answer")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: anemll chat (--meta OUT/meta.yaml | --dir OUT) [--prompt TEXT --max-tokens N --temperature T --no-template]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || (*dir == "") == (*meta == "") {
+		return fmt.Errorf("%w: give exactly one of --meta or --dir", errUsage)
+	}
+	files, err := findFiles(*dir, *meta)
+	if err != nil {
+		return err
+	}
+	td := *tokDir
+	if td == "" {
+		td = files.Dir
+	}
+	tok, err := tokenizer.Load(td)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "loading %s ...\n", files.Dir)
+	m, err := runner.Load(files)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "context %d, batch %d, %d chunk(s)\n", m.ContextLength, m.BatchSize, len(files.Chunks))
+	useTemplate := !*noTemplate && tok.ChatTemplate() != ""
+	c := &chatSession{m: m, tok: tok, template: useTemplate, maxTokens: *maxTokens, stats: *stats,
+		sampler: runner.NewSampler(runner.Sampling{Temperature: *temperature, TopP: *topP, Seed: *seed, Limit: tok.VocabSize()}),
+		out: stdout, log: stderr}
+	if *system != "" {
+		c.history = append(c.history, tokenizer.Message{Role: "system", Content: *system})
+	}
+	if *prompt != "" {
+		return c.turn(*prompt)
+	}
+	fmt.Fprintln(stderr, "type a message; an empty line or Ctrl-D ends the chat")
+	sc := bufio.NewScanner(chatInput)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for {
+		fmt.Fprint(stdout, "\n> ")
+		if !sc.Scan() {
+			fmt.Fprintln(stdout)
+			return sc.Err()
+		}
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			return nil
+		}
+		if err := c.turn(line); err != nil {
+			return err
+		}
+	}
+}
+
+type chatSession struct {
+	m         *runner.Model
+	tok       *tokenizer.Tokenizer
+	sampler   *runner.Sampler
+	template  bool
+	maxTokens int
+	stats     bool
+	history   []tokenizer.Message
+	out, log  io.Writer
+}
+
+// promptIDs renders the conversation and tokenizes it, dropping the oldest
+// turns while it does not fit in the context.
+func (c *chatSession) promptIDs(user string) ([]int, error) {
+	if !c.template {
+		return c.tok.Encode(user, true), nil
+	}
+	msgs := append(append([]tokenizer.Message{}, c.history...), tokenizer.Message{Role: "user", Content: user})
+	for {
+		text, err := c.tok.ApplyChatTemplate(msgs, true)
+		if err != nil {
+			return nil, err
+		}
+		ids := c.tok.Encode(text, false)
+		if len(ids) < c.m.ContextLength-1 || len(msgs) <= 1 {
+			return ids, nil
+		}
+		msgs = msgs[1:]
+	}
+}
+
+func (c *chatSession) turn(user string) error {
+	ids, err := c.promptIDs(user)
+	if err != nil {
+		return err
+	}
+	if len(ids) >= c.m.ContextLength-1 {
+		ids = ids[len(ids)-(c.m.ContextLength-2):]
+	}
+	dec := c.tok.NewStreamDecoder(true)
+	var answer []int
+	if !c.template {
+		fmt.Fprint(c.out, user)
+	}
+	st, err := c.m.Generate(ids, c.maxTokens, c.sampler, c.tok.IsEOS, func(id int) bool {
+		answer = append(answer, id)
+		fmt.Fprint(c.out, dec.Add(id))
+		return true
+	})
+	fmt.Fprint(c.out, dec.Flush())
+	fmt.Fprintln(c.out)
+	if err != nil {
+		return err
+	}
+	if c.stats {
+		fmt.Fprintf(c.log, "[%d prompt tokens, prefill %.1f tok/s; %d new tokens, decode %.1f tok/s; stop: %s]\n",
+			st.PromptTokens, st.PrefillTokensPerSecond(), st.NewTokens, st.DecodeTokensPerSecond(), st.Stop)
+	}
+	if c.template {
+		c.history = append(c.history, tokenizer.Message{Role: "user", Content: user},
+			tokenizer.Message{Role: "assistant", Content: c.tok.Decode(answer, true)})
+	}
+	return nil
+}
