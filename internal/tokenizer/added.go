@@ -21,7 +21,7 @@ type AddedToken struct {
 // addedMatcher finds added tokens in text: leftmost match first, longest
 // token among those starting at the same place.
 type addedMatcher struct {
-	byFirst map[byte][]matchEntry // sorted by pattern length, longest first
+	byFirst [256][]matchEntry // by first byte; longest pattern first
 }
 
 type matchEntry struct {
@@ -33,14 +33,14 @@ func newAddedMatcher(entries []matchEntry) *addedMatcher {
 	if len(entries) == 0 {
 		return nil
 	}
-	m := &addedMatcher{byFirst: map[byte][]matchEntry{}}
+	m := &addedMatcher{}
 	for _, e := range entries {
 		if e.pat == "" {
 			continue
 		}
 		m.byFirst[e.pat[0]] = append(m.byFirst[e.pat[0]], e)
 	}
-	for _, list := range m.byFirst {
+	for _, list := range &m.byFirst {
 		sort.SliceStable(list, func(i, j int) bool { return len(list[i].pat) > len(list[j].pat) })
 	}
 	return m
@@ -63,6 +63,10 @@ func (m *addedMatcher) split(s string, atStart bool) []segment {
 	var out []segment
 	textStart := 0
 	for i := 0; i < len(s); {
+		if len(m.byFirst[s[i]]) == 0 {
+			i++
+			continue
+		}
 		var hit *matchEntry
 		for k, e := range m.byFirst[s[i]] {
 			if !strings.HasPrefix(s[i:], e.pat) {

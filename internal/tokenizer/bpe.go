@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -215,27 +214,55 @@ type symbol struct {
 	dead       bool
 }
 
+// candidate is a possible merge of the symbol at pos with its successor.
+// key orders candidates: rank first, then position (leftmost wins ties).
 type candidate struct {
-	rank, pos, id int
-	left, right   int // ids at push time, to detect stale entries
+	key         uint64 // rank<<32 | pos
+	id          int    // merged token
+	left, right int    // ids at push time, to detect stale entries
 }
 
+// candHeap is a binary min-heap of candidates by key (a typed heap: the
+// container/heap interface calls dominate on long words).
 type candHeap []candidate
 
-func (h candHeap) Len() int { return len(h) }
-func (h candHeap) Less(i, j int) bool {
-	if h[i].rank != h[j].rank {
-		return h[i].rank < h[j].rank
+func (h *candHeap) push(c candidate) {
+	*h = append(*h, c)
+	q := *h
+	i := len(q) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if q[p].key <= q[i].key {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		i = p
 	}
-	return h[i].pos < h[j].pos
 }
-func (h candHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *candHeap) Push(x any)   { *h = append(*h, x.(candidate)) }
-func (h *candHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+
+func (h *candHeap) pop() candidate {
+	q := *h
+	top := q[0]
+	last := len(q) - 1
+	q[0] = q[last]
+	q = q[:last]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= len(q) {
+			break
+		}
+		m := l
+		if r := l + 1; r < len(q) && q[r].key < q[l].key {
+			m = r
+		}
+		if q[i].key <= q[m].key {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return top
 }
 
 // initialSymbols splits a word into per-character ids, applying
@@ -306,15 +333,19 @@ func (m *bpe) initialSymbols(word string) []symbol {
 func (m *bpe) mergeWord(word string) []int {
 	syms := m.initialSymbols(word)
 	h := make(candHeap, 0, len(syms))
-	for i := 0; i+1 < len(syms); i++ {
-		if mg, ok := m.merges[uint64(syms[i].id)<<32|uint64(syms[i+1].id)]; ok {
-			h = append(h, candidate{rank: mg.rank, pos: i, id: mg.id, left: syms[i].id, right: syms[i+1].id})
+	pushPair := func(pos int) {
+		l, r := syms[pos].id, syms[syms[pos].next].id
+		if mg, ok := m.merges[uint64(l)<<32|uint64(r)]; ok {
+			h.push(candidate{key: uint64(mg.rank)<<32 | uint64(pos), id: mg.id, left: l, right: r})
 		}
 	}
-	heap.Init(&h)
-	for h.Len() > 0 {
-		c := heap.Pop(&h).(candidate)
-		s := &syms[c.pos]
+	for i := 0; i+1 < len(syms); i++ {
+		pushPair(i)
+	}
+	for len(h) > 0 {
+		c := h.pop()
+		pos := int(c.key & 0xFFFFFFFF)
+		s := &syms[pos]
 		if s.dead || s.id != c.left || s.next < 0 {
 			continue
 		}
@@ -326,19 +357,13 @@ func (m *bpe) mergeWord(word string) []int {
 		nx.dead = true
 		s.next = nx.next
 		if s.next >= 0 {
-			syms[s.next].prev = c.pos
+			syms[s.next].prev = pos
 		}
 		if s.prev >= 0 {
-			p := syms[s.prev]
-			if mg, ok := m.merges[uint64(p.id)<<32|uint64(s.id)]; ok {
-				heap.Push(&h, candidate{rank: mg.rank, pos: s.prev, id: mg.id, left: p.id, right: s.id})
-			}
+			pushPair(s.prev)
 		}
 		if s.next >= 0 {
-			n := syms[s.next]
-			if mg, ok := m.merges[uint64(s.id)<<32|uint64(n.id)]; ok {
-				heap.Push(&h, candidate{rank: mg.rank, pos: c.pos, id: mg.id, left: s.id, right: n.id})
-			}
+			pushPair(pos)
 		}
 	}
 	ids := make([]int, 0, len(syms))

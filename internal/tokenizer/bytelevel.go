@@ -7,8 +7,9 @@ import "unicode/utf8"
 // U+0100 and up, in byte order.
 var byteToRune [256]rune
 
-// runeToByte inverts byteToRune.
-var runeToByte = map[rune]byte{}
+// runeToByte inverts byteToRune: runeToByte[r] is the byte plus one, or 0
+// for runes outside the alphabet (all of which are below 0x144).
+var runeToByte [0x144]uint16
 
 func init() {
 	n := rune(0)
@@ -19,7 +20,7 @@ func init() {
 			byteToRune[b] = 256 + n
 			n++
 		}
-		runeToByte[byteToRune[b]] = byte(b)
+		runeToByte[byteToRune[b]] = uint16(b) + 1
 	}
 }
 
@@ -91,4 +92,12 @@ func invalidPrefixLen(b []byte) int {
 		n++
 	}
 	return n
+}
+
+// byteOfRune returns the byte a byte-level rune stands for.
+func byteOfRune(r rune) (byte, bool) {
+	if r < 0 || int(r) >= len(runeToByte) || runeToByte[r] == 0 {
+		return 0, false
+	}
+	return byte(runeToByte[r] - 1), true
 }

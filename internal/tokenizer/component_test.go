@@ -303,3 +303,28 @@ func TestNormalizedAddedTokens(t *testing.T) {
 		t.Errorf("Encode(xabc) = %v", got)
 	}
 }
+
+func TestByteLevelAlphabet(t *testing.T) {
+	seen := map[rune]bool{}
+	for b := 0; b < 256; b++ {
+		r := byteToRune[b]
+		if seen[r] {
+			t.Fatalf("rune %U used twice", r)
+		}
+		seen[r] = true
+		if back, ok := byteOfRune(r); !ok || int(back) != b {
+			t.Errorf("byteOfRune(%U) = %d, %v; want %d", r, back, ok, b)
+		}
+	}
+	// Spot values of the GPT-2 table: space is Ġ, newline Ċ, 0xAD is Ń.
+	for b, want := range map[byte]rune{' ': 'Ġ', '\n': 'Ċ', 0xAD: 'Ń', 'a': 'a', 0: 'Ā', 0xFF: 'ÿ'} {
+		if byteToRune[b] != want {
+			t.Errorf("byteToRune[%#x] = %q, want %q", b, byteToRune[b], want)
+		}
+	}
+	for _, r := range []rune{-1, 'Ń' + 1, 0x10FFFF, '日'} {
+		if _, ok := byteOfRune(r); ok {
+			t.Errorf("byteOfRune(%U) found", r)
+		}
+	}
+}

@@ -98,7 +98,7 @@ func (byteLevelDec) decodeChain(tokens []string) []string {
 		mark := len(buf)
 		ok := true
 		for _, r := range t {
-			b, found := runeToByte[r]
+			b, found := byteOfRune(r)
 			if !found {
 				ok = false
 				break

@@ -17,6 +17,7 @@ const regexTimeout = 10 * time.Second
 type pattern struct {
 	literal string
 	re      *regexp2.Regexp
+	fast    *scanner // hand-written matcher for a well-known regex, or nil
 }
 
 type rawPattern struct {
@@ -41,7 +42,7 @@ func parsePattern(raw json.RawMessage) (*pattern, error) {
 			return nil, fmt.Errorf("pattern: compile %q: %w", *rp.Regex, err)
 		}
 		re.MatchTimeout = regexTimeout
-		return &pattern{re: re}, nil
+		return &pattern{re: re, fast: knownScanner(*rp.Regex)}, nil
 	}
 	return nil, fmt.Errorf("pattern: neither String nor Regex in %s", raw)
 }
@@ -66,6 +67,15 @@ func (p *pattern) findAll(s string) []span {
 	if s == "" {
 		return nil
 	}
+	if p.fast != nil {
+		return p.fast.findAll(s)
+	}
+	return p.regexFindAll(s)
+}
+
+// regexFindAll is findAll through regexp2.
+func (p *pattern) regexFindAll(s string) []span {
+	var out []span
 	runes := []rune(s)
 	// Byte offset of every rune index (plus the end).
 	offs := make([]int, len(runes)+1)

@@ -247,7 +247,7 @@ func parseTokenizerJSON(data []byte) (*Tokenizer, error) {
 		t.addedByS[a.Content] = a
 		maxID = max(maxID, a.ID)
 	}
-	if maxID >= 1<<24 {
+	if maxID >= maxVocab {
 		return nil, fmt.Errorf("token id %d too large", maxID)
 	}
 	t.vocabSize = maxID + 1
@@ -637,3 +637,7 @@ func (t *Tokenizer) IsSpecial(id int) bool {
 	a, ok := t.addedByID[id]
 	return ok && a.Special
 }
+
+// maxVocab caps token ids so a corrupt file cannot make Load allocate a
+// huge id table; real vocabularies are below 300,000.
+const maxVocab = 1 << 21

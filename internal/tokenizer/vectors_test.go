@@ -35,7 +35,9 @@ type vectorsFile struct {
 	IDs   map[string][][]int `json:"ids"`
 }
 
-func readVectors(t *testing.T) vectorsFile {
+func readVectors(t *testing.T) vectorsFile { return readVectorsFile(t) }
+
+func readVectorsFile(t testing.TB) vectorsFile {
 	t.Helper()
 	b, err := os.ReadFile("testdata/vectors.json")
 	if err != nil {
