@@ -34,3 +34,31 @@ func BenchmarkPalettize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPalettizeOneWorker is the per-core cost (Workers = 1); twice its
+// Mw/s estimates two idle cores.
+func BenchmarkPalettizeOneWorker(b *testing.B) {
+	w := normal2048x8192()
+	shape := []int64{2048, 8192}
+	for _, bits := range []int{4, 6} {
+		b.Run(fmt.Sprintf("bits=%d", bits), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Palettize(w, shape, Options{Bits: bits, Workers: 1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(w))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mw/s")
+		})
+	}
+}
+
+// BenchmarkLloydBaseline is the naive baseline on the same matrix at 4 bits.
+func BenchmarkLloydBaseline(b *testing.B) {
+	w := normal2048x8192()
+	for b.Loop() {
+		if _, err := LloydBaseline(w, []int64{2048, 8192}, Options{Bits: 4}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(w))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mw/s")
+}

@@ -62,8 +62,8 @@ const (
 	atomsPerCluster = 4
 	// bandWidth is the ± window, in distinct values, of each polishing pass.
 	bandWidth = 16
-	// maxBandPasses bounds the polishing passes (each strictly improves).
-	maxBandPasses = 200
+	// maxBandPasses bounds the polishing passes (full or partial).
+	maxBandPasses = 1000
 )
 
 // solver holds one worker's scratch space. It is reused across groups and
@@ -71,8 +71,9 @@ const (
 type solver struct {
 	k int // number of LUT entries, 2^bits
 
-	hist []uint32 // per order key count (histogram path), all zero between groups
-	keys []uint16 // order keys of the group (sort path)
+	hist   []uint32 // per order key count (histogram path), all zero between groups
+	keys   []uint16 // order keys of the group (sort path)
+	keys32 []uint32 // histogram-path scratch
 
 	dkey []uint16  // distinct order keys, ascending
 	val  []float64 // their values
@@ -94,6 +95,8 @@ type solver struct {
 	bandOff    []int
 	bandF      []float64
 	bandA      []int32
+	moved      []bool
+	next       []bool
 
 	lut   []uint16  // candidate LUT (half bits), ascending
 	lutV  []float64 // its values
@@ -128,12 +131,21 @@ func (s *solver) distinct(w []uint16) {
 		for _, x := range w {
 			h[orderKey(x)]++
 		}
+		// Branch-free compaction of the non-zero bins (their pattern is
+		// unpredictable), counts parked in keys32 until converted.
+		s.dkey = resize(s.dkey, 1<<16)
+		s.keys32 = resize(s.keys32, 1<<16)
+		dk, dc := s.dkey[:1<<16], s.keys32[:1<<16]
+		nd := 0
 		for key, c := range h {
-			if c != 0 {
-				s.dkey = append(s.dkey, uint16(key))
-				s.cnt = append(s.cnt, float64(c))
-				h[key] = 0
-			}
+			dk[nd&0xffff] = uint16(key)
+			dc[nd&0xffff] = c
+			nd += int((c | -c) >> 31)
+		}
+		clear(h)
+		s.dkey = s.dkey[:nd]
+		for _, c := range dc[:nd] {
+			s.cnt = append(s.cnt, float64(c))
 		}
 	} else {
 		s.keys = s.keys[:0]
@@ -223,11 +235,7 @@ func (s *solver) solveCuts() {
 	}
 	s.atoms(m)
 	s.dpPositions(s.pos)
-	for pass := 0; pass < maxBandPasses; pass++ {
-		if !s.bandDP(bandWidth) {
-			break
-		}
-	}
+	s.polish()
 }
 
 // dpWork estimates the cost evaluations of the exact programme with k
@@ -311,14 +319,20 @@ func (s *solver) dcLayer(lo, hi, optlo, opthi int, parg, arg []int32) {
 		best, bj := math.Inf(1), first
 		top := min(mid, opthi)
 		c0, c1, c2 := s.a0[mid], s.a1[mid], s.a2[mid]
-		if first <= top {
-			a0, a1, a2, prev := s.a0[first:top+1], s.a1[first:top+1], s.a2[first:top+1], s.prev[first:top+1]
+		// Non-empty clusters y < mid; positions are distinct, so the
+		// weight c0−a0[j] is positive.
+		if end := min(top, mid-1); first <= end {
+			a0, a1, a2, prev := s.a0[first:end+1], s.a1[first:end+1], s.a2[first:end+1], s.prev[first:end+1]
 			for j := range prev {
-				v := prev[j] + rangeCost(c0-a0[j], c1-a1[j], c2-a2[j])
+				d := c1 - a1[j]
+				v := prev[j] + (c2 - a2[j]) - d*d/(c0-a0[j])
 				if v < best {
 					best, bj = v, j+first
 				}
 			}
+		}
+		if top == mid && s.prev[mid] < best { // empty last cluster
+			best, bj = s.prev[mid], mid
 		}
 		s.cur[mid] = best
 		arg[mid] = int32(bj)
@@ -333,45 +347,93 @@ func (s *solver) dcLayer(lo, hi, optlo, opthi int, parg, arg []int32) {
 	}
 }
 
-// bandDP re-optimises the cuts exactly over all cut sets within ±w distinct
-// values of the current ones, and reports whether the squared error went
-// down. The current cuts are inside the band, so the error never increases.
-func (s *solver) bandDP(w int) bool {
-	k, n := s.k, len(s.val)
+// bandRange re-optimises cuts a..b (1 ≤ a ≤ b < k) exactly over all cut
+// sets within ±w distinct values of the current ones, keeping cuts a−1 and
+// b+1 fixed. It marks the cuts that move in moved and reports whether the
+// squared error went down; the current cuts are inside the band, so it never
+// goes up.
+func (s *solver) bandRange(w, a, b int, moved []bool) bool {
+	n := len(s.val)
 	lo, hi, off := s.bandLo, s.bandHi, s.bandOff
-	for m := 0; m <= k; m++ {
+	left, right := s.cuts[a-1], s.cuts[b+1]
+	lo[a-1], hi[a-1] = left, left
+	lo[b+1], hi[b+1] = right, right
+	for m := a; m <= b; m++ {
 		c := s.cuts[m]
-		lo[m] = max(c-w, 0)
-		hi[m] = min(c+w, n)
+		lo[m] = max(c-w, lo[m-1], left)
+		hi[m] = min(max(c+w, hi[m-1]), right, n)
 	}
-	lo[0], hi[0], lo[k], hi[k] = 0, 0, n, n
-	for m := 1; m <= k; m++ {
-		lo[m] = max(lo[m], lo[m-1])
-		hi[m] = max(hi[m], hi[m-1])
-	}
-	off[0] = 0
-	for m := 0; m <= k; m++ {
+	off[a-1] = 0
+	for m := a - 1; m <= b+1; m++ {
 		off[m+1] = off[m] + hi[m] - lo[m] + 1
 	}
-	tot := off[k+1]
+	tot := off[b+2]
 	s.bandF = resize(s.bandF, tot)
 	s.bandA = resize(s.bandA, tot)
 	s.bandF[0] = 0
-	for m := 1; m <= k; m++ {
+	for m := a; m <= b+1; m++ {
 		s.bandLayer(lo[m], hi[m], lo[m-1], hi[m-1], off[m-1], off[m])
 	}
-	old := s.sse()
-	newErr := s.bandF[off[k]+n-lo[k]]
-	if !(newErr < old) {
+	var old float64
+	for m := a - 1; m <= b; m++ {
+		old += s.cost(s.cuts[m], s.cuts[m+1])
+	}
+	if !(s.bandF[off[b+1]] < old) {
 		return false
 	}
-	x := n
-	for m := k; m >= 1; m-- {
+	x := right
+	for m := b + 1; m > a; m-- {
 		y := int(s.bandA[off[m]+x-lo[m]])
-		s.cuts[m-1] = y
+		if s.cuts[m-1] != y {
+			s.cuts[m-1] = y
+			moved[m-1] = true
+		}
 		x = y
 	}
 	return true
+}
+
+// polish improves the cuts with band passes until a full pass finds nothing.
+// After a full pass only the neighbourhoods of cuts that moved are redone,
+// then a full pass checks again.
+func (s *solver) polish() {
+	k := s.k
+	s.moved = resize(s.moved, k+1)
+	s.next = resize(s.next, k+1)
+	const margin = 2
+	passes := 0
+	for passes < maxBandPasses {
+		clear(s.moved)
+		passes++
+		if !s.bandRange(bandWidth, 1, k-1, s.moved) {
+			return
+		}
+		for improved := true; improved && passes < maxBandPasses; {
+			improved = false
+			clear(s.next)
+			for m := 1; m < k; {
+				if !s.moved[m] {
+					m++
+					continue
+				}
+				// One segment: moved cuts no more than 2·margin apart, plus
+				// margin cuts either side.
+				last := m
+				for j := m + 1; j < k && j <= last+2*margin+1; j++ {
+					if s.moved[j] {
+						last = j
+					}
+				}
+				a, b := max(m-margin, 1), min(last+margin, k-1)
+				passes++
+				if s.bandRange(bandWidth, a, b, s.next) {
+					improved = true
+				}
+				m = b + 1
+			}
+			s.moved, s.next = s.next, s.moved
+		}
+	}
 }
 
 // bandLayer fills layer m of the band DP for x in [a, b] from the previous

@@ -5,12 +5,19 @@
 //
 // Each group of GroupSize consecutive slices along axis 0 gets its own table
 // of 2^Bits fp16 values; every weight stores the index of its table entry.
-// The solver works on the group's histogram of distinct fp16 values, where
-// 1-D k-means reduces to choosing cut points in a sorted list: groups with at
-// most 2048 distinct values are solved exactly by dynamic programming, larger
-// ones by an exact programme over coarse candidate cuts followed by exact
-// re-optimisation in a band around the cuts until no pass improves. Results
-// are deterministic and independent of the number of workers.
+// The solver works on the group's histogram of distinct fp16 values (at most
+// 65536), where 1-D k-means reduces to choosing k−1 cut points in a sorted
+// list and prefix sums give any cluster's error in O(1). A group whose
+// dynamic programme over every cut position is cheap (k·n·log₂n within a
+// fixed budget, e.g. n ≲ 400 distinct values at 6 bits, ≲ 1400 at 4 bits) is
+// solved exactly. Larger groups get the exact programme over coarse candidate
+// cuts (runs of distinct values each holding a small share of the weights and
+// of the value range), then exact re-optimisation of all cuts within ±16
+// distinct values of the current ones, repeated until a full pass finds no
+// improvement; on Gaussian groups this lands within 0.1 % of the optimum and
+// usually on it. Centroids are rounded to the nearest fp16 value and every
+// weight takes its nearest LUT entry (ties to the lower index). Results are
+// deterministic and independent of the number of workers.
 package quant
 
 import (
