@@ -48,7 +48,13 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, addGenerationPrompt bo
 // uses (trim_blocks and lstrip_blocks on). The template sees messages (a list
 // of {"role", "content"} maps), bos_token, eos_token,
 // add_generation_prompt, raise_exception(msg) and strftime_now(format), plus
-// opts.Vars.
+// opts.Vars; tools and documents are none unless given in Vars.
+//
+// gonja differs from Jinja in that it does not tell an undefined variable
+// from none: "x is defined" is false when x is none, and an undefined x "is
+// none". The templates of the supported families only test these together
+// ("is defined and is not none"), where this makes no difference. tojson
+// output may also differ from Python's json.dumps in spacing and key order.
 func (t *Tokenizer) RenderChat(messages []Message, opts ChatOptions) (string, error) {
 	src := opts.Template
 	if src == "" {
@@ -66,6 +72,9 @@ func (t *Tokenizer) RenderChat(messages []Message, opts ChatOptions) (string, er
 		"add_generation_prompt": opts.AddGenerationPrompt,
 		"bos_token":             t.specialName(t.bos, t.hasBOS),
 		"eos_token":             "",
+		// transformers passes these as None when not given.
+		"tools":     nil,
+		"documents": nil,
 	}
 	if len(t.eos) > 0 {
 		// The tokenizer's own eos_token is the last one EOS lists.
@@ -99,7 +108,9 @@ func (e *TemplateError) Error() string { return "raise_exception: " + e.Msg }
 func renderTemplate(src string, vars map[string]any, now func() time.Time) (string, error) {
 	cfg := config.New()
 	cfg.TrimBlocks = true
-	cfg.LeftStripBlocks = true
+	// lstrip_blocks is done by lstripBlocks: gonja's LeftStripBlocks also
+	// strips mid-line spaces that Jinja keeps.
+	cfg.LeftStripBlocks = false
 	ctx := exec.EmptyContext().Update(builtins.GlobalFunctions).Update(builtins.GlobalVariables)
 	var raised *TemplateError
 	ctx.Set("raise_exception", func(msg string) (string, error) {
@@ -116,7 +127,7 @@ func renderTemplate(src string, vars map[string]any, now func() time.Time) (stri
 		ControlStructures: builtins.ControlStructures,
 		Methods:           builtins.Methods,
 	}
-	tpl, err := exec.NewTemplate(rootTemplate, cfg, &singleLoader{src: []byte(src)}, env)
+	tpl, err := exec.NewTemplate(rootTemplate, cfg, &singleLoader{src: []byte(lstripBlocks(src))}, env)
 	if err != nil {
 		return "", fmt.Errorf("parse: %w", err)
 	}

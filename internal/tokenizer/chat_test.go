@@ -131,6 +131,10 @@ func TestChatTemplateFunctions(t *testing.T) {
 		// trim_blocks and lstrip_blocks, as transformers sets them.
 		{"{% if true %}\n  x\n  {% endif %}\ny", "  x\ny"},
 		{"{{ undefined_thing is defined }}", "False"},
+		{"{{ tools is none }} {{ tools is not none }} {% if not tools %}no tools{% endif %}", "True False no tools"},
+		// lstrip_blocks only strips spaces that start a line (gonja's own
+		// option would also eat the space after "}}").
+		{"a {{ 1 }} {% if true %}b{% endif %}", "a 1 b"},
 	}
 	for _, tc := range tests {
 		got, err := tk.RenderChat([]Message{{"user", "a"}, {"assistant", "b"}}, ChatOptions{Template: tc.tpl})

@@ -27,9 +27,9 @@ func TestConfigFiles(t *testing.T) {
 			encodeHi: []int{1016, 72, 105},
 		},
 		{
-			name:     "add_bos_token false overrides the post-processor",
-			files:    Files{Tokenizer: tj, TokenizerConfig: []byte(`{"bos_token":"<|begin_of_text|>","eos_token":"<|end_of_text|>","add_bos_token":false,"add_eos_token":true}`)},
-			bos:      1016, hasBOS: true, eos: []int{1017},
+			name:  "add_bos_token false overrides the post-processor",
+			files: Files{Tokenizer: tj, TokenizerConfig: []byte(`{"bos_token":"<|begin_of_text|>","eos_token":"<|end_of_text|>","add_bos_token":false,"add_eos_token":true}`)},
+			bos:   1016, hasBOS: true, eos: []int{1017},
 			encodeHi: []int{72, 105, 1017},
 		},
 		{
