@@ -37,7 +37,8 @@ const maxCachedWord = 256
 
 type rawBPE struct {
 	Type        string            `json:"type"`
-	Vocab       map[string]int    `json:"vocab"`
+	RawVocab    json.RawMessage   `json:"vocab"` // decoded into Vocab for BPE only
+	Vocab       map[string]int    `json:"-"`
 	Merges      []json.RawMessage `json:"merges"`
 	UnkToken    *string           `json:"unk_token"`
 	FuseUnk     bool              `json:"fuse_unk"`

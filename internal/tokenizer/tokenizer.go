@@ -176,7 +176,7 @@ type rawTokenizer struct {
 	PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
 	PostProcessor json.RawMessage `json:"post_processor"`
 	Decoder       json.RawMessage `json:"decoder"`
-	Model         json.RawMessage `json:"model"`
+	Model         *rawBPE         `json:"model"`
 }
 
 func parseFiles(files Files) (*Tokenizer, error) {
@@ -198,29 +198,22 @@ func parseTokenizerJSON(data []byte) (*Tokenizer, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("decode JSON: %w", err)
 	}
-	if isNull(raw.Model) {
+	if raw.Model == nil {
 		return nil, errors.New("no model")
 	}
-	var head struct {
-		Type   string          `json:"type"`
-		Merges json.RawMessage `json:"merges"`
+	rm := raw.Model
+	if rm.Type == "" && rm.Merges != nil {
+		rm.Type = "BPE"
 	}
-	if err := json.Unmarshal(raw.Model, &head); err != nil {
-		return nil, fmt.Errorf("model: %w", err)
+	if rm.Type != "BPE" {
+		return nil, &UnsupportedError{Component: "model", Type: rm.Type}
 	}
-	if head.Type == "" && head.Merges != nil {
-		head.Type = "BPE"
-	}
-	if head.Type != "BPE" {
-		return nil, &UnsupportedError{Component: "model", Type: head.Type}
-	}
-	var rm rawBPE
-	if err := json.Unmarshal(raw.Model, &rm); err != nil {
-		return nil, fmt.Errorf("model: %w", err)
+	if err := json.Unmarshal(rm.RawVocab, &rm.Vocab); err != nil {
+		return nil, fmt.Errorf("model BPE vocab: %w", err)
 	}
 	t := &Tokenizer{addedByID: map[int]*AddedToken{}, addedByS: map[string]*AddedToken{}, now: time.Now}
 	var err error
-	if t.model, err = parseBPE(&rm); err != nil {
+	if t.model, err = parseBPE(rm); err != nil {
 		return nil, err
 	}
 	if t.norm, err = parseNormalizer(raw.Normalizer); err != nil {
