@@ -5,7 +5,7 @@
 // exactly as the tokenizers library does, streams decoded text for chat, and
 // renders the chat_template of tokenizer_config.json.
 //
-// Encode does not apply transformers' clean_up_tokenization_spaces, matching
+// Decode does not apply transformers' clean_up_tokenization_spaces, matching
 // the tokenizers library rather than transformers' post-processing of text.
 package tokenizer
 

@@ -74,3 +74,37 @@ func TestVectors(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentEncode runs Encode from several goroutines on a fresh
+// tokenizer (empty word cache) and compares with sequential results.
+func TestConcurrentEncode(t *testing.T) {
+	texts := readVectors(t).Texts
+	want := make([][]int, len(texts))
+	seq := loadTestdata(t, "tiny")
+	for i, s := range texts {
+		want[i] = seq.Encode(s, true)
+	}
+	tk, err := Load("testdata/tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 4*len(texts))
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range texts {
+				i := (k + g*31) % len(texts)
+				if got := tk.Encode(texts[i], true); !slices.Equal(got, want[i]) {
+					errs <- texts[i]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for s := range errs {
+		t.Errorf("concurrent Encode(%q) differs", s)
+	}
+}
