@@ -207,11 +207,11 @@ func TestNegativeZero(t *testing.T) {
 // across runs, on both solver paths.
 func TestDeterministic(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	w := randWeights(rng, 64*4096, 1)
+	w := randWeights(rng, 32*2048, 1)
 	for _, tc := range []struct {
 		shape []int64
 		bits  int
-	}{{[]int64{64, 4096}, 6}, {[]int64{256, 1024}, 4}, {[]int64{512, 512}, 3}} {
+	}{{[]int64{32, 2048}, 6}, {[]int64{128, 512}, 4}, {[]int64{256, 256}, 3}} {
 		var ref *Palette
 		for _, workers := range []int{1, 2, 7, 2} {
 			p, err := Palettize(w, tc.shape, Options{Bits: tc.bits, Workers: workers})
@@ -625,5 +625,71 @@ func TestBenchTable(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "total (30 tensors)") {
 		t.Error("no total row")
+	}
+}
+
+// TestAwkwardDistributions runs the large-group path on distributions that
+// stress the coarse candidate cuts: heavy tails, a dominant spike, far-apart
+// modes, a few outliers. Each must satisfy the palette contract, beat plain
+// Lloyd from the quantile seeds, and stay within 1 % of the exact optimum.
+func TestAwkwardDistributions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	const n = 8 * 2500
+	gens := map[string]func() float64{
+		"cauchy": func() float64 { return 0.01 * math.Tan(math.Pi*(rng.Float64()-0.5)) },
+		"spike": func() float64 {
+			if rng.IntN(100) < 90 {
+				return 0
+			}
+			return rng.NormFloat64()
+		},
+		"bimodal": func() float64 { return float64(2*rng.IntN(2)-1)*40 + rng.NormFloat64() },
+		"outliers": func() float64 {
+			if rng.IntN(5000) == 0 {
+				return 3000 * rng.NormFloat64()
+			}
+			return 0.02 * rng.NormFloat64()
+		},
+	}
+	for _, name := range []string{"cauchy", "spike", "bimodal", "outliers"} {
+		for _, bits := range []int{2, 4, 6} {
+			t.Run(fmt.Sprintf("%s/bits=%d", name, bits), func(t *testing.T) {
+				w := make([]uint16, n)
+				for i := range w {
+					w[i] = half(gens[name]())
+				}
+				p, err := Palettize(w, []int64{8, n / 8}, Options{Bits: bits})
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkPalette(t, w, p)
+				q, err := LloydBaseline(w, []int64{8, n / 8}, Options{Bits: bits})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ours, _ := Error(w, p)
+				base, _ := Error(w, q)
+				if ours > base {
+					t.Errorf("MSE %.6g worse than Lloyd %.6g", ours, base)
+				}
+				s := newSolver(bits)
+				s.distinct(w)
+				if len(s.val) <= s.k {
+					return
+				}
+				s.solveCuts()
+				got := s.sse()
+				s.pos = resize(s.pos, len(s.val)+1)
+				for i := range s.pos {
+					s.pos[i] = i
+				}
+				s.dpPositions(s.pos)
+				opt := s.sse()
+				if got > opt*1.01+1e-12 {
+					t.Errorf("%d distinct: SSE %.8g, optimum %.8g", len(s.val), got, opt)
+				}
+				t.Logf("%d distinct: SSE/optimum %.6f; MSE vs Lloyd %.4f", len(s.val), got/opt, ours/base)
+			})
+		}
 	}
 }
