@@ -6,11 +6,11 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/llama"
 	"github.com/anemll/anemll/internal/pipeline"
+	"github.com/anemll/anemll/internal/verify"
 )
 
 func init() {
@@ -123,7 +123,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		LUT:     llama.LUTBits{Embeddings: lut1.bits, FFN: lut2.bits, LMHead: lut3.bits},
 		Restart: *restart, Only: *only, SkipCheck: *skipCheck, Log: stderr,
 		Verify: func(dir string) error {
-			return verifyOutput(*model, dir, stdout)
+			return verify.Directory(*model, dir, stdout)
 		},
 	}
 	_, err = pipeline.Run(opts)
@@ -171,15 +171,4 @@ func convertPart(partName string, lutBits int, opts pipeline.Options, log io.Wri
 		fmt.Fprintf(log, "  %s\n", path)
 	}
 	return nil
-}
-
-// splitList splits a comma-separated flag value.
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }

@@ -4,26 +4,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/anemll/anemll/internal/hf"
-	"github.com/anemll/anemll/internal/reference"
 	"github.com/anemll/anemll/internal/runner"
-	"github.com/anemll/anemll/internal/tokenizer"
 	"github.com/anemll/anemll/internal/verify"
 )
 
 func init() {
 	register("verify", "compare converted packages with a reference forward pass of the checkpoint", runVerify)
 }
-
-// defaultVerifyText is the prompt verify uses when none is given.
-const defaultVerifyText = `Q: What is the difference between a duck and a computer?
-A: One of them quacks when you least expect it.
-The programmer looked at the screen for a long time, then said: "It works on my machine." -- Anonymous
-Never put off until tomorrow what you can do the day after tomorrow. Work expands to fill the time available for its completion, and the cat sleeps on the keyboard anyway.`
 
 func runVerify(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("verify", stderr)
@@ -58,15 +48,15 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	} else {
 		text := *prompt
 		if text == "" {
-			text = defaultVerifyText
+			text = verify.DefaultText
 		}
-		tok, err := loadTokenizer(files.Dir, *model)
+		tok, err := verify.LoadTokenizer(files.Dir, *model)
 		if err != nil {
 			return err
 		}
 		ids = tok.Encode(text, true)
 	}
-	rep, err := runVerification(*model, files, ids, *weights == "package", stdout)
+	rep, err := verify.Run(*model, files, ids, *weights == "package", stdout)
 	if err != nil {
 		return err
 	}
@@ -83,24 +73,6 @@ func findFiles(dir, meta string) (*runner.Files, error) {
 	return runner.FindFiles(dir)
 }
 
-// loadTokenizer loads the tokenizer from the package directory, or else
-// from the checkpoint.
-func loadTokenizer(dirs ...string) (*tokenizer.Tokenizer, error) {
-	var firstErr error
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(d, "tokenizer.json")); err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("no tokenizer.json in %s", d)
-			}
-			continue
-		}
-		return tokenizer.Load(d)
-	}
-	return nil, firstErr
-}
 
 func readTokens(path string) ([]int, error) {
 	b, err := os.ReadFile(path)
@@ -123,67 +95,4 @@ func readTokens(path string) ([]int, error) {
 	return ids, nil
 }
 
-// runVerification loads the packages and the reference and prints the
-// comparison table.
-func runVerification(modelDir string, files *runner.Files, ids []int, packageWeights bool, out io.Writer) (*verify.Report, error) {
-	cfg, err := hf.LoadConfig(modelDir)
-	if err != nil {
-		return nil, err
-	}
-	ck, err := hf.OpenCheckpoint(modelDir)
-	if err != nil {
-		return nil, err
-	}
-	defer ck.Close()
-	m, err := runner.Load(files)
-	if err != nil {
-		return nil, err
-	}
-	if len(ids) > m.ContextLength {
-		ids = ids[:m.ContextLength]
-	}
-	var w reference.Weights = reference.CheckpointWeights(ck)
-	source := "checkpoint weights"
-	if packageWeights {
-		if w, err = verify.PackageWeights(files, w); err != nil {
-			return nil, err
-		}
-		source = "weights read back from the packages"
-	}
-	ref, err := reference.New(cfg, w)
-	if err != nil {
-		return nil, err
-	}
-	rep, err := verify.Compare(m, ref, ids)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(out, "verify: %d tokens, reference with %s\n", len(ids), source)
-	rep.Write(out)
-	return rep, nil
-}
 
-// verifyOutput is the pipeline's step 8: the packages against the
-// reference running on the packages' own (dequantized) weights, which
-// separates graph errors from quantization error, then against the
-// checkpoint itself for information.
-func verifyOutput(modelDir, dir string, out io.Writer) error {
-	files, err := runner.FindFiles(dir)
-	if err != nil {
-		return err
-	}
-	tok, err := loadTokenizer(dir, modelDir)
-	if err != nil {
-		return err
-	}
-	ids := tok.Encode(defaultVerifyText, true)
-	rep, err := runVerification(modelDir, files, ids, true, out)
-	if err != nil {
-		return err
-	}
-	if err := rep.Check(verify.DefaultThresholds); err != nil {
-		return err
-	}
-	_, err = runVerification(modelDir, files, ids, false, out)
-	return err
-}

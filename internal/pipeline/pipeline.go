@@ -286,7 +286,12 @@ func Run(opts Options) (*Result, error) {
 			}
 			return nil
 		},
-		func() error { return compileAll(s.Conv, opts, log) },
+		func() error {
+			if err := compileAll(s.Conv, opts, log); err != nil {
+				return err
+			}
+			return fault(6, "after compile")
+		},
 		func() error {
 			copied, err := copyTokenizer(opts.Model, opts.Output)
 			if err != nil {

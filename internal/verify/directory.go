@@ -1,0 +1,100 @@
+package verify
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/reference"
+	"github.com/anemll/anemll/internal/runner"
+	"github.com/anemll/anemll/internal/tokenizer"
+)
+
+// DefaultText is the prompt verification uses when none is given.
+const DefaultText = `Q: What is the difference between a duck and a computer?
+A: One of them quacks when you least expect it.
+The programmer looked at the screen for a long time, then said: "It works on my machine." -- Anonymous
+Never put off until tomorrow what you can do the day after tomorrow. Work expands to fill the time available for its completion, and the cat sleeps on the keyboard anyway.`
+
+// LoadTokenizer loads the tokenizer from the first of dirs that has a
+// tokenizer.json.
+func LoadTokenizer(dirs ...string) (*tokenizer.Tokenizer, error) {
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d, "tokenizer.json")); err == nil {
+			return tokenizer.Load(d)
+		}
+	}
+	return nil, fmt.Errorf("verify: no tokenizer.json in %v", dirs)
+}
+
+// Run loads the packages in files and the reference of the checkpoint in
+// modelDir (with the packages' own weights if packageWeights), compares
+// them on ids (cut to the context length) and prints the table to out.
+func Run(modelDir string, files *runner.Files, ids []int, packageWeights bool, out io.Writer) (*Report, error) {
+	cfg, err := hf.LoadConfig(modelDir)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := hf.OpenCheckpoint(modelDir)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	m, err := runner.Load(files)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) > m.ContextLength {
+		ids = ids[:m.ContextLength]
+	}
+	var w reference.Weights = reference.CheckpointWeights(ck)
+	source := "checkpoint weights"
+	if packageWeights {
+		if w, err = PackageWeights(files, w); err != nil {
+			return nil, err
+		}
+		source = "weights read back from the packages"
+	}
+	ref, err := reference.New(cfg, w)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := Compare(m, ref, ids)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "verify: %d tokens, reference with %s\n", len(ids), source)
+	rep.Write(out)
+	return rep, nil
+}
+
+// Directory is the pipeline's last step: the packages in dir against the
+// reference running on the packages' own (dequantized) weights, which
+// isolates graph errors from quantization error and must pass the fp16
+// thresholds, then against the checkpoint itself, reported for
+// information (it includes the quantization error).
+func Directory(modelDir, dir string, out io.Writer) error {
+	files, err := runner.FindFiles(dir)
+	if err != nil {
+		return err
+	}
+	tok, err := LoadTokenizer(dir, modelDir)
+	if err != nil {
+		return err
+	}
+	ids := tok.Encode(DefaultText, true)
+	rep, err := Run(modelDir, files, ids, true, out)
+	if err != nil {
+		return err
+	}
+	if err := rep.Check(DefaultThresholds); err != nil {
+		return err
+	}
+	_, err = Run(modelDir, files, ids, false, out)
+	return err
+}
