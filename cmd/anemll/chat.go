@@ -63,7 +63,7 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 	useTemplate := !*noTemplate && tok.ChatTemplate() != ""
 	c := &chatSession{m: m, tok: tok, template: useTemplate, maxTokens: *maxTokens, stats: *stats,
 		sampler: runner.NewSampler(runner.Sampling{Temperature: *temperature, TopP: *topP, Seed: *seed, Limit: tok.VocabSize()}),
-		out: stdout, log: stderr}
+		out:     stdout, log: stderr}
 	if *system != "" {
 		c.history = append(c.history, tokenizer.Message{Role: "system", Content: *system})
 	}

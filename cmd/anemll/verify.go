@@ -73,7 +73,6 @@ func findFiles(dir, meta string) (*runner.Files, error) {
 	return runner.FindFiles(dir)
 }
 
-
 func readTokens(path string) ([]int, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -94,5 +93,3 @@ func readTokens(path string) ([]int, error) {
 	}
 	return ids, nil
 }
-
-
