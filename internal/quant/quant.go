@@ -10,9 +10,10 @@
 // list and prefix sums give any cluster's error in O(1). A group whose
 // dynamic programme over every cut position is cheap (k·n·log₂n within a
 // fixed budget, e.g. n ≲ 400 distinct values at 6 bits, ≲ 1400 at 4 bits) is
-// solved exactly. Larger groups get the exact programme over coarse candidate
-// cuts (runs of distinct values each holding a small share of the weights and
-// of the value range), then exact re-optimisation of all cuts within ±16
+// solved exactly. Larger groups get the exact programme over a few hundred
+// coarse candidate cuts (boundaries of runs of distinct values whose own
+// squared error stays under a threshold), then exact re-optimisation of all
+// cuts within ±16
 // distinct values of the current ones, repeated until a full pass finds no
 // improvement; on Gaussian groups this lands within 0.1 % of the optimum and
 // usually on it. Centroids are rounded to the nearest fp16 value and every
@@ -57,8 +58,14 @@ type Palette struct {
 	LUT       []uint16 // fp16 bits, groups × 2^Bits, each group's table ascending
 }
 
-// Groups returns the number of LUTs, Shape[0]/GroupSize.
-func (p *Palette) Groups() int { return int(p.Shape[0]) / p.GroupSize }
+// Groups returns the number of LUTs, Shape[0]/GroupSize (0 for an empty
+// or malformed palette).
+func (p *Palette) Groups() int {
+	if len(p.Shape) == 0 || p.GroupSize <= 0 {
+		return 0
+	}
+	return int(p.Shape[0]) / p.GroupSize
+}
 
 // LUTShape returns the shape of the constexpr_lut_to_dense lut input:
 // [Shape[0]/GroupSize, 1, …, 1, 2^Bits, 1] with rank len(Shape)+2, e.g.
@@ -77,6 +84,9 @@ func (p *Palette) LUTShape() []int64 {
 func (p *Palette) Dense() []uint16 {
 	out := make([]uint16, len(p.Indices))
 	k := 1 << p.Bits
+	if p.Groups() == 0 || len(p.LUT) < p.Groups()*k {
+		return nil // not a palette made by this package
+	}
 	per := len(p.Indices) / p.Groups()
 	for g := 0; g < p.Groups(); g++ {
 		lut := p.LUT[g*k : (g+1)*k]
