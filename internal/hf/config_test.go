@@ -12,7 +12,7 @@ import (
 	"github.com/anemll/anemll/internal/hf"
 )
 
-const tinyDir = "testdata/tiny-llama-fortunes"
+const tinyDir = "../../testdata/tiny-llama-fortunes"
 
 func TestLoadConfigTiny(t *testing.T) {
 	for _, sub := range []string{"bf16", "f32"} {

@@ -13,7 +13,7 @@ import (
 // on, and must survive a re-encode through EncodeSafetensors.
 func FuzzParseHeader(f *testing.F) {
 	for _, sub := range []string{"bf16", "f32"} {
-		b, err := os.ReadFile(filepath.Join("testdata", "tiny-llama-fortunes", sub, "model.safetensors"))
+		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "tiny-llama-fortunes", sub, "model.safetensors"))
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -15,7 +15,7 @@ import (
 	"github.com/anemll/anemll/internal/arch/llama"
 )
 
-const tinyModel = "../hf/testdata/tiny-llama-fortunes/bf16"
+const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
 
 func baseOptions(out string) Options {
 	return Options{

@@ -16,7 +16,7 @@ import (
 )
 
 // The tiny trained model lives in internal/hf's testdata (see its README).
-var tinyDir = filepath.Join("..", "hf", "testdata", "tiny-llama-fortunes")
+var tinyDir = filepath.Join("..", "..", "testdata", "tiny-llama-fortunes")
 
 func loadTiny(t testing.TB, sub string) *reference.Model {
 	t.Helper()

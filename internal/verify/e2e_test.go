@@ -16,7 +16,7 @@ import (
 )
 
 // tinyModel is the bundled trained model (see its README).
-const tinyModel = "../hf/testdata/tiny-llama-fortunes/bf16"
+const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
 
 // convertTiny converts the tiny trained model's four parts into a
 // temporary directory and returns the files (separate FFN and prefill
