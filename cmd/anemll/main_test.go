@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
+
+// copyModel copies the tiny checkpoint into a temporary directory and lets
+// edit change it.
+func copyModel(t *testing.T, edit func(dir string)) string {
+	t.Helper()
+	dir := t.TempDir()
+	ents, err := os.ReadDir(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(tinyModel, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if edit != nil {
+		edit(dir)
+	}
+	return dir
+}
+
+func editConfig(t *testing.T, dir string, key string, value any) {
+	t.Helper()
+	p := filepath.Join(dir, "config.json")
+	b, _ := os.ReadFile(p)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m[key] = value
+	b, _ = json.Marshal(m)
+	os.WriteFile(p, b, 0o644)
+}
+
+// TestBadInputs checks that each bad input gets one clear line naming the
+// problem, a non-zero exit, and leaves no output behind.
+func TestBadInputs(t *testing.T) {
+	tests := []struct {
+		name  string
+		model func(t *testing.T) string
+		args  []string
+		want  []string // substrings of the one-line message
+	}{
+		{"missing config.json", func(t *testing.T) string {
+			return copyModel(t, func(d string) { os.Remove(filepath.Join(d, "config.json")) })
+		}, nil, []string{"config.json"}},
+		{"missing safetensors shard", func(t *testing.T) string {
+			return copyModel(t, func(d string) {
+				os.Rename(filepath.Join(d, "model.safetensors"), filepath.Join(d, "model-00001-of-00002.safetensors"))
+				idx := `{"metadata":{},"weight_map":{"model.embed_tokens.weight":"model-00001-of-00002.safetensors","lm_head.weight":"model-00002-of-00002.safetensors"}}`
+				os.WriteFile(filepath.Join(d, "model.safetensors.index.json"), []byte(idx), 0o644)
+			})
+		}, nil, []string{"model-00002-of-00002.safetensors"}},
+		{"unknown architecture", func(t *testing.T) string {
+			return copyModel(t, func(d string) { editConfig(t, d, "model_type", "gpt2") })
+		}, nil, []string{"gpt2", "config.json"}},
+		{"chunks beyond layers", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--chunk", "5"}, []string{"chunk", "4"}},
+		{"batch beyond context", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--batch", "128", "--context", "64"}, []string{"batch", "128", "64"}},
+		{"bad lut", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--lut2", "5"}, []string{"LUT bits"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			model := tc.model(t)
+			out := filepath.Join(t.TempDir(), "out")
+			var so, se bytes.Buffer
+			args := append([]string{"convert", "--model", model, "--output", out, "--skip-check"}, tc.args...)
+			code := run(args, &so, &se)
+			if code == 0 {
+				t.Fatalf("exit 0; stderr:\n%s", se.String())
+			}
+			msg := strings.TrimSpace(se.String())
+			lines := strings.Split(msg, "\n")
+			last := lines[len(lines)-1]
+			for _, w := range tc.want {
+				if !strings.Contains(last, w) {
+					t.Errorf("message %q lacks %q", last, w)
+				}
+			}
+			if !strings.HasPrefix(last, "anemll convert: ") {
+				t.Errorf("message %q is not one prefixed line", last)
+			}
+			if ents, err := os.ReadDir(out); err == nil {
+				for _, e := range ents {
+					if strings.HasSuffix(e.Name(), ".mlpackage") {
+						t.Errorf("left %s behind", e.Name())
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestOutputIsAFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(f, []byte("x"), 0o644)
+	for _, extra := range [][]string{nil, {"--part", "1"}} {
+		var so, se bytes.Buffer
+		args := append([]string{"convert", "--model", tinyModel, "--output", f, "--skip-check"}, extra...)
+		if code := run(args, &so, &se); code == 0 || !strings.Contains(se.String(), "is a file") {
+			t.Errorf("%v: exit %d, stderr %q", extra, code, se.String())
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"nope"}, {"convert"}, {"convert", "--model", tinyModel, "--part", "9"}, {"inspect"}} {
+		var so, se bytes.Buffer
+		if code := run(args, &so, &se); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, se.String())
+		}
+	}
+}
+
+// TestConvertPartAndInspect converts the embeddings part and inspects it.
+func TestConvertPartAndInspect(t *testing.T) {
+	out := t.TempDir()
+	var so, se bytes.Buffer
+	if code := run([]string{"convert", "--part", "1", "--model", tinyModel, "--output", out, "--batch-size", "32"}, &so, &se); code != 0 {
+		t.Fatalf("exit %d: %s", code, se.String())
+	}
+	pkg := filepath.Join(out, "llama_embeddings.mlpackage")
+	so.Reset()
+	if code := run([]string{"inspect", pkg}, &so, &se); code != 0 {
+		t.Fatalf("inspect exit %d: %s", code, se.String())
+	}
+	for _, want := range []string{"input  input_ids", "multiArray int32 [1, 1] enumerated {[1, 1], [1, 32]}", "output hidden_states", "com.anemll.context_length = \"512\""} {
+		if !strings.Contains(so.String(), want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, so.String())
+		}
+	}
+	so.Reset()
+	if code := run([]string{"inspect", "--json", "--program", pkg}, &so, &se); code != 0 {
+		t.Fatalf("inspect --json exit %d", code)
+	}
+	var js map[string]any
+	if err := json.Unmarshal(so.Bytes(), &js); err != nil || js["program"] == nil || js["specification_version"].(float64) != 9 {
+		t.Errorf("bad JSON (%v): %.300s", err, so.String())
+	}
+}
+
+// TestChatOneShot runs the whole pipeline on the bundled model, then chats
+// greedily with it.
+func TestChatOneShot(t *testing.T) {
+	out := t.TempDir()
+	var so, se bytes.Buffer
+	if code := run([]string{"convert", "--model", tinyModel, "--output", out, "--context", "128", "--batch", "32"}, &so, &se); code != 0 {
+		t.Fatalf("convert exit %d:\n%s", code, se.String())
+	}
+	if !strings.Contains(so.String(), "reference with weights read back from the packages") {
+		t.Errorf("step 8 did not verify:\n%s", so.String())
+	}
+	so.Reset()
+	se.Reset()
+	if code := run([]string{"chat", "--meta", filepath.Join(out, "meta.yaml"), "--prompt", "Q: What do you get when", "--no-template", "--max-tokens", "12"}, &so, &se); code != 0 {
+		t.Fatalf("chat exit %d:\n%s", code, se.String())
+	}
+	if !strings.HasPrefix(so.String(), "Q: What do you get when") || len(so.String()) < len("Q: What do you get when")+10 {
+		t.Errorf("chat output %q", so.String())
+	}
+	if !strings.Contains(se.String(), "decode") || !strings.Contains(se.String(), "tok/s") {
+		t.Errorf("chat printed no speed: %q", se.String())
+	}
+	// Interactive mode reads lines until an empty one.
+	chatInput = strings.NewReader("Tell me a joke\n\n")
+	defer func() { chatInput = os.Stdin }()
+	so.Reset()
+	if code := run([]string{"chat", "--dir", out, "--max-tokens", "8"}, &so, &se); code != 0 {
+		t.Fatalf("interactive chat exit %d:\n%s", code, se.String())
+	}
+	if strings.Count(so.String(), "\n> ") != 2 {
+		t.Errorf("interactive transcript %q", so.String())
+	}
+}
