@@ -104,6 +104,9 @@ func Open(opts Options) (*Session, error) {
 	if opts.Model == "" {
 		return nil, errors.New("pipeline: no model directory given (--model DIR)")
 	}
+	if _, err := os.Stat(filepath.Join(opts.Model, "config.json")); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("pipeline: %s not found: --model must be a Hugging Face checkpoint directory (config.json + *.safetensors)", filepath.Join(opts.Model, "config.json"))
+	}
 	cfg, err := hf.LoadConfig(opts.Model)
 	if err != nil {
 		return nil, err
