@@ -123,7 +123,7 @@ func TestConstRoundTrip(t *testing.T) {
 func TestOpenErrors(t *testing.T) {
 	src := filepath.Join(refDir, "packages/llama_lm_head_lut6.mlpackage")
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(dir string) error
 	}{
 		{"no manifest", func(d string) error { return removeFile(filepath.Join(d, "Manifest.json")) }},

@@ -373,7 +373,7 @@ func TestQualityNormal(t *testing.T) {
 // converts it to fp16.
 func loadTiny(t testing.TB) []Tensor {
 	t.Helper()
-	data, err := os.ReadFile("testdata/tiny-llama-fortunes-bf16.safetensors")
+	data, err := os.ReadFile("../../testdata/tiny-llama-fortunes/bf16/model.safetensors")
 	if err != nil {
 		t.Fatal(err)
 	}
