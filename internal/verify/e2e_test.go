@@ -125,7 +125,9 @@ func merge(reps []*Report) *Report {
 			d.MaxKL = max(d.MaxKL, s.MaxKL)
 			d.MaxAbsLogit = max(d.MaxAbsLogit, s.MaxAbsLogit)
 		}
-		d.Top1, d.MeanKL = top/float64(d.Positions), kl/float64(d.Positions)
+		if d.Positions > 0 {
+			d.Top1, d.MeanKL = top/float64(d.Positions), kl/float64(d.Positions)
+		}
 	}
 	return out
 }

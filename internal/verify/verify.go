@@ -64,6 +64,9 @@ func (r *Report) Write(w io.Writer) {
 		name string
 		s    PathStats
 	}{{"decode", r.Decode}, {"prefill", r.Prefill}} {
+		if p.s.Positions == 0 {
+			continue
+		}
 		fmt.Fprintf(w, "%-8s %9d %7.2f%% %11.3g %11.3g %12.4g\n", p.name, p.s.Positions, 100*p.s.Top1, p.s.MeanKL, p.s.MaxKL, p.s.MaxAbsLogit)
 	}
 }
@@ -75,6 +78,15 @@ func (r *Report) Write(w io.Writer) {
 // runner's first step after a prompt of t+1 tokens), restoring the
 // prefilled cache after each step.
 func Compare(m *runner.Model, ref *reference.Model, ids []int) (*Report, error) {
+	return compare(m, ref, ids, true)
+}
+
+// CompareDecode is Compare for the decode path only (Prefill stays empty).
+func CompareDecode(m *runner.Model, ref *reference.Model, ids []int) (*Report, error) {
+	return compare(m, ref, ids, false)
+}
+
+func compare(m *runner.Model, ref *reference.Model, ids []int, prefillPath bool) (*Report, error) {
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("verify: no tokens")
 	}
@@ -98,6 +110,9 @@ func Compare(m *runner.Model, ref *reference.Model, ids []int) (*Report, error) 
 		}
 	}
 	rep.Decode = dec.stats()
+	if !prefillPath {
+		return rep, nil
+	}
 	m.Reset()
 	if err := m.Prefill(ids); err != nil {
 		return nil, err
