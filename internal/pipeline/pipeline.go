@@ -396,7 +396,29 @@ func CombinePackages(ffn, prefill *coreml.Package) (*coreml.Package, error) {
 // compileAll compiles the packages runners load (embeddings, LM head,
 // combined chunks) to .mlmodelc where Apple's compiler exists.
 func compileAll(conv Converter, opts Options, log io.Writer) error {
-	compile := opts.Compiler
+	var pkgs []string
+	for _, p := range []arch.Part{arch.PartEmbeddings, arch.PartLMHead} {
+		n, err := conv.FileName(p, 0)
+		if err != nil {
+			return err
+		}
+		pkgs = append(pkgs, filepath.Join(opts.Output, n))
+	}
+	for i := range conv.Layout() {
+		n, err := conv.FileName(arch.PartFFNPF, i)
+		if err != nil {
+			return err
+		}
+		pkgs = append(pkgs, filepath.Join(opts.Output, n))
+	}
+	return Compile(pkgs, opts.Output, opts.Compiler, log)
+}
+
+// Compile compiles each package into outDir with compile, or with Xcode's
+// `xcrun coremlcompiler compile` when compile is nil. Where xcrun is
+// missing it explains that .mlpackage files work as they are and returns
+// nil.
+func Compile(pkgs []string, outDir string, compile func(pkg, outDir string) error, log io.Writer) error {
 	if compile == nil {
 		xcrun, err := exec.LookPath("xcrun")
 		if err != nil {
@@ -411,25 +433,10 @@ func compileAll(conv Converter, opts Options, log io.Writer) error {
 			return cmd.Run()
 		}
 	}
-	var pkgs []string
-	for _, p := range []arch.Part{arch.PartEmbeddings, arch.PartLMHead} {
-		n, err := conv.FileName(p, 0)
-		if err != nil {
-			return err
-		}
-		pkgs = append(pkgs, n)
-	}
-	for i := range conv.Layout() {
-		n, err := conv.FileName(arch.PartFFNPF, i)
-		if err != nil {
-			return err
-		}
-		pkgs = append(pkgs, n)
-	}
-	for _, n := range pkgs {
-		fmt.Fprintf(log, "  compiling %s\n", n)
-		if err := compile(filepath.Join(opts.Output, n), opts.Output); err != nil {
-			return fmt.Errorf("compile %s: %w", n, err)
+	for _, p := range pkgs {
+		fmt.Fprintf(log, "  compiling %s\n", filepath.Base(p))
+		if err := compile(p, outDir); err != nil {
+			return fmt.Errorf("compile %s: %w", filepath.Base(p), err)
 		}
 	}
 	return nil

@@ -177,3 +177,26 @@ func TestOnlyRunsOneStep(t *testing.T) {
 		t.Errorf("--only 2 produced %v", names)
 	}
 }
+
+// TestCompileStepCallsCompilerPerPackage runs step 6 with a stand-in for
+// Apple's compiler and checks it is given each package runners load.
+func TestCompileStepCallsCompilerPerPackage(t *testing.T) {
+	out := t.TempDir()
+	opts := baseOptions(out)
+	opts.Only = 6
+	var got []string
+	opts.Compiler = func(pkg, outDir string) error {
+		if outDir != out {
+			t.Errorf("compiled into %s", outDir)
+		}
+		got = append(got, filepath.Base(pkg))
+		return nil
+	}
+	if _, err := Run(opts); err != nil {
+		t.Fatal(err)
+	}
+	want := "llama_embeddings.mlpackage llama_lm_head_lut6.mlpackage llama_FFN_PF_lut4_chunk_01of02.mlpackage llama_FFN_PF_lut4_chunk_02of02.mlpackage"
+	if strings.Join(got, " ") != want {
+		t.Errorf("compiled %v", got)
+	}
+}
