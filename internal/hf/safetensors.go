@@ -194,6 +194,16 @@ func (c *Checkpoint) Raw(name string) ([]byte, error) {
 	return t.data, nil
 }
 
+// Release lets the memory-mapped pages of a tensor leave the process's
+// resident memory (the data stays readable: the kernel reads it again if
+// it is touched). Converters call it after decoding a tensor so that peak
+// memory stays near one tensor, not the whole checkpoint.
+func (c *Checkpoint) Release(name string) {
+	if t, ok := c.tensors[name]; ok {
+		dropPages(t.data)
+	}
+}
+
 // Float32 returns the tensor converted to float32. F32, F16 and BF16 convert
 // exactly; other dtypes are refused.
 func (c *Checkpoint) Float32(name string) ([]float32, error) {
@@ -205,6 +215,7 @@ func (c *Checkpoint) Float32(name string) ([]float32, error) {
 	if err := DecodeFloat32(out, t.data, t.info.DType); err != nil {
 		return nil, fmt.Errorf("hf: tensor %q in %s: %w", name, t.info.File, err)
 	}
+	dropPages(t.data)
 	return out, nil
 }
 
@@ -220,6 +231,7 @@ func (c *Checkpoint) Float16(name string) (data []uint16, overflow int, err erro
 	if err != nil {
 		return nil, 0, fmt.Errorf("hf: tensor %q in %s: %w", name, t.info.File, err)
 	}
+	dropPages(t.data)
 	return out, overflow, nil
 }
 

@@ -53,6 +53,9 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	if err != nil {
 		return nil, fmt.Errorf("llama: tensor %q: %w", r.Name, err)
 	}
+	// The decoded copy is all we need: let the mapped pages go so that
+	// memory stays near one tensor, not the whole checkpoint.
+	c.ckpt.Release(r.Name)
 	if over > 0 {
 		c.overflow.Add(int64(over))
 		if c.opts.OnOverflow != nil {
