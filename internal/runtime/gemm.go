@@ -111,9 +111,43 @@ func gemmBlock(c, a, b []float32, m, n, k, i0, i1, j0, j1 int) {
 	}
 }
 
+// useSIMD selects the AVX2+FMA kernels (when haveSIMD); tests switch it
+// off to run the plain-Go kernels through the same cases.
+var useSIMD = haveSIMD
+
 // dot4x2 returns the 8 dot products of a0..a3 with b0, b1 (row-major
-// [a][b]).
+// [a][b]); all slices must have len(a0) elements.
+//
+// Accumulation order: with SIMD and k ≥ 8, lane l of an 8-wide FMA
+// accumulator sums the terms p ≡ l (mod 8) of the first k&^7 terms, the
+// lanes are added as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)), and the k%8
+// remaining terms are added one by one. Otherwise one fp32 sum per output
+// in increasing p. Either way each output's order depends only on k.
 func dot4x2(a0, a1, a2, a3, b0, b1 []float32) [8]float32 {
+	k := len(a0)
+	a1, a2, a3, b0, b1 = a1[:k], a2[:k], a3[:k], b0[:k], b1[:k]
+	if !useSIMD || k < 8 {
+		return dot4x2Go(a0, a1, a2, a3, b0, b1)
+	}
+	var s [8]float32
+	k8 := k &^ 7
+	dot4x2SIMD(&a0[0], &a1[0], &a2[0], &a3[0], &b0[0], &b1[0], k8, &s)
+	for p := k8; p < k; p++ {
+		x0, x1, x2, x3, y0, y1 := a0[p], a1[p], a2[p], a3[p], b0[p], b1[p]
+		s[0] += x0 * y0
+		s[1] += x0 * y1
+		s[2] += x1 * y0
+		s[3] += x1 * y1
+		s[4] += x2 * y0
+		s[5] += x2 * y1
+		s[6] += x3 * y0
+		s[7] += x3 * y1
+	}
+	return s
+}
+
+// dot4x2Go is the plain-Go dot4x2: one sum per output, increasing p.
+func dot4x2Go(a0, a1, a2, a3, b0, b1 []float32) [8]float32 {
 	k := len(a0)
 	a1, a2, a3, b0, b1 = a1[:k], a2[:k], a3[:k], b0[:k], b1[:k]
 	var s00, s01, s10, s11, s20, s21, s30, s31 float32
@@ -132,8 +166,29 @@ func dot4x2(a0, a1, a2, a3, b0, b1 []float32) [8]float32 {
 	return [8]float32{s00, s01, s10, s11, s20, s21, s30, s31}
 }
 
-// dot4x1 returns the dot products of a0..a3 with b.
+// dot4x1 returns the dot products of a0..a3 with b (each len(b) long), in
+// the order dot4x2 documents.
 func dot4x1(a0, a1, a2, a3, b []float32) [4]float32 {
+	k := len(b)
+	a0, a1, a2, a3 = a0[:k], a1[:k], a2[:k], a3[:k]
+	if !useSIMD || k < 8 {
+		return dot4x1Go(a0, a1, a2, a3, b)
+	}
+	var s [4]float32
+	k8 := k &^ 7
+	dot4x1SIMD(&a0[0], &a1[0], &a2[0], &a3[0], &b[0], k8, &s)
+	for p := k8; p < k; p++ {
+		y := b[p]
+		s[0] += a0[p] * y
+		s[1] += a1[p] * y
+		s[2] += a2[p] * y
+		s[3] += a3[p] * y
+	}
+	return s
+}
+
+// dot4x1Go is the plain-Go dot4x1: one sum per output, increasing p.
+func dot4x1Go(a0, a1, a2, a3, b []float32) [4]float32 {
 	k := len(b)
 	a0, a1, a2, a3 = a0[:k], a1[:k], a2[:k], a3[:k]
 	var s0, s1, s2, s3 float32

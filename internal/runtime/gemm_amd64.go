@@ -1,0 +1,20 @@
+//go:build amd64 && !purego
+
+package runtime
+
+import "golang.org/x/sys/cpu"
+
+// haveSIMD reports whether this build has the AVX2+FMA kernels and the CPU
+// runs them.
+var haveSIMD = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// dot4x2SIMD sets out[2r+c] = Σ_{p<k} ar[p]·bc[p] (r < 4, c < 2) for k a
+// multiple of 8; see gemm_amd64.s for the accumulation order.
+//
+//go:noescape
+func dot4x2SIMD(a0, a1, a2, a3, b0, b1 *float32, k int, out *[8]float32)
+
+// dot4x1SIMD sets out[r] = Σ_{p<k} ar[p]·b[p] (r < 4) for k a multiple of 8.
+//
+//go:noescape
+func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32)

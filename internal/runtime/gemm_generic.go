@@ -1,0 +1,14 @@
+//go:build !amd64 || purego
+
+package runtime
+
+// haveSIMD is false: this build has only the plain-Go kernels.
+const haveSIMD = false
+
+func dot4x2SIMD(a0, a1, a2, a3, b0, b1 *float32, k int, out *[8]float32) {
+	panic("runtime: no SIMD kernels in this build")
+}
+
+func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32) {
+	panic("runtime: no SIMD kernels in this build")
+}
