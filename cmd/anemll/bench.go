@@ -18,7 +18,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: anemll bench lut|runtime|convert [flags]", errUsage)
 	}
 	fs := newFlagSet("bench "+args[0], stderr)
-	model := fs.String("model", "testdata/tiny-llama-fortunes/bf16", "checkpoint for the lut and runtime benchmarks")
+	model := fs.String("model", "testdata/tiny-llama-fortunes/bf16", "checkpoint for the lut and runtime benchmarks (convert: its tokenizer stands in)")
 	tmp := fs.String("tmp", os.TempDir(), "directory for temporary checkpoints and packages")
 	workers := fs.Int("workers", 0, "lut: palettization workers (0 = all cores)")
 	big := fs.Bool("1b", true, "runtime: also run a random Llama-3.2-1B-shaped model (writes 2.5 GB to --tmp)")
@@ -32,7 +32,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	case "runtime":
 		return bench.Runtime(stdout, *tmp, *model, *big, *tokens)
 	case "convert":
-		return bench.Convert(stdout, *tmp, pipeline.Options{Log: stderr})
+		return bench.Convert(stdout, *tmp, *model, pipeline.Options{Log: stderr})
 	}
 	return fmt.Errorf("%w: unknown benchmark %q (lut, runtime, convert)", errUsage, args[0])
 }

@@ -66,10 +66,11 @@ func PeakRSS() int64 {
 func gib(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }
 
 // Convert writes a random Llama-3.2-1B-shaped BF16 checkpoint into a
-// temporary directory under tmp, runs the whole pipeline on it with
-// ANEMLL's default flags (or opts' overrides), and prints wall time per
-// step, output sizes and peak RSS.
-func Convert(w io.Writer, tmp string, opts pipeline.Options) error {
+// temporary directory under tmp (with the tokenizer files of tokDir as a
+// stand-in tokenizer), runs the whole pipeline on it with ANEMLL's default
+// flags (or opts' overrides), and prints wall time per step, output sizes
+// and peak RSS.
+func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	dir, err := os.MkdirTemp(tmp, "anemll-bench-")
 	if err != nil {
 		return err
@@ -82,6 +83,15 @@ func Convert(w io.Writer, tmp string, opts pipeline.Options) error {
 		return err
 	}
 	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(time.Second), gib(dirSize(model)))
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(tokDir, name))
+		if err != nil {
+			return fmt.Errorf("bench: stand-in tokenizer: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(model, name), b, 0o644); err != nil {
+			return err
+		}
+	}
 	rssBefore := PeakRSS()
 	opts.Model, opts.Output = model, out
 	if opts.NumChunks == 0 {
