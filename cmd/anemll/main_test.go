@@ -67,6 +67,9 @@ func TestBadInputs(t *testing.T) {
 				os.WriteFile(filepath.Join(d, "model.safetensors.index.json"), []byte(idx), 0o644)
 			})
 		}, nil, []string{"model-00002-of-00002.safetensors"}},
+		{"truncated safetensors", func(t *testing.T) string {
+			return copyModel(t, func(d string) { os.Truncate(filepath.Join(d, "model.safetensors"), 100000) })
+		}, nil, []string{"model.safetensors"}},
 		{"unknown architecture", func(t *testing.T) string {
 			return copyModel(t, func(d string) { editConfig(t, d, "model_type", "gpt2") })
 		}, nil, []string{"gpt2", "config.json"}},

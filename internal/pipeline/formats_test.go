@@ -1,0 +1,86 @@
+package pipeline
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/hf/synth"
+)
+
+// TestCheckpointFormats converts the same random model stored as F32, F16
+// (its values rounded) and BF16, single-file and sharded. F32 and F16
+// sources must give identical packages (both round to the same fp16
+// values), sharding must not change a byte, and BF16 (rounded twice) must
+// still convert.
+func TestCheckpointFormats(t *testing.T) {
+	base := synth.Options{Hidden: 64, Intermediate: 128, Layers: 3, Heads: 4, KVHeads: 2, Vocab: 96, Seed: 7}
+	convert := func(o synth.Options) map[string][]byte {
+		t.Helper()
+		model := filepath.Join(t.TempDir(), "m")
+		if err := synth.Write(model, o); err != nil {
+			t.Fatal(err)
+		}
+		out := t.TempDir()
+		s, err := Open(Options{Model: model, Output: out, ContextLength: 32, BatchSize: 8, NumChunks: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		got := map[string][]byte{}
+		for _, p := range []arch.Part{arch.PartEmbeddings, arch.PartLMHead, arch.PartFFN, arch.PartPrefill} {
+			for i := 0; i < 2; i++ {
+				if !p.Chunked() && i > 0 {
+					continue
+				}
+				path, err := s.WritePart(p, i, out, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range []string{"Data/com.apple.CoreML/weights/weight.bin", "Data/com.apple.CoreML/model.mlmodel"} {
+					b, err := os.ReadFile(filepath.Join(path, f))
+					if err != nil {
+						t.Fatal(err)
+					}
+					got[filepath.Base(path)+"/"+filepath.Base(f)] = b
+				}
+			}
+		}
+		return got
+	}
+	same := func(a, b map[string][]byte, what string) {
+		t.Helper()
+		if len(a) != len(b) || len(a) != 12 {
+			t.Fatalf("%s: %d vs %d files", what, len(a), len(b))
+		}
+		for k, v := range a {
+			if !bytes.Equal(v, b[k]) {
+				t.Errorf("%s: %s differs", what, k)
+			}
+		}
+	}
+	o := base
+	o.DType = hf.F32
+	f32 := convert(o)
+	o.DType = hf.F16
+	f16 := convert(o)
+	same(f32, f16, "F32 vs F16")
+	o.Shards = 3
+	same(f16, convert(o), "F16 sharded vs single file")
+	o.DType, o.Shards = hf.BF16, 0
+	bf16 := convert(o)
+	o.Shards = 2
+	same(bf16, convert(o), "BF16 sharded vs single file")
+	differs := false
+	for k, v := range bf16 {
+		if !bytes.Equal(v, f32[k]) {
+			differs = true
+		}
+	}
+	if !differs {
+		t.Error("BF16 source gave the same weights as F32 (the rounding should show)")
+	}
+}
