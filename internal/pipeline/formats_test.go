@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch"
@@ -83,4 +84,26 @@ func TestCheckpointFormats(t *testing.T) {
 	if !differs {
 		t.Error("BF16 source gave the same weights as F32 (the rounding should show)")
 	}
+}
+
+// TestLUTDeterministicAcrossGOMAXPROCS converts with palettization on one
+// and on several cores: the packages must be byte-identical.
+func TestLUTDeterministicAcrossGOMAXPROCS(t *testing.T) {
+	run := func(procs int) map[string][32]byte {
+		prev := goruntime.GOMAXPROCS(procs)
+		defer goruntime.GOMAXPROCS(prev)
+		out := t.TempDir()
+		opts := baseOptions(out)
+		opts.Only = 3
+		opts.LUT.FFN = 6
+		if _, err := Run(opts); err != nil {
+			t.Fatal(err)
+		}
+		return digest(t, out)
+	}
+	one, four := run(1), run(4)
+	if len(one) == 0 {
+		t.Fatal("nothing written")
+	}
+	sameTree(t, one, four, "GOMAXPROCS 1 vs 4")
 }
