@@ -247,3 +247,57 @@ func parallelFor(n, per int, fn func(i int)) {
 	}
 	wg.Wait()
 }
+
+// gemmNNRef is the reference for gemmNN:
+//
+//	for i < m, j < n: c[i*n+j] = Σ_p a[i*k+p] · b[p*n+j]
+//
+// with fp32 accumulation.
+func gemmNNRef(c, a, b []float32, m, n, k int) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float32
+			for p := 0; p < k; p++ {
+				s += a[i*k+p] * b[p*n+j]
+			}
+			c[i*n+j] = s
+		}
+	}
+}
+
+// gemmNN sets c (m×n) = a (m×k) · b (k×n), all row-major, without
+// transposing b: each output row is built as Σ_p a[i,p]·b[p,:]. Rows are
+// split over the cores above a size threshold. Each output is one fp32 sum
+// in increasing p (fused multiply-adds on the SIMD path for the first n&^7
+// columns), whatever the split.
+func gemmNN(c, a, b []float32, m, n, k int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	_, _, _ = c[m*n-1], a[:m*k], b[:k*n]
+	parallelFor(m, n*k, func(i int) {
+		rowNN(c[i*n:(i+1)*n], a[i*k:(i+1)*k], b, n, k)
+	})
+}
+
+// rowNN sets c[j] = Σ_{p<k} a[p]·b[p*n+j] for j < n = len(c), k = len(a).
+func rowNN(c, a, b []float32, n, k int) {
+	c, a, b = c[:n], a[:k], b[:k*n]
+	j0 := 0
+	if useSIMD && n >= 8 && k > 0 {
+		j0 = n &^ 7
+		rowNNSIMD(&c[0], &a[0], &b[0], j0, k, n)
+	}
+	if j0 == n {
+		return
+	}
+	ct := c[j0:]
+	clear(ct)
+	for p, x := range a {
+		br := b[p*n+j0 : (p+1)*n]
+		br = br[:len(ct)]
+		for j, y := range br {
+			ct[j] += x * y
+		}
+	}
+}

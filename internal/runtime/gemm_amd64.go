@@ -18,3 +18,9 @@ func dot4x2SIMD(a0, a1, a2, a3, b0, b1 *float32, k int, out *[8]float32)
 //
 //go:noescape
 func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32)
+
+// rowNNSIMD sets c[j] = Σ_{p<k} a[p]·b[p·ldb+j] for j < n, n a multiple of
+// 8, with one FMA chain per output in increasing p.
+//
+//go:noescape
+func rowNNSIMD(c, a, b *float32, n, k, ldb int)

@@ -125,3 +125,76 @@ done41:
 	VMOVUPS X0, 0(R9)
 	VZEROUPPER
 	RET
+
+// func rowNNSIMD(c, a, b *float32, n, k, ldb int)
+//
+// c[j] = Σ_{p<k} a[p]·b[p·ldb+j] for j < n, n a multiple of 8: one FMA
+// chain per output in increasing p, starting from 0. Columns go in blocks
+// of 32 (4 accumulators), then 8.
+TEXT ·rowNNSIMD(SB), NOSPLIT, $0-48
+	MOVQ c+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	MOVQ k+32(FP), R8
+	MOVQ ldb+40(FP), R9
+	SHLQ $2, R9
+
+block32:
+	CMPQ CX, $32
+	JLT  block8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ DX, R10
+	XORQ R11, R11
+
+loop32:
+	CMPQ R11, R8
+	JGE  store32
+	VBROADCASTSS (SI)(R11*4), Y8
+	VFMADD231PS 0(R10), Y8, Y0
+	VFMADD231PS 32(R10), Y8, Y1
+	VFMADD231PS 64(R10), Y8, Y2
+	VFMADD231PS 96(R10), Y8, Y3
+	ADDQ R9, R10
+	INCQ R11
+	JMP  loop32
+
+store32:
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $128, DI
+	ADDQ $128, DX
+	SUBQ $32, CX
+	JMP  block32
+
+block8:
+	CMPQ CX, $8
+	JLT  doneNN
+	VXORPS Y0, Y0, Y0
+	MOVQ DX, R10
+	XORQ R11, R11
+
+loop8:
+	CMPQ R11, R8
+	JGE  store8
+	VBROADCASTSS (SI)(R11*4), Y8
+	VFMADD231PS 0(R10), Y8, Y0
+	ADDQ R9, R10
+	INCQ R11
+	JMP  loop8
+
+store8:
+	VMOVUPS Y0, 0(DI)
+	ADDQ $32, DI
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JMP  block8
+
+doneNN:
+	VZEROUPPER
+	RET

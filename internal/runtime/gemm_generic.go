@@ -12,3 +12,7 @@ func dot4x2SIMD(a0, a1, a2, a3, b0, b1 *float32, k int, out *[8]float32) {
 func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32) {
 	panic("runtime: no SIMD kernels in this build")
 }
+
+func rowNNSIMD(c, a, b *float32, n, k, ldb int) {
+	panic("runtime: no SIMD kernels in this build")
+}

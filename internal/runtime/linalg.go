@@ -139,26 +139,30 @@ func opMatmul(c *call) error {
 			xo = append(xo, offs[0]*m*k)
 			yo = append(yo, offs[1]*k*n)
 		})
-	// Bring operands to a: m×k and b: n×k layouts.
-	aBuf, bBuf := x.F, y.F
-	nx, ny := numel(x.Shape[:xr-2]), numel(y.Shape[:yr-2])
+	// Bring x to an m×k layout; y is used as it is: n×k (transpose_y, an
+	// NT product) or k×n (an NN product).
+	aBuf := x.F
+	nx := numel(x.Shape[:xr-2])
 	if tx {
 		aBuf = c.scratch(0, x.Len())
 		for i := 0; i < nx; i++ {
 			transpose2(aBuf[i*m*k:(i+1)*m*k], x.F[i*m*k:(i+1)*m*k], k, m)
 		}
 	}
-	if !ty {
-		bBuf = c.scratch(1, y.Len())
-		for i := 0; i < ny; i++ {
-			transpose2(bBuf[i*k*n:(i+1)*k*n], y.F[i*k*n:(i+1)*k*n], k, n)
-		}
-	}
-	if nb == 1 {
-		gemmNT(out.F, aBuf[xo[0]:xo[0]+m*k], bBuf[yo[0]:yo[0]+n*k], m, n, k)
-	} else {
+	switch {
+	case nb == 1 && ty:
+		gemmNT(out.F, aBuf[xo[0]:xo[0]+m*k], y.F[yo[0]:yo[0]+n*k], m, n, k)
+	case nb == 1:
+		gemmNN(out.F, aBuf[xo[0]:xo[0]+m*k], y.F[yo[0]:yo[0]+n*k], m, n, k)
+	case ty:
 		parallelFor(nb, m*n*k, func(i int) {
-			gemmBlock(out.F[i*m*n:(i+1)*m*n], aBuf[xo[i]:xo[i]+m*k], bBuf[yo[i]:yo[i]+n*k], m, n, k, 0, m, 0, n)
+			gemmBlock(out.F[i*m*n:(i+1)*m*n], aBuf[xo[i]:xo[i]+m*k], y.F[yo[i]:yo[i]+n*k], m, n, k, 0, m, 0, n)
+		})
+	default:
+		// One job per output row of every batch.
+		parallelFor(nb*m, n*k, func(job int) {
+			i, r := job/m, job%m
+			rowNN(out.F[(i*m+r)*n:(i*m+r+1)*n], aBuf[xo[i]+r*k:xo[i]+(r+1)*k], y.F[yo[i]:yo[i]+n*k], n, k)
 		})
 	}
 	finish(out)

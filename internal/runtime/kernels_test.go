@@ -1,0 +1,161 @@
+package runtime
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	goruntime "runtime"
+	"testing"
+)
+
+// dotBound returns the float64 dot product of a and b and the worst-case
+// error bound of any fp32 summation order, k·2⁻²³·Σ|a·b| (plus a tiny
+// absolute slack).
+func dotBound(a, b []float32) (want, tol float64) {
+	var abs float64
+	for p := range a {
+		x := float64(a[p]) * float64(b[p])
+		want += x
+		abs += math.Abs(x)
+	}
+	return want, float64(len(a)+1)*0x1p-23*abs + 1e-30
+}
+
+// guarded returns n random floats inside a larger buffer whose elements
+// just before and after are NaN, starting at an odd offset, so a kernel
+// that reads outside its slice produces NaN.
+func guarded(r *rand.Rand, n int) []float32 {
+	buf := make([]float32, n+11)
+	for i := range buf {
+		buf[i] = float32(math.NaN())
+	}
+	s := buf[3 : 3+n : 3+n]
+	for i := range s {
+		s[i] = float32(r.NormFloat64())
+	}
+	return s
+}
+
+func testDotKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, k := range []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 64, 100, 1001, 2048} {
+		a := [][]float32{guarded(r, k), guarded(r, k), guarded(r, k), guarded(r, k)}
+		b := [][]float32{guarded(r, k), guarded(r, k)}
+		s8 := dot4x2(a[0], a[1], a[2], a[3], b[0], b[1])
+		s4 := dot4x1(a[0], a[1], a[2], a[3], b[1])
+		s1 := dot(a[2], b[0])
+		for ri := 0; ri < 4; ri++ {
+			for c := 0; c < 2; c++ {
+				want, tol := dotBound(a[ri], b[c])
+				if got := float64(s8[2*ri+c]); math.Abs(got-want) > tol {
+					t.Errorf("k=%d dot4x2[%d][%d] = %v, want %v ± %g", k, ri, c, got, want, tol)
+				}
+			}
+			want, tol := dotBound(a[ri], b[1])
+			if got := float64(s4[ri]); math.Abs(got-want) > tol {
+				t.Errorf("k=%d dot4x1[%d] = %v, want %v ± %g", k, ri, got, want, tol)
+			}
+			// Every kernel accumulates one output in the same order, so
+			// the 4x2 and 4x1 forms agree bit for bit.
+			if s4[ri] != s8[2*ri+1] {
+				t.Errorf("k=%d row %d: dot4x1 %v != dot4x2 %v", k, ri, s4[ri], s8[2*ri+1])
+			}
+		}
+		if want, tol := dotBound(a[2], b[0]); math.Abs(float64(s1)-want) > tol {
+			t.Errorf("k=%d dot = %v, want %v ± %g", k, s1, want, tol)
+		}
+	}
+}
+
+func TestDotKernels(t *testing.T) { testDotKernels(t) }
+
+func testGemmNN(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, sz := range [][3]int{{1, 1, 1}, {1, 8, 3}, {2, 9, 0}, {3, 7, 5}, {1, 31, 17}, {4, 32, 64}, {5, 33, 9}, {2, 40, 513}, {70, 64, 100}, {1, 100, 2}, {33, 1000, 7}} {
+		m, n, k := sz[0], sz[1], sz[2]
+		a, b := guarded(r, m*k), guarded(r, k*n)
+		got := guarded(r, m*n)
+		for i := range got {
+			got[i] = 12345 // must be overwritten
+		}
+		gemmNN(got, a, b, m, n, k)
+		col := make([]float32, k)
+		for i := 0; i < m; i++ {
+			for j := 0; j < n; j++ {
+				for p := range col {
+					col[p] = b[p*n+j]
+				}
+				want, tol := dotBound(a[i*k:(i+1)*k], col)
+				if g := float64(got[i*n+j]); math.Abs(g-want) > tol {
+					t.Fatalf("%v: c[%d][%d] = %v, want %v ± %g", sz, i, j, g, want, tol)
+				}
+			}
+		}
+	}
+}
+
+func TestGemmNN(t *testing.T) { testGemmNN(t) }
+
+// testGemmDeterministic checks that gemmNT and gemmNN give bit-identical
+// results for 1, 2 and 3 workers and on repeated runs.
+func testGemmDeterministic(t *testing.T) {
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(0))
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, sz := range [][3]int{{130, 67, 41}, {1, 300, 257}, {301, 1, 257}, {64, 64, 64}} {
+		m, n, k := sz[0], sz[1], sz[2]
+		a, b := randF(r, m*k), randF(r, n*k)
+		var first []float32
+		for _, procs := range []int{1, 2, 3, 2} {
+			goruntime.GOMAXPROCS(procs)
+			nt, nn := make([]float32, m*n), make([]float32, m*n)
+			gemmNT(nt, a, b, m, n, k)
+			gemmNN(nn, a, b, m, n, k)
+			got := append(nt, nn...)
+			if first == nil {
+				first = got
+				continue
+			}
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(first[i]) {
+					t.Fatalf("%v with GOMAXPROCS %d: element %d is %v, first run gave %v", sz, procs, i, got[i], first[i])
+				}
+			}
+		}
+	}
+}
+
+func TestGemmDeterministic(t *testing.T) { testGemmDeterministic(t) }
+
+// TestPlainGoKernels runs the kernel and op tests again with the plain-Go
+// kernels when this build and CPU use the SIMD ones (else they already
+// ran on plain Go).
+func TestPlainGoKernels(t *testing.T) {
+	if !useSIMD {
+		t.Skip("the plain-Go kernels are the ones in use")
+	}
+	useSIMD = false
+	defer func() { useSIMD = true }()
+	for _, tc := range []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"DotKernels", testDotKernels},
+		{"GemmNN", testGemmNN},
+		{"GemmDeterministic", testGemmDeterministic},
+		{"GemmAgainstNaive", TestGemmAgainstNaive},
+		{"MatmulAgainstNaive", TestMatmulAgainstNaive},
+		{"ConvAgainstNaive", TestConvAgainstNaive},
+		{"LinearMatmul", TestLinearMatmul},
+		{"SDPA", TestSDPA},
+		{"LayerPrefillMatchesDecode", TestLayerPrefillMatchesDecode},
+	} {
+		t.Run(tc.name, tc.f)
+	}
+}
+
+func BenchmarkGemmNN(b *testing.B) {
+	for _, s := range [][3]int{{1, 64, 512}, {64, 64, 512}, {1, 2048, 2048}} {
+		m, n, k := s[0], s[1], s[2]
+		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) { benchGemm(b, m, n, k, gemmNN) })
+	}
+}
