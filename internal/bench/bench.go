@@ -43,6 +43,10 @@ func LUT(w io.Writer, modelDir string, workers int) error {
 	return err
 }
 
+// ResetPeakRSS restarts the kernel's peak-RSS counter (Linux
+// /proc/self/clear_refs), so PeakRSS then reports the peak since now.
+func ResetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
 // PeakRSS returns the process's peak resident set size in bytes (Linux
 // VmHWM), or 0 where unknown.
 func PeakRSS() int64 {
@@ -101,6 +105,14 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 		opts.LUT.FFN, opts.LUT.LMHead = 4, 6
 	}
 	opts.SkipCheck = true
+	var stepRSS [9]int64
+	opts.StepHook = func(step int, done bool) {
+		if !done {
+			ResetPeakRSS()
+			return
+		}
+		stepRSS[step] = PeakRSS()
+	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
@@ -110,13 +122,17 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 		return err
 	}
 	total := time.Since(start)
-	fmt.Fprintf(w, "\n%-4s %-48s %10s\n", "step", "", "wall")
+	fmt.Fprintf(w, "\n%-4s %-48s %10s %12s\n", "step", "", "wall", "peak RSS")
 	for i := 1; i <= 7; i++ {
-		fmt.Fprintf(w, "%-4d %-48s %10s\n", i, pipeline.Steps[i], res.Times[i].Round(100*time.Millisecond))
+		fmt.Fprintf(w, "%-4d %-48s %10s %12s\n", i, pipeline.Steps[i], res.Times[i].Round(100*time.Millisecond), gib(stepRSS[i]))
 	}
 	fmt.Fprintf(w, "     %-48s %10s\n", "total", total.Round(100*time.Millisecond))
+	top := rssBefore
+	for _, r := range stepRSS {
+		top = max(top, r)
+	}
 	fmt.Fprintf(w, "\ncheckpoint %s, output %s, peak RSS %s (%s while writing the checkpoint)\n",
-		gib(dirSize(model)), gib(dirSize(out)), gib(PeakRSS()), gib(rssBefore))
+		gib(dirSize(model)), gib(dirSize(out)), gib(top), gib(rssBefore))
 	return nil
 }
 

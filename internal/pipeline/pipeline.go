@@ -48,6 +48,9 @@ type Options struct {
 	Verify func(dir string) error
 	// Compiler compiles a package into outDir; nil looks for xcrun.
 	Compiler func(pkg, outDir string) error
+	// StepHook, if set, is called when a step starts (done false) and
+	// ends (done true); benchmarks measure per-step memory with it.
+	StepHook func(step int, done bool)
 
 	// fault, if set, is called at points inside steps; an error stops the
 	// run there (tests simulate crashes with it).
@@ -240,6 +243,10 @@ func Run(opts Options) (*Result, error) {
 			return nil
 		}
 		fmt.Fprintf(log, "Step %d: %s\n", step, Steps[step])
+		if opts.StepHook != nil {
+			opts.StepHook(step, false)
+			defer opts.StepHook(step, true)
+		}
 		start := time.Now()
 		defer func() {
 			if r := recover(); r != nil {
