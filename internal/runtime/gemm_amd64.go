@@ -8,6 +8,9 @@ import "golang.org/x/sys/cpu"
 // runs them.
 var haveSIMD = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
+// haveHalfSIMD reports whether the fp16-weight kernels (F16C) run too.
+var haveHalfSIMD = haveSIMD && cpu.X86.HasF16C
+
 // dot4x2SIMD sets out[2r+c] = Σ_{p<k} ar[p]·bc[p] (r < 4, c < 2) for k a
 // multiple of 8; see gemm_amd64.s for the accumulation order.
 //
@@ -24,3 +27,13 @@ func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32)
 //
 //go:noescape
 func rowNNSIMD(c, a, b *float32, n, k, ldb int)
+
+// dot4x1HSIMD is dot4x1SIMD with the a rows as fp16 bits (needs F16C).
+//
+//go:noescape
+func dot4x1HSIMD(a0, a1, a2, a3 *uint16, b *float32, k int, out *[4]float32)
+
+// halfToFloatSIMD widens n fp16 values (n a multiple of 8) to fp32.
+//
+//go:noescape
+func halfToFloatSIMD(dst *float32, src *uint16, n int)

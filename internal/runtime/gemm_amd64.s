@@ -198,3 +198,75 @@ store8:
 doneNN:
 	VZEROUPPER
 	RET
+
+// func dot4x1HSIMD(a0, a1, a2, a3 *uint16, b *float32, k int, out *[4]float32)
+//
+// dot4x1SIMD with the a rows held as fp16 bits, widened exactly to fp32
+// (F16C) before the FMAs: same lane order, so the same results as
+// dot4x1SIMD on the widened rows.
+TEXT ·dot4x1HSIMD(SB), NOSPLIT, $0-56
+	MOVQ a0+0(FP), AX
+	MOVQ a1+8(FP), BX
+	MOVQ a2+16(FP), CX
+	MOVQ a3+24(FP), DX
+	MOVQ b+32(FP), SI
+	MOVQ k+40(FP), R8
+	MOVQ out+48(FP), R9
+	XORQ R10, R10
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop41h:
+	CMPQ R10, R8
+	JGE  done41h
+	VMOVUPS (SI)(R10*4), Y8
+	VCVTPH2PS (AX)(R10*2), Y9
+	VCVTPH2PS (BX)(R10*2), Y10
+	VCVTPH2PS (CX)(R10*2), Y11
+	VCVTPH2PS (DX)(R10*2), Y12
+	VFMADD231PS Y9, Y8, Y0
+	VFMADD231PS Y10, Y8, Y1
+	VFMADD231PS Y11, Y8, Y2
+	VFMADD231PS Y12, Y8, Y3
+	ADDQ $8, R10
+	JMP  loop41h
+
+done41h:
+	VEXTRACTF128 $1, Y0, X8
+	VADDPS X8, X0, X0
+	VEXTRACTF128 $1, Y1, X8
+	VADDPS X8, X1, X1
+	VEXTRACTF128 $1, Y2, X8
+	VADDPS X8, X2, X2
+	VEXTRACTF128 $1, Y3, X8
+	VADDPS X8, X3, X3
+	VHADDPS X1, X0, X0
+	VHADDPS X3, X2, X2
+	VHADDPS X2, X0, X0
+	VMOVUPS X0, 0(R9)
+	VZEROUPPER
+	RET
+
+// func halfToFloatSIMD(dst *float32, src *uint16, n int)
+//
+// dst[i] = src[i] widened from fp16 to fp32 (exact) for i < n, n a
+// multiple of 8.
+TEXT ·halfToFloatSIMD(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ R10, R10
+
+looph:
+	CMPQ R10, CX
+	JGE  doneh
+	VCVTPH2PS (SI)(R10*2), Y0
+	VMOVUPS Y0, (DI)(R10*4)
+	ADDQ $8, R10
+	JMP  looph
+
+doneh:
+	VZEROUPPER
+	RET

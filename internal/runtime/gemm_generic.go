@@ -5,6 +5,9 @@ package runtime
 // haveSIMD is false: this build has only the plain-Go kernels.
 const haveSIMD = false
 
+// haveHalfSIMD is false: no fp16-weight kernels in this build.
+const haveHalfSIMD = false
+
 func dot4x2SIMD(a0, a1, a2, a3, b0, b1 *float32, k int, out *[8]float32) {
 	panic("runtime: no SIMD kernels in this build")
 }
@@ -14,5 +17,13 @@ func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32) {
 }
 
 func rowNNSIMD(c, a, b *float32, n, k, ldb int) {
+	panic("runtime: no SIMD kernels in this build")
+}
+
+func dot4x1HSIMD(a0, a1, a2, a3 *uint16, b *float32, k int, out *[4]float32) {
+	panic("runtime: no SIMD kernels in this build")
+}
+
+func halfToFloatSIMD(dst *float32, src *uint16, n int) {
 	panic("runtime: no SIMD kernels in this build")
 }

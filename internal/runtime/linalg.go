@@ -80,7 +80,11 @@ func opLinear(c *call) error {
 	shape := append(cloneInts(x.Shape[:x.Rank()-1]), n)
 	m := numel(shape) / max(n, 1)
 	out := c.newOut(0, x.DType, shape)
-	gemmNT(out.F, x.F, w.F, m, n, k)
+	if w.half != nil {
+		gemmHalf(out.F, w.half, x.F, n, m, k, false)
+	} else {
+		gemmNT(out.F, x.F, w.F, m, n, k)
+	}
 	if err := addBias(out.F, bias, m, n, false); err != nil {
 		return err
 	}
@@ -298,7 +302,11 @@ func opConv(c *call) error {
 				bt = c.scratch(0, len(xb))
 				transpose2(bt, xb, p.cin, hw)
 			}
-			gemmNT(ob, wt.F, bt, p.cout, hw, p.cin)
+			if wt.half != nil {
+				gemmHalf(ob, wt.half, bt, p.cout, hw, p.cin, true)
+			} else {
+				gemmNT(ob, wt.F, bt, p.cout, hw, p.cin)
+			}
 			if err := addBias(ob, bias, p.cout, hw, true); err != nil {
 				return err
 			}
@@ -306,7 +314,7 @@ func opConv(c *call) error {
 		finish(out)
 		return nil
 	}
-	convDirect(out.F, x.F, wt.F, bias, p)
+	convDirect(out.F, x.F, weightFloats(wt), bias, p)
 	finish(out)
 	return nil
 }

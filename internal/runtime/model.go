@@ -105,6 +105,13 @@ func Load(p *mil.Program) (*Model, error) {
 		m.names = append(m.names, f.Name)
 	}
 	sort.Strings(m.names)
+	if halfWeights {
+		fns := make([]*Function, 0, len(m.names))
+		for _, name := range m.names {
+			fns = append(fns, m.funcs[name])
+		}
+		packHalfWeights(fns)
+	}
 	return m, nil
 }
 

@@ -40,6 +40,11 @@ type Tensor struct {
 	F     []float32
 	I     []int32
 	S     []string
+
+	// half holds an fp16 matrix weight as half bits when Load prepared it
+	// for the fp16-weight kernels (see packHalfWeights); F is then nil.
+	// Only constants that nothing but linear and conv weights read get it.
+	half []uint16
 }
 
 // NewFloat16 returns an fp16 tensor of shape holding data rounded to half.

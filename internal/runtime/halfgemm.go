@@ -1,0 +1,193 @@
+package runtime
+
+import (
+	"sync"
+
+	"github.com/anemll/anemll/internal/fp16"
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// halfWeights makes Load keep fp16 matrix weights as half bits (half the
+// memory, and half the bytes a matrix-vector product streams). It is on
+// when the F16C kernels run; the plain-Go kernels widen rows with a table.
+var halfWeights = haveHalfSIMD
+
+// halfWeightMin is the smallest weight (in elements) packHalfWeights
+// converts: smaller ones stay in cache, where fp32 is as fast.
+var halfWeightMin = 4096
+
+// halfRows is the number of weight rows one parallel job of gemmHalf
+// covers (fixed, so the split does not depend on the number of cores).
+const halfRows = 64
+
+// packHalfWeights stores as half bits (Tensor.half, F dropped) every fp16
+// constant of rank ≥ 2 with at least halfWeightMin elements that is only
+// ever bound to the weight of linear or conv ops and is no function
+// output. Constants are shared across functions, so all functions of a
+// model are scanned together.
+func packHalfWeights(fns []*Function) {
+	ok := map[*Tensor]bool{}
+	mark := func(t *Tensor, use bool) {
+		if prev, seen := ok[t]; !seen || prev {
+			ok[t] = use
+		}
+	}
+	for _, fn := range fns {
+		for _, s := range fn.outSlot {
+			if t := fn.consts[s]; t != nil {
+				mark(t, false)
+			}
+		}
+		for _, n := range fn.nodes {
+			for p, ss := range n.args {
+				for _, s := range ss {
+					if t := fn.consts[s]; t != nil {
+						mark(t, p == "weight" && (n.op.Type == "linear" || n.op.Type == "conv"))
+					}
+				}
+			}
+		}
+	}
+	for t, use := range ok {
+		if !use || t.DType != mil.Float16 || t.half != nil || t.Rank() < 2 || len(t.F) < halfWeightMin {
+			continue
+		}
+		h := make([]uint16, len(t.F))
+		for i, v := range t.F {
+			h[i] = uint16(fp16.FromFloat32(v)) // exact: fp16 tensors hold halves
+		}
+		t.half, t.F = h, nil
+	}
+}
+
+// weightFloats returns w's values as fp32: w.F, or a widened copy of an
+// fp16-packed weight (for the rare kernels without an fp16 path).
+func weightFloats(w *Tensor) []float32 {
+	if w.F != nil || w.half == nil {
+		return w.F
+	}
+	f := make([]float32, len(w.half))
+	halfToFloat(f, w.half)
+	return f
+}
+
+// halfToFloat widens len(src) fp16 values into dst (exact).
+func halfToFloat(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	i := 0
+	if useSIMD && haveHalfSIMD && len(src) >= 8 {
+		i = len(src) &^ 7
+		halfToFloatSIMD(&dst[0], &src[0], i)
+	}
+	for ; i < len(src); i++ {
+		dst[i] = fp16.Bits(src[i]).Float32()
+	}
+}
+
+// dot4x1H is dot4x1 with the a rows as fp16 bits: the same results as
+// dot4x1 on the widened rows. tmp must hold 4·len(b) floats (used by the
+// plain-Go path).
+func dot4x1H(a0, a1, a2, a3 []uint16, b, tmp []float32) [4]float32 {
+	k := len(b)
+	a0, a1, a2, a3 = a0[:k], a1[:k], a2[:k], a3[:k]
+	if !useSIMD || !haveHalfSIMD || k < 8 {
+		f := tmp[:4*k]
+		halfToFloat(f[:k], a0)
+		halfToFloat(f[k:2*k], a1)
+		halfToFloat(f[2*k:3*k], a2)
+		halfToFloat(f[3*k:], a3)
+		return dot4x1(f[:k], f[k:2*k], f[2*k:3*k], f[3*k:], b)
+	}
+	var s [4]float32
+	k8 := k &^ 7
+	dot4x1HSIMD(&a0[0], &a1[0], &a2[0], &a3[0], &b[0], k8, &s)
+	for p := k8; p < k; p++ {
+		y := b[p]
+		s[0] += fp16.Bits(a0[p]).Float32() * y
+		s[1] += fp16.Bits(a1[p]).Float32() * y
+		s[2] += fp16.Bits(a2[p]).Float32() * y
+		s[3] += fp16.Bits(a3[p]).Float32() * y
+	}
+	return s
+}
+
+// halfScratch holds per-job buffers for widened weight rows.
+var halfScratch = sync.Pool{New: func() any { return new([]float32) }}
+
+// gemmHalf multiplies an fp16 weight w (nw×k, half bits) by activations x
+// (nx×k), both row-major with k contiguous: out(iw, jx) = Σ_p w[iw,p]·x[jx,p]
+// goes to c[iw*nx+jx] when wRows (conv: Cout×T) and to c[jx*nw+iw]
+// otherwise (linear: T×N).
+//
+// Rows of w are taken 4 at a time: for one activation row the fp16 kernel
+// reads the halves directly; for more, the 4 rows are widened once and
+// reused through dot4x2/dot4x1. Each output is accumulated in the order
+// dot4x2 documents (the last nw%4 rows against the last nx%4 activation
+// rows use dot), so the results equal those of the same product on fp32
+// weights and do not depend on the number of cores.
+func gemmHalf(c []float32, w []uint16, x []float32, nw, nx, k int, wRows bool) {
+	if nw == 0 || nx == 0 {
+		return
+	}
+	_, _, _ = c[nw*nx-1], w[:nw*k], x[:nx*k]
+	jobs := (nw + halfRows - 1) / halfRows
+	parallelFor(jobs, halfRows*nx*k, func(job int) {
+		tp := halfScratch.Get().(*[]float32)
+		if cap(*tp) < 4*k {
+			*tp = make([]float32, 4*k)
+		}
+		halfBlock(c, w, x, nw, nx, k, job*halfRows, min((job+1)*halfRows, nw), wRows, (*tp)[:4*k])
+		halfScratch.Put(tp)
+	})
+}
+
+// halfBlock computes the outputs of weight rows i0..i1 for gemmHalf.
+func halfBlock(c []float32, w []uint16, x []float32, nw, nx, k, i0, i1 int, wRows bool, tmp []float32) {
+	si, sj := 1, nw // c strides of a weight row and an activation row
+	if wRows {
+		si, sj = nx, 1
+	}
+	xr := func(j int) []float32 { return x[j*k : (j+1)*k] }
+	i := i0
+	for ; i+4 <= i1; i += 4 {
+		r0, r1, r2, r3 := w[i*k:(i+1)*k], w[(i+1)*k:(i+2)*k], w[(i+2)*k:(i+3)*k], w[(i+3)*k:(i+4)*k]
+		if nx == 1 {
+			s := dot4x1H(r0, r1, r2, r3, x[:k], tmp)
+			c[i*si], c[(i+1)*si], c[(i+2)*si], c[(i+3)*si] = s[0], s[1], s[2], s[3]
+			continue
+		}
+		halfToFloat(tmp[:k], r0)
+		halfToFloat(tmp[k:2*k], r1)
+		halfToFloat(tmp[2*k:3*k], r2)
+		halfToFloat(tmp[3*k:4*k], r3)
+		f0, f1, f2, f3 := tmp[:k], tmp[k:2*k], tmp[2*k:3*k], tmp[3*k:4*k]
+		j := 0
+		for ; j+2 <= nx; j += 2 {
+			s := dot4x2(f0, f1, f2, f3, xr(j), xr(j+1))
+			for r := 0; r < 4; r++ {
+				c[(i+r)*si+j*sj] = s[2*r]
+				c[(i+r)*si+(j+1)*sj] = s[2*r+1]
+			}
+		}
+		for ; j < nx; j++ {
+			s := dot4x1(f0, f1, f2, f3, xr(j))
+			for r := 0; r < 4; r++ {
+				c[(i+r)*si+j*sj] = s[r]
+			}
+		}
+	}
+	for ; i < i1; i++ {
+		f := tmp[:k]
+		halfToFloat(f, w[i*k:(i+1)*k])
+		j := 0
+		for ; j+4 <= nx; j += 4 {
+			s := dot4x1(xr(j), xr(j+1), xr(j+2), xr(j+3), f)
+			for q := 0; q < 4; q++ {
+				c[i*si+(j+q)*sj] = s[q]
+			}
+		}
+		for ; j < nx; j++ {
+			c[i*si+j*sj] = dot(xr(j), f)
+		}
+	}
+}
