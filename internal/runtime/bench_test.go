@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/anemll/anemll/internal/fp16"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -246,5 +247,27 @@ func TestLayerPrefillMatchesDecode(t *testing.T) {
 		if d := a[i] - b[i]; d > 1e-3 || d < -1e-3 {
 			t.Fatalf("cache element %d: %v vs %v", i, a[i], b[i])
 		}
+	}
+}
+
+// BenchmarkGemmHalf runs the fp16-weight kernel on the projection shapes of
+// BenchmarkGemm (weights n×k as half bits, m activation rows).
+func BenchmarkGemmHalf(b *testing.B) {
+	for _, s := range [][3]int{{256, 1, 2048}, {2048, 1, 2048}, {8192, 1, 2048}, {2048, 64, 2048}, {8192, 64, 2048}} {
+		nw, nx, k := s[0], s[1], s[2]
+		b.Run(fmt.Sprintf("%dx%dx%d", nw, nx, k), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(1, 1))
+			h := make([]uint16, nw*k)
+			for i, v := range randF(r, nw*k) {
+				h[i] = uint16(fp16.FromFloat32(v))
+			}
+			x, c := randF(r, nx*k), make([]float32, nw*nx)
+			b.SetBytes(int64(2 * nw * k))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				gemmHalf(c, h, x, nw, nx, k, true)
+			}
+			b.ReportMetric(2*float64(nw)*float64(nx)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }
