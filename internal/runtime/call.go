@@ -186,10 +186,10 @@ func strides(shape []int) []int {
 	return s
 }
 
-// finish rounds an fp16 output in place.
+// finish rounds an fp16 output in place (over the cores when large).
 func finish(t *Tensor) {
 	if t.DType == mil.Float16 {
-		roundHalf(t.F)
+		parallelRange(len(t.F), func(lo, hi int) { roundHalf(t.F[lo:hi]) })
 	}
 }
 

@@ -49,6 +49,12 @@ func bstrides(src, out []int) []int {
 // eachRow walks out's rows (last axis) calling fn with the output offset,
 // each input's offset, the row length and each input's last-axis stride.
 func eachRow(out []int, ins [][]int, fn func(o int, offs []int, n int, inner []int)) {
+	eachRowRange(out, ins, 0, -1, fn)
+}
+
+// eachRowRange is eachRow over rows r0 ≤ row < r1 only (r1 < 0: to the
+// end).
+func eachRowRange(out []int, ins [][]int, r0, r1 int, fn func(o int, offs []int, n int, inner []int)) {
 	r := len(out)
 	k := len(ins)
 	st := make([][]int, k)
@@ -66,10 +72,23 @@ func eachRow(out []int, ins [][]int, fn func(o int, offs []int, n int, inner []i
 			inner[i] = st[i][r-1]
 		}
 	}
+	rows := total / n
+	if r1 < 0 || r1 > rows {
+		r1 = rows
+	}
 	idx := make([]int, r)
 	offs := make([]int, k)
-	for o := 0; o < total; o += n {
-		fn(o, offs, n, inner)
+	// Start the odometer at row r0.
+	rem := r0
+	for a := r - 2; a >= 0; a-- {
+		idx[a] = rem % out[a]
+		rem /= out[a]
+		for i := range offs {
+			offs[i] += idx[a] * st[i][a]
+		}
+	}
+	for row := r0; row < r1; row++ {
+		fn(row*n, offs, n, inner)
 		// advance odometer over axes 0..r-2
 		for a := r - 2; a >= 0; a-- {
 			idx[a]++
@@ -85,6 +104,25 @@ func eachRow(out []int, ins [][]int, fn func(o int, offs []int, n int, inner []i
 			idx[a] = 0
 		}
 	}
+}
+
+// parallelRows is eachRow split over the cores in fixed chunks of rows
+// when out is large; fn must write only the row it is given.
+func parallelRows(out []int, ins [][]int, fn func(o int, offs []int, n int, inner []int)) {
+	total := numel(out)
+	n := 1
+	if len(out) > 0 {
+		n = out[len(out)-1]
+	}
+	if total < minParallelElems || n == 0 {
+		eachRow(out, ins, fn)
+		return
+	}
+	per := max(1, elemChunk/n)
+	rows := total / n
+	parallelFor((rows+per-1)/per, minParallelMACs, func(i int) {
+		eachRowRange(out, ins, i*per, min((i+1)*per, rows), fn)
+	})
 }
 
 type binF func(a, b float32) float32
@@ -112,24 +150,39 @@ func binaryOp(ff binF, fi binI) kernel {
 		out := c.newOut(0, x.DType, shape)
 		if x.IsFloat() {
 			xf, yf, of := x.F, y.F, out.F
+			half := out.DType == mil.Float16
 			if len(xf) == len(of) && len(yf) == len(of) {
-				for i := range of {
-					of[i] = ff(xf[i], yf[i])
-				}
+				parallelRange(len(of), func(lo, hi int) {
+					o, a, b := of[lo:hi], xf[lo:hi], yf[lo:hi]
+					for i := range o {
+						o[i] = ff(a[i], b[i])
+					}
+					if half {
+						roundHalf(o)
+					}
+				})
 			} else if len(yf) == 1 && len(xf) == len(of) {
 				b := yf[0]
-				for i := range of {
-					of[i] = ff(xf[i], b)
-				}
+				parallelRange(len(of), func(lo, hi int) {
+					o, a := of[lo:hi], xf[lo:hi]
+					for i := range o {
+						o[i] = ff(a[i], b)
+					}
+					if half {
+						roundHalf(o)
+					}
+				})
 			} else {
-				eachRow(shape, [][]int{x.Shape, y.Shape}, func(o int, offs []int, n int, in []int) {
+				parallelRows(shape, [][]int{x.Shape, y.Shape}, func(o int, offs []int, n int, in []int) {
 					a, b := offs[0], offs[1]
 					for j := 0; j < n; j++ {
 						of[o+j] = ff(xf[a+j*in[0]], yf[b+j*in[1]])
 					}
+					if half {
+						roundHalf(of[o : o+n])
+					}
 				})
 			}
-			finish(out)
 			return nil
 		}
 		if fi == nil {
@@ -194,10 +247,16 @@ func unaryOp(f func(float64) float64) kernel {
 			return fmt.Errorf("x is %s, want fp16 or fp32", x.DType)
 		}
 		out := c.newOut(0, x.DType, cloneInts(x.Shape))
-		for i, v := range x.F {
-			out.F[i] = float32(f(float64(v)))
-		}
-		finish(out)
+		half := out.DType == mil.Float16
+		parallelRange(len(out.F), func(lo, hi int) {
+			o := out.F[lo:hi]
+			for i, v := range x.F[lo:hi] {
+				o[i] = float32(f(float64(v)))
+			}
+			if half {
+				roundHalf(o)
+			}
+		})
 		return nil
 	}
 }

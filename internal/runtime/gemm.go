@@ -3,6 +3,7 @@ package runtime
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // minParallelMACs is the work (multiply-adds) below which kernels stay on
@@ -221,7 +222,8 @@ func dot(a, b []float32) float32 {
 }
 
 // parallelFor runs fn(i) for i < n over the available cores when the total
-// work (n·per multiply-adds) is large enough, else serially.
+// work (n·per multiply-adds) is large enough, else serially. Jobs are
+// handed out in index order from a shared counter.
 func parallelFor(n, per int, fn func(i int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
 	if workers < 2 || n*per < minParallelMACs {
@@ -230,22 +232,46 @@ func parallelFor(n, per int, fn func(i int)) {
 		}
 		return
 	}
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	next := make(chan int, n)
-	for i := 0; i < n; i++ {
-		next <- i
+	work := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
+			}
+			fn(i)
+		}
 	}
-	close(next)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
+	wg.Add(workers - 1)
+	for w := 1; w < workers; w++ {
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				fn(i)
-			}
+			work()
 		}()
 	}
+	work()
 	wg.Wait()
+}
+
+// Elementwise kernels split outputs into fixed chunks of elemChunk
+// elements over the cores from minParallelElems elements on.
+const (
+	minParallelElems = 1 << 15
+	elemChunk        = 1 << 13
+)
+
+// parallelRange runs fn(lo, hi) over [0, n) in chunks of elemChunk (one
+// call for small n). Chunk bounds do not depend on the number of cores.
+func parallelRange(n int, fn func(lo, hi int)) {
+	if n < minParallelElems || runtime.GOMAXPROCS(0) < 2 {
+		fn(0, n)
+		return
+	}
+	chunks := (n + elemChunk - 1) / elemChunk
+	parallelFor(chunks, minParallelMACs, func(i int) {
+		fn(i*elemChunk, min((i+1)*elemChunk, n))
+	})
 }
 
 // gemmNNRef is the reference for gemmNN:

@@ -95,34 +95,29 @@ func reduceOp(kind int) kernel {
 		for i := range acc {
 			acc[i] = init
 		}
-		get := func(i int) float64 {
-			if x.IsFloat() {
-				return float64(x.F[i])
+		// Fast path: a float reduction over trailing axes is one contiguous
+		// run of count values per output, summed in the same (index)
+		// order as the general walk below; rows go over the cores.
+		trailing := x.IsFloat() && count > 0
+		for i := range red {
+			if i > 0 && red[i-1] && !red[i] {
+				trailing = false
 			}
-			return float64(x.I[i])
 		}
-		walk(x.Shape, 0, os, func(o, s, n, inner int) {
-			for j := 0; j < n; j++ {
-				v := get(o + j)
-				p := &acc[s+j*inner]
-				switch kind {
-				case redSum, redMean:
-					*p += v
-				case redSumSquare, redL2:
-					*p += v * v
-				case redMax:
-					if v > *p || v != v {
-						*p = v
-					}
-				case redMin:
-					if v < *p || v != v {
-						*p = v
-					}
-				case redProd:
-					*p *= v
+		if trailing {
+			per := max(1, elemChunk/count)
+			parallelFor((no+per-1)/per, min(no, per)*count, func(ch int) {
+				for r := ch * per; r < min((ch+1)*per, no); r++ {
+					acc[r] = reduceRun(kind, acc[r], x.F[r*count:(r+1)*count])
 				}
-			}
-		})
+			})
+		} else {
+			walk(x.Shape, 0, os, func(o, s, n, inner int) {
+				for j := 0; j < n; j++ {
+					accumulate(kind, &acc[s+j*inner], get(x, o+j))
+				}
+			})
+		}
 		out := c.newOut(0, x.DType, outShape)
 		for i, v := range acc {
 			switch kind {
@@ -140,6 +135,53 @@ func reduceOp(kind int) kernel {
 		finish(out)
 		return nil
 	}
+}
+
+// get returns element i of x as float64.
+func get(x *Tensor, i int) float64 {
+	if x.IsFloat() {
+		return float64(x.F[i])
+	}
+	return float64(x.I[i])
+}
+
+// accumulate folds v into *p for a reduction of kind.
+func accumulate(kind int, p *float64, v float64) {
+	switch kind {
+	case redSum, redMean:
+		*p += v
+	case redSumSquare, redL2:
+		*p += v * v
+	case redMax:
+		if v > *p || v != v {
+			*p = v
+		}
+	case redMin:
+		if v < *p || v != v {
+			*p = v
+		}
+	case redProd:
+		*p *= v
+	}
+}
+
+// reduceRun folds the values of run into acc in order, as accumulate does.
+func reduceRun(kind int, acc float64, run []float32) float64 {
+	switch kind {
+	case redSum, redMean:
+		for _, v := range run {
+			acc += float64(v)
+		}
+	case redSumSquare, redL2:
+		for _, v := range run {
+			acc += float64(v) * float64(v)
+		}
+	default:
+		for _, v := range run {
+			accumulate(kind, &acc, float64(v))
+		}
+	}
+	return acc
 }
 
 func opArgmax(c *call) error {

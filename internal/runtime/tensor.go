@@ -226,14 +226,16 @@ func round1(v float32) float32 {
 	b := math.Float32bits(v)
 	e := (b >> 23) & 0xff
 	// Half normals: exponent 2^-14 .. 2^15 → float32 biased 113..142.
-	if e >= 113 && e <= 142 {
+	// (Unsigned e-113 ≤ 29 is 113 ≤ e ≤ 142 in one compare.)
+	if e-113 <= 142-113 {
 		b += 0xfff + (b>>13)&1
 		b &^= 0x1fff
-		r := math.Float32frombits(b)
-		if r > fp16.MaxFinite || r < -fp16.MaxFinite {
+		// Rounding up past the largest half (exponent 2^16, or 65520
+		// and above) overflows to Inf: let fp16.Round decide.
+		if b&0x7fffffff > 0x477fe000 {
 			return fp16.Round(v)
 		}
-		return r
+		return math.Float32frombits(b)
 	}
 	if b&0x7fffffff == 0 {
 		return v
