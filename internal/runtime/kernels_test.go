@@ -159,3 +159,66 @@ func BenchmarkGemmNN(b *testing.B) {
 		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) { benchGemm(b, m, n, k, gemmNN) })
 	}
 }
+
+// TestStridedCopyMerged checks stridedCopy and stridedScatter (which fuse
+// contiguous axes and drop size-1 axes) against per-element index
+// arithmetic on tile-, slice- and transpose-like layouts.
+func TestStridedCopyMerged(t *testing.T) {
+	src := make([]float32, 4096)
+	for i := range src {
+		src[i] = float32(i)
+	}
+	for _, tc := range []struct {
+		shape, st []int
+		off       int
+	}{
+		{[]int{2, 1, 4, 1, 1, 8, 1, 16}, []int{512, 0, 0, 128, 0, 16, 0, 1}, 0}, // tile (repeat axes)
+		{[]int{1, 3, 5, 7}, []int{0, 35 * 2, 7 * 2, 1}, 3},                      // slice of a wider tensor
+		{[]int{3, 4, 5}, []int{20, 5, 1}, 9},                                    // fully contiguous
+		{[]int{5, 4, 3}, []int{1, 5, 20}, 0},                                    // transpose
+		{[]int{1, 1, 1}, []int{7, 9, 11}, 17},                                   // one element
+		{[]int{2, 0, 3}, []int{3, 3, 1}, 0},                                     // empty
+	} {
+		n := numel(tc.shape)
+		want := make([]float32, n)
+		idx := make([]int, len(tc.shape))
+		for o := 0; o < n; o++ {
+			s, rem := tc.off, o
+			for a := len(tc.shape) - 1; a >= 0; a-- {
+				idx[a] = rem % tc.shape[a]
+				rem /= tc.shape[a]
+				s += idx[a] * tc.st[a]
+			}
+			want[o] = src[s]
+		}
+		got := make([]float32, n)
+		stridedCopy(got, src, tc.shape, tc.off, tc.st)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("copy %v/%v: element %d = %v, want %v", tc.shape, tc.st, i, got[i], want[i])
+			}
+		}
+		// Scatter back into a zero buffer: the same positions get the
+		// values (later writes win for repeated positions, as in order).
+		dst := make([]float32, len(src))
+		ref := make([]float32, len(src))
+		for o := 0; o < n; o++ {
+			s, rem := tc.off, o
+			for a := len(tc.shape) - 1; a >= 0; a-- {
+				s += (rem % tc.shape[a]) * tc.st[a]
+				rem /= tc.shape[a]
+			}
+			ref[s] = want[o] + 1
+		}
+		inc := make([]float32, n)
+		for i := range inc {
+			inc[i] = want[i] + 1
+		}
+		stridedScatter(dst, inc, tc.shape, tc.off, tc.st)
+		for i := range ref {
+			if dst[i] != ref[i] {
+				t.Fatalf("scatter %v/%v: element %d = %v, want %v", tc.shape, tc.st, i, dst[i], ref[i])
+			}
+		}
+	}
+}

@@ -6,9 +6,32 @@ import (
 	"github.com/anemll/anemll/internal/mil"
 )
 
+// mergeAxes returns shape and st with size-1 axes dropped and each pair of
+// adjacent axes fused where the outer stride is the inner one times the
+// inner size, so that a strided walk over them visits the same elements
+// in the same order with longer rows.
+func mergeAxes(shape, st []int) ([]int, []int) {
+	ms := make([]int, 0, len(shape))
+	mt := make([]int, 0, len(shape))
+	for a, d := range shape {
+		if d == 1 {
+			continue
+		}
+		if k := len(ms) - 1; k >= 0 && mt[k] == st[a]*d {
+			ms[k] *= d
+			mt[k] = st[a]
+			continue
+		}
+		ms = append(ms, d)
+		mt = append(mt, st[a])
+	}
+	return ms, mt
+}
+
 // stridedCopy fills dst (contiguous, shape) from src starting at off with
 // per-axis element strides st.
 func stridedCopy[T any](dst, src []T, shape []int, off int, st []int) {
+	shape, st = mergeAxes(shape, st)
 	walk(shape, off, st, func(o, s, n, inner int) {
 		if inner == 1 {
 			copy(dst[o:o+n], src[s:s+n])
@@ -23,6 +46,7 @@ func stridedCopy[T any](dst, src []T, shape []int, off int, st []int) {
 // stridedScatter writes src (contiguous, shape) into dst at off with
 // per-axis strides st.
 func stridedScatter[T any](dst, src []T, shape []int, off int, st []int) {
+	shape, st = mergeAxes(shape, st)
 	walk(shape, off, st, func(o, s, n, inner int) {
 		if inner == 1 {
 			copy(dst[s:s+n], src[o:o+n])
