@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -150,7 +151,11 @@ func (s *Session) WritePart(p arch.Part, chunk int, dir string, progress func(do
 		return "", err
 	}
 	out := filepath.Join(dir, name)
-	if err := coreml.Write(pkg, out, coreml.WriteOptions{Overwrite: true, Progress: progress}); err != nil {
+	err = coreml.Write(pkg, out, coreml.WriteOptions{Overwrite: true, Progress: progress})
+	// A package's weights are garbage now; return them to the OS before
+	// the next one so peak memory stays near one package, not the sum.
+	debug.FreeOSMemory()
+	if err != nil {
 		return "", err
 	}
 	return out, nil
@@ -378,6 +383,7 @@ func combineChunk(conv Converter, dir string, i int, log io.Writer) error {
 	bar := newProgress(log, "  "+name)
 	err = coreml.Write(out, filepath.Join(dir, name), coreml.WriteOptions{Overwrite: true, Progress: bar.update})
 	bar.finish()
+	debug.FreeOSMemory()
 	return err
 }
 
