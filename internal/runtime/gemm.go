@@ -77,39 +77,109 @@ func gemmNT(c, a, b []float32, m, n, k int) {
 
 // gemmBlock computes rows i0..i1 and columns j0..j1 of c = a·bᵀ.
 func gemmBlock(c, a, b []float32, m, n, k, i0, i1, j0, j1 int) {
+	gemmTile(c, n, 1, a, b, k, i0, i1, j0, j1)
+}
+
+// gemmTile sets c[i*si+j*sj] = Σ_{p<k} a[i*k+p]·b[j*k+p] for i0 ≤ i < i1
+// and j0 ≤ j < j1.
+//
+// Every output is accumulated in one order that depends only on k (see
+// dot4x1), whichever kernel computes it, so how the caller splits the
+// work never changes a result. SIMD: blocks of 3 rows of a by 4 rows of b
+// (dot3x4), or of 4 rows of a by one row of b when there are fewer than 4
+// b rows (matrix-vector). Plain Go: blocks of 4 rows by 2. Leftover rows
+// of a go one at a time against 4 rows of b (dot4x1).
+func gemmTile(c []float32, si, sj int, a, b []float32, k, i0, i1, j0, j1 int) {
+	row := func(x []float32, i int) []float32 { return x[i*k : i*k+k] }
 	i := i0
-	for ; i+4 <= i1; i += 4 {
-		a0 := a[i*k : i*k+k]
-		a1 := a[(i+1)*k : (i+1)*k+k]
-		a2 := a[(i+2)*k : (i+2)*k+k]
-		a3 := a[(i+3)*k : (i+3)*k+k]
-		j := j0
-		for ; j+2 <= j1; j += 2 {
-			b0 := b[j*k : j*k+k]
-			b1 := b[(j+1)*k : (j+1)*k+k]
-			s := dot4x2(a0, a1, a2, a3, b0, b1)
-			c[i*n+j], c[i*n+j+1] = s[0], s[1]
-			c[(i+1)*n+j], c[(i+1)*n+j+1] = s[2], s[3]
-			c[(i+2)*n+j], c[(i+2)*n+j+1] = s[4], s[5]
-			c[(i+3)*n+j], c[(i+3)*n+j+1] = s[6], s[7]
+	switch {
+	case useSIMD && j1-j0 >= 4:
+		for ; i+3 <= i1; i += 3 {
+			a0, a1, a2 := row(a, i), row(a, i+1), row(a, i+2)
+			j := j0
+			for ; j+4 <= j1; j += 4 {
+				s := dot3x4(a0, a1, a2, row(b, j), row(b, j+1), row(b, j+2), row(b, j+3))
+				for r := 0; r < 3; r++ {
+					o := (i+r)*si + j*sj
+					c[o], c[o+sj], c[o+2*sj], c[o+3*sj] = s[4*r], s[4*r+1], s[4*r+2], s[4*r+3]
+				}
+			}
+			for ; j < j1; j++ {
+				s := dot4x1(a0, a1, a2, a2, row(b, j))
+				o := i*si + j*sj
+				c[o], c[o+si], c[o+2*si] = s[0], s[1], s[2]
+			}
 		}
-		for ; j < j1; j++ {
-			b0 := b[j*k : j*k+k]
-			s := dot4x1(a0, a1, a2, a3, b0)
-			c[i*n+j], c[(i+1)*n+j], c[(i+2)*n+j], c[(i+3)*n+j] = s[0], s[1], s[2], s[3]
+	case useSIMD:
+		for ; i+4 <= i1; i += 4 {
+			a0, a1, a2, a3 := row(a, i), row(a, i+1), row(a, i+2), row(a, i+3)
+			for j := j0; j < j1; j++ {
+				s := dot4x1(a0, a1, a2, a3, row(b, j))
+				o := i*si + j*sj
+				c[o], c[o+si], c[o+2*si], c[o+3*si] = s[0], s[1], s[2], s[3]
+			}
+		}
+	default:
+		for ; i+4 <= i1; i += 4 {
+			a0, a1, a2, a3 := row(a, i), row(a, i+1), row(a, i+2), row(a, i+3)
+			j := j0
+			for ; j+2 <= j1; j += 2 {
+				s := dot4x2(a0, a1, a2, a3, row(b, j), row(b, j+1))
+				for r := 0; r < 4; r++ {
+					o := (i+r)*si + j*sj
+					c[o], c[o+sj] = s[2*r], s[2*r+1]
+				}
+			}
+			for ; j < j1; j++ {
+				s := dot4x1(a0, a1, a2, a3, row(b, j))
+				o := i*si + j*sj
+				c[o], c[o+si], c[o+2*si], c[o+3*si] = s[0], s[1], s[2], s[3]
+			}
 		}
 	}
 	for ; i < i1; i++ {
-		a0 := a[i*k : i*k+k]
+		a0 := row(a, i)
 		j := j0
 		for ; j+4 <= j1; j += 4 {
-			s := dot4x1(b[j*k:j*k+k], b[(j+1)*k:(j+1)*k+k], b[(j+2)*k:(j+2)*k+k], b[(j+3)*k:(j+3)*k+k], a0)
-			c[i*n+j], c[i*n+j+1], c[i*n+j+2], c[i*n+j+3] = s[0], s[1], s[2], s[3]
+			s := dot4x1(row(b, j), row(b, j+1), row(b, j+2), row(b, j+3), a0)
+			o := i*si + j*sj
+			c[o], c[o+sj], c[o+2*sj], c[o+3*sj] = s[0], s[1], s[2], s[3]
 		}
 		for ; j < j1; j++ {
-			c[i*n+j] = dot(a0, b[j*k:j*k+k])
+			c[i*si+j*sj] = dot4x1(a0, a0, a0, a0, row(b, j))[0]
 		}
 	}
+}
+
+// dot3x4 returns the 12 dot products of a0..a2 with b0..b3 (row-major
+// [a][b]); all slices must have len(a0) elements. Accumulation order as
+// dot4x1.
+func dot3x4(a0, a1, a2, b0, b1, b2, b3 []float32) [12]float32 {
+	k := len(a0)
+	a1, a2, b0, b1, b2, b3 = a1[:k], a2[:k], b0[:k], b1[:k], b2[:k], b3[:k]
+	var s [12]float32
+	k8 := 0
+	if useSIMD && k >= 8 {
+		k8 = k &^ 7
+		dot3x4SIMD(&a0[0], &a1[0], &a2[0], &b0[0], &b1[0], &b2[0], &b3[0], k8, &s)
+	}
+	for p := k8; p < k; p++ {
+		x0, x1, x2 := a0[p], a1[p], a2[p]
+		y0, y1, y2, y3 := b0[p], b1[p], b2[p], b3[p]
+		s[0] += x0 * y0
+		s[1] += x0 * y1
+		s[2] += x0 * y2
+		s[3] += x0 * y3
+		s[4] += x1 * y0
+		s[5] += x1 * y1
+		s[6] += x1 * y2
+		s[7] += x1 * y3
+		s[8] += x2 * y0
+		s[9] += x2 * y1
+		s[10] += x2 * y2
+		s[11] += x2 * y3
+	}
+	return s
 }
 
 // useSIMD selects the AVX2+FMA kernels (when haveSIMD); tests switch it
@@ -117,38 +187,9 @@ func gemmBlock(c, a, b []float32, m, n, k, i0, i1, j0, j1 int) {
 var useSIMD = haveSIMD
 
 // dot4x2 returns the 8 dot products of a0..a3 with b0, b1 (row-major
-// [a][b]); all slices must have len(a0) elements.
-//
-// Accumulation order: with SIMD and k ≥ 8, lane l of an 8-wide FMA
-// accumulator sums the terms p ≡ l (mod 8) of the first k&^7 terms, the
-// lanes are added as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)), and the k%8
-// remaining terms are added one by one. Otherwise one fp32 sum per output
-// in increasing p. Either way each output's order depends only on k.
+// [a][b]), one fp32 sum per output in increasing p (the plain-Go block
+// kernel; all slices must have len(a0) elements).
 func dot4x2(a0, a1, a2, a3, b0, b1 []float32) [8]float32 {
-	k := len(a0)
-	a1, a2, a3, b0, b1 = a1[:k], a2[:k], a3[:k], b0[:k], b1[:k]
-	if !useSIMD || k < 8 {
-		return dot4x2Go(a0, a1, a2, a3, b0, b1)
-	}
-	var s [8]float32
-	k8 := k &^ 7
-	dot4x2SIMD(&a0[0], &a1[0], &a2[0], &a3[0], &b0[0], &b1[0], k8, &s)
-	for p := k8; p < k; p++ {
-		x0, x1, x2, x3, y0, y1 := a0[p], a1[p], a2[p], a3[p], b0[p], b1[p]
-		s[0] += x0 * y0
-		s[1] += x0 * y1
-		s[2] += x1 * y0
-		s[3] += x1 * y1
-		s[4] += x2 * y0
-		s[5] += x2 * y1
-		s[6] += x3 * y0
-		s[7] += x3 * y1
-	}
-	return s
-}
-
-// dot4x2Go is the plain-Go dot4x2: one sum per output, increasing p.
-func dot4x2Go(a0, a1, a2, a3, b0, b1 []float32) [8]float32 {
 	k := len(a0)
 	a1, a2, a3, b0, b1 = a1[:k], a2[:k], a3[:k], b0[:k], b1[:k]
 	var s00, s01, s10, s11, s20, s21, s30, s31 float32
@@ -167,8 +208,13 @@ func dot4x2Go(a0, a1, a2, a3, b0, b1 []float32) [8]float32 {
 	return [8]float32{s00, s01, s10, s11, s20, s21, s30, s31}
 }
 
-// dot4x1 returns the dot products of a0..a3 with b (each len(b) long), in
-// the order dot4x2 documents.
+// dot4x1 returns the dot products of a0..a3 with b (each len(b) long).
+//
+// Accumulation order (shared by every gemm kernel): with SIMD and k ≥ 8,
+// lane l of an 8-wide FMA accumulator sums the terms p ≡ l (mod 8) of the
+// first k&^7 terms in increasing p, the lanes are added as
+// ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)), and the k%8 remaining terms are
+// added one by one. Otherwise one fp32 sum per output in increasing p.
 func dot4x1(a0, a1, a2, a3, b []float32) [4]float32 {
 	k := len(b)
 	a0, a1, a2, a3 = a0[:k], a1[:k], a2[:k], a3[:k]

@@ -11,12 +11,6 @@ var haveSIMD = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // haveHalfSIMD reports whether the fp16-weight kernels (F16C) run too.
 var haveHalfSIMD = haveSIMD && cpu.X86.HasF16C
 
-// dot4x2SIMD sets out[2r+c] = Σ_{p<k} ar[p]·bc[p] (r < 4, c < 2) for k a
-// multiple of 8; see gemm_amd64.s for the accumulation order.
-//
-//go:noescape
-func dot4x2SIMD(a0, a1, a2, a3, b0, b1 *float32, k int, out *[8]float32)
-
 // dot4x1SIMD sets out[r] = Σ_{p<k} ar[p]·b[p] (r < 4) for k a multiple of 8.
 //
 //go:noescape
@@ -37,3 +31,9 @@ func dot4x1HSIMD(a0, a1, a2, a3 *uint16, b *float32, k int, out *[4]float32)
 //
 //go:noescape
 func halfToFloatSIMD(dst *float32, src *uint16, n int)
+
+// dot3x4SIMD sets out[4r+c] = Σ_{p<k} ar[p]·bc[p] (r < 3, c < 4) for k a
+// multiple of 8, in the lane order of dot4x1SIMD.
+//
+//go:noescape
+func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32)

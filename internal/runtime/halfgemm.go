@@ -114,16 +114,19 @@ func dot4x1H(a0, a1, a2, a3 []uint16, b, tmp []float32) [4]float32 {
 // halfScratch holds per-job buffers for widened weight rows.
 var halfScratch = sync.Pool{New: func() any { return new([]float32) }}
 
+// halfWiden is the number of weight rows gemmHalf widens to fp32 at a
+// time when there are several activation rows to reuse them for.
+const halfWiden = 12
+
 // gemmHalf multiplies an fp16 weight w (nw×k, half bits) by activations x
 // (nx×k), both row-major with k contiguous: out(iw, jx) = Σ_p w[iw,p]·x[jx,p]
 // goes to c[iw*nx+jx] when wRows (conv: Cout×T) and to c[jx*nw+iw]
 // otherwise (linear: T×N).
 //
-// Rows of w are taken 4 at a time: for one activation row the fp16 kernel
-// reads the halves directly; for more, the 4 rows are widened once and
-// reused through dot4x2/dot4x1. Each output is accumulated in the order
-// dot4x2 documents (the last nw%4 rows against the last nx%4 activation
-// rows use dot), so the results equal those of the same product on fp32
+// For one activation row the fp16 kernel reads 4 weight rows' halves
+// directly; for more, halfWiden rows at a time are widened once and
+// reused through gemmTile. Each output is accumulated in the order dot4x1
+// documents, so the results equal those of the same product on fp32
 // weights and do not depend on the number of cores.
 func gemmHalf(c []float32, w []uint16, x []float32, nw, nx, k int, wRows bool) {
 	if nw == 0 || nx == 0 {
@@ -133,61 +136,31 @@ func gemmHalf(c []float32, w []uint16, x []float32, nw, nx, k int, wRows bool) {
 	jobs := (nw + halfRows - 1) / halfRows
 	parallelFor(jobs, halfRows*nx*k, func(job int) {
 		tp := halfScratch.Get().(*[]float32)
-		if cap(*tp) < 4*k {
-			*tp = make([]float32, 4*k)
+		if cap(*tp) < halfWiden*k {
+			*tp = make([]float32, halfWiden*k)
 		}
-		halfBlock(c, w, x, nw, nx, k, job*halfRows, min((job+1)*halfRows, nw), wRows, (*tp)[:4*k])
+		halfBlock(c, w, x, nw, nx, k, job*halfRows, min((job+1)*halfRows, nw), wRows, (*tp)[:halfWiden*k])
 		halfScratch.Put(tp)
 	})
 }
 
-// halfBlock computes the outputs of weight rows i0..i1 for gemmHalf.
+// halfBlock computes the outputs of weight rows i0..i1 for gemmHalf; tmp
+// holds halfWiden·k floats.
 func halfBlock(c []float32, w []uint16, x []float32, nw, nx, k, i0, i1 int, wRows bool, tmp []float32) {
 	si, sj := 1, nw // c strides of a weight row and an activation row
 	if wRows {
 		si, sj = nx, 1
 	}
-	xr := func(j int) []float32 { return x[j*k : (j+1)*k] }
 	i := i0
-	for ; i+4 <= i1; i += 4 {
-		r0, r1, r2, r3 := w[i*k:(i+1)*k], w[(i+1)*k:(i+2)*k], w[(i+2)*k:(i+3)*k], w[(i+3)*k:(i+4)*k]
-		if nx == 1 {
-			s := dot4x1H(r0, r1, r2, r3, x[:k], tmp)
+	if nx == 1 {
+		for ; i+4 <= i1; i += 4 {
+			s := dot4x1H(w[i*k:(i+1)*k], w[(i+1)*k:(i+2)*k], w[(i+2)*k:(i+3)*k], w[(i+3)*k:(i+4)*k], x[:k], tmp)
 			c[i*si], c[(i+1)*si], c[(i+2)*si], c[(i+3)*si] = s[0], s[1], s[2], s[3]
-			continue
-		}
-		halfToFloat(tmp[:k], r0)
-		halfToFloat(tmp[k:2*k], r1)
-		halfToFloat(tmp[2*k:3*k], r2)
-		halfToFloat(tmp[3*k:4*k], r3)
-		f0, f1, f2, f3 := tmp[:k], tmp[k:2*k], tmp[2*k:3*k], tmp[3*k:4*k]
-		j := 0
-		for ; j+2 <= nx; j += 2 {
-			s := dot4x2(f0, f1, f2, f3, xr(j), xr(j+1))
-			for r := 0; r < 4; r++ {
-				c[(i+r)*si+j*sj] = s[2*r]
-				c[(i+r)*si+(j+1)*sj] = s[2*r+1]
-			}
-		}
-		for ; j < nx; j++ {
-			s := dot4x1(f0, f1, f2, f3, xr(j))
-			for r := 0; r < 4; r++ {
-				c[(i+r)*si+j*sj] = s[r]
-			}
 		}
 	}
-	for ; i < i1; i++ {
-		f := tmp[:k]
-		halfToFloat(f, w[i*k:(i+1)*k])
-		j := 0
-		for ; j+4 <= nx; j += 4 {
-			s := dot4x1(xr(j), xr(j+1), xr(j+2), xr(j+3), f)
-			for q := 0; q < 4; q++ {
-				c[i*si+(j+q)*sj] = s[q]
-			}
-		}
-		for ; j < nx; j++ {
-			c[i*si+j*sj] = dot(xr(j), f)
-		}
+	for ; i < i1; i += halfWiden {
+		e := min(i+halfWiden, i1)
+		halfToFloat(tmp[:(e-i)*k], w[i*k:e*k])
+		gemmTile(c[i*si:], si, sj, tmp, x, k, 0, e-i, 0, nx)
 	}
 }

@@ -41,8 +41,11 @@ func testDotKernels(t *testing.T) {
 	for _, k := range []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 64, 100, 1001, 2048} {
 		a := [][]float32{guarded(r, k), guarded(r, k), guarded(r, k), guarded(r, k)}
 		b := [][]float32{guarded(r, k), guarded(r, k)}
+		b = append(b, guarded(r, k), guarded(r, k))
 		s8 := dot4x2(a[0], a[1], a[2], a[3], b[0], b[1])
+		s12 := dot3x4(a[0], a[1], a[2], b[0], b[1], b[2], b[3])
 		s4 := dot4x1(a[0], a[1], a[2], a[3], b[1])
+		s4go := dot4x1Go(a[0], a[1], a[2], a[3], b[1])
 		s1 := dot(a[2], b[0])
 		for ri := 0; ri < 4; ri++ {
 			for c := 0; c < 2; c++ {
@@ -55,10 +58,24 @@ func testDotKernels(t *testing.T) {
 			if got := float64(s4[ri]); math.Abs(got-want) > tol {
 				t.Errorf("k=%d dot4x1[%d] = %v, want %v ± %g", k, ri, got, want, tol)
 			}
-			// Every kernel accumulates one output in the same order, so
-			// the 4x2 and 4x1 forms agree bit for bit.
-			if s4[ri] != s8[2*ri+1] {
-				t.Errorf("k=%d row %d: dot4x1 %v != dot4x2 %v", k, ri, s4[ri], s8[2*ri+1])
+			// dot4x2 is the plain-Go block kernel: the same sequential
+			// order as dot4x1Go.
+			if s4go[ri] != s8[2*ri+1] {
+				t.Errorf("k=%d row %d: dot4x1Go %v != dot4x2 %v", k, ri, s4go[ri], s8[2*ri+1])
+			}
+			if ri == 3 {
+				continue
+			}
+			for c := 0; c < 4; c++ {
+				want, tol := dotBound(a[ri], b[c])
+				if got := float64(s12[4*ri+c]); math.Abs(got-want) > tol {
+					t.Errorf("k=%d dot3x4[%d][%d] = %v, want %v ± %g", k, ri, c, got, want, tol)
+				}
+			}
+			// dot3x4 and dot4x1 share one accumulation order: they agree
+			// bit for bit, on either path.
+			if s4[ri] != s12[4*ri+1] {
+				t.Errorf("k=%d row %d: dot4x1 %v != dot3x4 %v", k, ri, s4[ri], s12[4*ri+1])
 			}
 		}
 		if want, tol := dotBound(a[2], b[0]); math.Abs(float64(s1)-want) > tol {
