@@ -27,52 +27,28 @@ func gemmNTRef(c, a, b []float32, m, n, k int) {
 	}
 }
 
+// gemmStep is the number of rows (of a or b) one parallel job of gemmNT
+// covers: a multiple of the 3- and 4-row kernel blocks.
+const gemmStep = 48
+
 // gemmNT sets c (m×n) = a (m×k) · bᵀ where b is n×k, both row-major, with
-// fp32 accumulation. Work is split into disjoint blocks of rows (of a or
-// b, whichever is larger) over the available cores above a size
-// threshold.
+// fp32 accumulation in the order dot4x1 documents. Above a size threshold
+// the larger of the two row counts is cut into jobs of gemmStep rows that
+// the cores take in turn; no result depends on the split.
 func gemmNT(c, a, b []float32, m, n, k int) {
 	if m == 0 || n == 0 {
 		return
 	}
-	workers := runtime.GOMAXPROCS(0)
-	if workers < 2 || m*n*k < minParallelMACs {
-		gemmBlock(c, a, b, m, n, k, 0, m, 0, n)
+	_, _, _ = c[m*n-1], a[:m*k], b[:n*k]
+	if m >= n {
+		parallelFor((m+gemmStep-1)/gemmStep, gemmStep*n*k, func(job int) {
+			gemmBlock(c, a, b, m, n, k, job*gemmStep, min((job+1)*gemmStep, m), 0, n)
+		})
 		return
 	}
-	// Split the larger dimension into 4-aligned chunks, a few per worker.
-	splitM := m >= n
-	dim := n
-	if splitM {
-		dim = m
-	}
-	chunks := workers * 4
-	step := (dim + chunks - 1) / chunks
-	step = (step + 3) &^ 3
-	if step < 4 {
-		step = 4
-	}
-	var wg sync.WaitGroup
-	next := make(chan int, (dim+step-1)/step)
-	for s := 0; s < dim; s += step {
-		next <- s
-	}
-	close(next)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for s := range next {
-				e := min(s+step, dim)
-				if splitM {
-					gemmBlock(c, a, b, m, n, k, s, e, 0, n)
-				} else {
-					gemmBlock(c, a, b, m, n, k, 0, m, s, e)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	parallelFor((n+gemmStep-1)/gemmStep, gemmStep*m*k, func(job int) {
+		gemmBlock(c, a, b, m, n, k, 0, m, job*gemmStep, min((job+1)*gemmStep, n))
+	})
 }
 
 // gemmBlock computes rows i0..i1 and columns j0..j1 of c = a·bᵀ.
