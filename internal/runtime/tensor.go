@@ -6,6 +6,17 @@
 // dequantized); Function.Predict runs one function on named inputs and an
 // optional State (the iOS18 stateful-model KV cache), updated in place.
 //
+// Matrix products (linear, conv, matmul) accumulate in fp32. On amd64 CPUs
+// with AVX2 and FMA they run hand-written SIMD kernels (gemm_amd64.s; the
+// purego build tag or another architecture gives the plain-Go kernels);
+// with F16C too, Load keeps fp16 linear/conv weights as half bits and the
+// kernels widen them exactly, which halves the memory a decode step
+// streams without changing any result. Each output of a product is summed
+// in one fixed order (see dot4x1), and parallel work is cut into fixed
+// chunks, so results are bit-identical from run to run and for any
+// GOMAXPROCS on a given machine (the SIMD and plain-Go orders differ
+// within fp32 rounding).
+//
 // Integer semantics that Core ML does not document are chosen as numpy's
 // astype does them (the value inference coremltools uses): int→int16, int8,
 // uint8 and uint16 casts wrap (two's complement truncation), float→int casts
