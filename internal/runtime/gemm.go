@@ -313,28 +313,42 @@ func gemmNNRef(c, a, b []float32, m, n, k int) {
 	}
 }
 
+// nnCols is the number of output columns one parallel job of gemmNN
+// covers (a multiple of 8, so only the last job of a row has a plain-Go
+// tail whatever the split).
+const nnCols = 256
+
 // gemmNN sets c (m×n) = a (m×k) · b (k×n), all row-major, without
-// transposing b: each output row is built as Σ_p a[i,p]·b[p,:]. Rows are
-// split over the cores above a size threshold. Each output is one fp32 sum
-// in increasing p (fused multiply-adds on the SIMD path for the first n&^7
-// columns), whatever the split.
+// transposing b: each output row is built as Σ_p a[i,p]·b[p,:]. Above a
+// size threshold the (row, nnCols-column chunk) jobs are spread over the
+// cores. Each output is one fp32 sum in increasing p (fused multiply-adds
+// on the SIMD path for the first n&^7 columns), whatever the split.
 func gemmNN(c, a, b []float32, m, n, k int) {
 	if m == 0 || n == 0 {
 		return
 	}
 	_, _, _ = c[m*n-1], a[:m*k], b[:k*n]
-	parallelFor(m, n*k, func(i int) {
-		rowNN(c[i*n:(i+1)*n], a[i*k:(i+1)*k], b, n, k)
+	chunks := (n + nnCols - 1) / nnCols
+	parallelFor(m*chunks, min(n, nnCols)*k, func(job int) {
+		i, j0 := job/chunks, job%chunks*nnCols
+		j1 := min(j0+nnCols, n)
+		rowNN(c[i*n+j0:i*n+j1], a[i*k:(i+1)*k], b[j0:], k, n)
 	})
 }
 
-// rowNN sets c[j] = Σ_{p<k} a[p]·b[p*n+j] for j < n = len(c), k = len(a).
-func rowNN(c, a, b []float32, n, k int) {
-	c, a, b = c[:n], a[:k], b[:k*n]
+// rowNN sets c[j] = Σ_{p<k} a[p]·b[p*ldb+j] for j < len(c), k = len(a).
+func rowNN(c, a, b []float32, k, ldb int) {
+	n := len(c)
+	a = a[:k]
+	if k == 0 {
+		clear(c)
+		return
+	}
+	b = b[:(k-1)*ldb+n]
 	j0 := 0
-	if useSIMD && n >= 8 && k > 0 {
+	if useSIMD && n >= 8 {
 		j0 = n &^ 7
-		rowNNSIMD(&c[0], &a[0], &b[0], j0, k, n)
+		rowNNSIMD(&c[0], &a[0], &b[0], j0, k, ldb)
 	}
 	if j0 == n {
 		return
@@ -342,8 +356,7 @@ func rowNN(c, a, b []float32, n, k int) {
 	ct := c[j0:]
 	clear(ct)
 	for p, x := range a {
-		br := b[p*n+j0 : (p+1)*n]
-		br = br[:len(ct)]
+		br := b[p*ldb+j0 : p*ldb+n]
 		for j, y := range br {
 			ct[j] += x * y
 		}

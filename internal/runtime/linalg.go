@@ -166,7 +166,7 @@ func opMatmul(c *call) error {
 		// One job per output row of every batch.
 		parallelFor(nb*m, n*k, func(job int) {
 			i, r := job/m, job%m
-			rowNN(out.F[(i*m+r)*n:(i*m+r+1)*n], aBuf[xo[i]+r*k:xo[i]+(r+1)*k], y.F[yo[i]:yo[i]+n*k], n, k)
+			rowNN(out.F[(i*m+r)*n:(i*m+r+1)*n], aBuf[xo[i]+r*k:xo[i]+(r+1)*k], y.F[yo[i]:yo[i]+n*k], k, n)
 		})
 	}
 	finish(out)
