@@ -219,5 +219,5 @@ func Runtime(w io.Writer, tmp, tinyModel string, big bool, decodeTokens int) err
 	if err := synth.Write(model, synth.Llama1B()); err != nil {
 		return err
 	}
-	return row("Llama-3.2-1B shape (fp16)", model, 512, 64, max(2, decodeTokens/16))
+	return row("Llama-3.2-1B shape (fp16)", model, 512, 64, max(4, decodeTokens/4))
 }
