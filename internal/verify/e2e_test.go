@@ -146,31 +146,37 @@ func TestTinyModelFP16Accuracy(t *testing.T) {
 		if chunks == 2 {
 			files = comb
 		}
-		{
-			m, err := runner.Load(files)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var reps []*Report
-			for _, w := range windows {
-				rep, err := Compare(m, ref, w)
-				if err != nil {
-					t.Fatal(err)
-				}
-				reps = append(reps, rep)
-			}
-			rep := merge(reps)
-			var sb strings.Builder
-			rep.Write(&sb)
-			t.Logf("chunks=%d combined=%v\n%s", chunks, files.Chunks[0].Combined != "", sb.String())
-			if err := rep.Check(Thresholds{MaxMeanKL: 1e-4, MinTop1: 0.985}); err != nil {
-				t.Error(err)
-			}
-			if rep.Decode.Positions < 600 {
-				t.Errorf("only %d positions", rep.Decode.Positions)
-			}
+		rep := compareWindows(t, files, ref, windows, Compare)
+		var sb strings.Builder
+		rep.Write(&sb)
+		t.Logf("chunks=%d combined=%v\n%s", chunks, files.Chunks[0].Combined != "", sb.String())
+		if err := rep.Check(Thresholds{MaxMeanKL: 1e-4, MinTop1: 0.985}); err != nil {
+			t.Error(err)
+		}
+		if rep.Decode.Positions < 600 {
+			t.Errorf("only %d positions", rep.Decode.Positions)
 		}
 	}
+}
+
+// compareWindows loads files and runs compare on every window, merging
+// the reports.
+func compareWindows(t *testing.T, files *runner.Files, ref *reference.Model, windows [][]int,
+	compare func(*runner.Model, *reference.Model, []int) (*Report, error)) *Report {
+	t.Helper()
+	m, err := runner.Load(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reps []*Report
+	for _, w := range windows {
+		rep, err := compare(m, ref, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, rep)
+	}
+	return merge(reps)
 }
 
 // TestGreedyMatchesReference decodes greedily with the converted packages

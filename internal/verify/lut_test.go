@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch/llama"
-	"github.com/anemll/anemll/internal/runner"
 )
 
 // TestTinyModelLUTAccuracy converts the tiny model with LUT6 FFN + LUT6 LM
@@ -29,19 +28,7 @@ func TestTinyModelLUTAccuracy(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, comb := convertTiny(t, 2, 256, tc.lut)
-			m, err := runner.Load(comb)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var reps []*Report
-			for _, w := range windows {
-				rep, err := CompareDecode(m, ref, w)
-				if err != nil {
-					t.Fatal(err)
-				}
-				reps = append(reps, rep)
-			}
-			rep := merge(reps)
+			rep := compareWindows(t, comb, ref, windows, CompareDecode)
 			var sb strings.Builder
 			rep.Write(&sb)
 			t.Logf("%s vs checkpoint:\n%s", tc.name, sb.String())
