@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/hf/synth"
 )
@@ -106,4 +108,42 @@ func TestLUTDeterministicAcrossGOMAXPROCS(t *testing.T) {
 		t.Fatal("nothing written")
 	}
 	sameTree(t, one, four, "GOMAXPROCS 1 vs 4")
+}
+
+// TestPrefillReusesDecodePalettes checks that a prefill chunk written next
+// to its decode chunk (reusing its palettized weights) is byte-identical
+// to one palettized from scratch, and that reuse happened.
+func TestPrefillReusesDecodePalettes(t *testing.T) {
+	write := func(withFFN bool) map[string][32]byte {
+		out := t.TempDir()
+		s, err := Open(Options{Model: tinyModel, Output: out, ContextLength: 64, BatchSize: 16, NumChunks: 1, LUT: llama.LUTBits{FFN: 4}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if withFFN {
+			ffnPath, err := s.WritePart(arch.PartFFN, 0, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ffn, err := coreml.Open(ffnPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pf, err := s.Conv.Part(arch.PartPrefill, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := reusePalettes(pf, ffn); n != 25 {
+				t.Errorf("reused %d palettes, want 25 (7 per layer, minus the last layer's MLP the last prefill chunk skips)", n)
+			}
+			ffn.Close()
+		}
+		path, err := s.WritePart(arch.PartPrefill, 0, out, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return digest(t, path)
+	}
+	sameTree(t, write(false), write(true), "prefill with and without reuse")
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/anemll/anemll/internal/arch/llama"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/mil"
 	"github.com/anemll/anemll/internal/quant"
 )
 
@@ -150,6 +151,16 @@ func (s *Session) WritePart(p arch.Part, chunk int, dir string, progress func(do
 	if err != nil {
 		return "", err
 	}
+	if p == arch.PartPrefill {
+		// The decode chunk written before holds the same palettized
+		// weights: read them back instead of palettizing again.
+		if ffnName, err := s.Conv.FileName(arch.PartFFN, chunk); err == nil {
+			if ffn, err := coreml.Open(filepath.Join(dir, ffnName)); err == nil {
+				defer ffn.Close()
+				reusePalettes(pkg, ffn)
+			}
+		}
+	}
 	out := filepath.Join(dir, name)
 	err = coreml.Write(pkg, out, coreml.WriteOptions{Overwrite: true, Progress: progress})
 	// A package's weights are garbage now; return them to the OS before
@@ -159,6 +170,45 @@ func (s *Session) WritePart(p arch.Part, chunk int, dir string, progress func(do
 		return "", err
 	}
 	return out, nil
+}
+
+// reusePalettes points each constexpr_lut_to_dense literal of dst at the
+// bytes of the same-named op in src when their types match, so weights
+// palettized for one package are not palettized again for the next. The
+// palettizer is deterministic, so the bytes are those dst would compute.
+func reusePalettes(dst, src *coreml.Package) int {
+	have := map[string]*mil.Op{}
+	for _, f := range src.Program.Functions {
+		for _, op := range f.Body.Ops {
+			if op.Type == "constexpr_lut_to_dense" {
+				have[op.Name] = op
+			}
+		}
+	}
+	reused := 0
+	for _, f := range dst.Program.Functions {
+		for _, op := range f.Body.Ops {
+			from := have[op.Name]
+			if op.Type != "constexpr_lut_to_dense" || from == nil {
+				continue
+			}
+			ok := len(op.Inputs) == len(from.Inputs)
+			for i := 0; ok && i < len(op.Inputs); i++ {
+				a, b := op.Inputs[i], from.Inputs[i]
+				ok = a.Param == b.Param && len(a.Args) == 1 && len(b.Args) == 1 &&
+					a.Args[0].Value != nil && b.Args[0].Value != nil && a.Args[0].Value.Type.Equal(b.Args[0].Value.Type)
+			}
+			if !ok {
+				continue
+			}
+			for i := range op.Inputs {
+				v, srcV := op.Inputs[i].Args[0].Value, from.Inputs[i].Args[0].Value
+				v.Data, v.Source = nil, srcV.Source
+			}
+			reused++
+		}
+	}
+	return reused
 }
 
 // prepareOutput makes sure dir is a usable directory and removes
