@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/mil"
@@ -43,7 +44,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 			Program string `json:"program,omitempty"`
 		}{Summary: s}
 		if *program {
-			var sb stringsBuilder
+			var sb strings.Builder
 			if err := mil.Print(&sb, pkg.Program); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package verify
 import (
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/anemll/anemll/internal/hf"
@@ -98,7 +99,7 @@ func TestAppleMadePackages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var sb stringsBuilder
+			var sb strings.Builder
 			rep.Write(&sb)
 			t.Logf("\n%s", sb.String())
 			if err := rep.Check(Thresholds{MaxMeanKL: tc.maxMeanKL, MinTop1: tc.top1}); err != nil {

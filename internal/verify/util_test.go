@@ -1,5 +1,0 @@
-package verify
-
-import "strings"
-
-type stringsBuilder = strings.Builder
