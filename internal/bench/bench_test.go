@@ -2,14 +2,27 @@ package bench
 
 import (
 	"bytes"
+	"runtime"
 	"strings"
 	"testing"
 )
 
+// TestPeakRSS touches 64 MiB and checks the peak grows by about that much.
 func TestPeakRSS(t *testing.T) {
-	if n := PeakRSS(); n < 1<<20 {
-		t.Skipf("VmHWM not available (%d)", n)
+	if PeakRSS() == 0 {
+		t.Skip("no /proc/self/status VmHWM on this system")
 	}
+	ResetPeakRSS()
+	before := PeakRSS()
+	buf := make([]byte, 64<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	after := PeakRSS()
+	if grew := after - before; grew < 60<<20 {
+		t.Errorf("peak RSS grew by %d bytes after touching 64 MiB", grew)
+	}
+	runtime.KeepAlive(buf)
 }
 
 func TestRuntimeTinyRow(t *testing.T) {
