@@ -137,8 +137,9 @@ func (w *weightStore) Close() error {
 	return first
 }
 
-// Check verifies that the description and the program agree as Core ML
-// requires: functions and their descriptions match, every function input
+// Check verifies the program (structure, and every op's declared output
+// types against re-inferred ones, as coremltools' loader does) and that the
+// description and the program agree as Core ML requires: functions and their descriptions match, every function input
 // is a described input or state with the same type, and block outputs equal
 // the described outputs in order.
 func (p *Package) Check() error {
@@ -146,6 +147,9 @@ func (p *Package) Check() error {
 		return errors.New("coreml: package has no program")
 	}
 	if err := p.Program.Validate(); err != nil {
+		return err
+	}
+	if err := p.Program.CheckTypes(); err != nil {
 		return err
 	}
 	d := &p.Description

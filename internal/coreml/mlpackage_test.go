@@ -228,3 +228,18 @@ func TestSummarizeMatchesReferenceStructure(t *testing.T) {
 		}
 	}
 }
+
+// TestReferenceProgramsTypeCheck re-infers every op's output types in the
+// Apple-made packages: our inference must agree with coremltools'.
+func TestReferenceProgramsTypeCheck(t *testing.T) {
+	for _, dir := range referencePackages(t) {
+		pkg, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pkg.Program.CheckTypes(); err != nil {
+			t.Errorf("%s: %v", filepath.Base(dir), err)
+		}
+		pkg.Close()
+	}
+}

@@ -254,3 +254,18 @@ func equalInts(a, b []int64) bool {
 	}
 	return true
 }
+
+func TestCheckTypesCatchesWrongDeclaration(t *testing.T) {
+	p := buildDecodeSnippet(t)
+	if err := p.CheckTypes(); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range p.Functions[0].Body.Ops {
+		if op.Name == "tr" {
+			op.Outputs[0].Type = TensorType(Float16, 1, 1, 64) // transpose really gives [1, 64, 1]
+		}
+	}
+	if err := p.CheckTypes(); err == nil || !strings.Contains(err.Error(), `op "tr"`) {
+		t.Fatalf("got %v", err)
+	}
+}
