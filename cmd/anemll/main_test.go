@@ -190,3 +190,34 @@ func TestChatOneShot(t *testing.T) {
 		t.Errorf("interactive transcript %q", so.String())
 	}
 }
+
+// TestVerifyCommand converts the tiny model in fp16 and verifies it from
+// the command line, with a token file and both weight sources.
+func TestVerifyCommand(t *testing.T) {
+	out := t.TempDir()
+	var so, se bytes.Buffer
+	for _, part := range []string{"1", "2", "2_prefill", "3"} {
+		if code := run([]string{"convert", "--part", part, "--model", tinyModel, "--output", out, "--context-length", "64", "--batch-size", "16"}, &so, &se); code != 0 {
+			t.Fatalf("convert --part %s: exit %d: %s", part, code, se.String())
+		}
+	}
+	tokens := filepath.Join(t.TempDir(), "ids.txt")
+	os.WriteFile(tokens, []byte("1016, 81, 58, 358, 654, 771, 263, 682, 686, 602, 272, 466, 453, 661, 63, 10, 65, 58"), 0o644)
+	for _, w := range []string{"checkpoint", "package"} {
+		so.Reset()
+		if code := run([]string{"verify", "--model", tinyModel, "--dir", out, "--tokens", tokens, "--weights", w, "--max-mean-kl", "1e-4"}, &so, &se); code != 0 {
+			t.Fatalf("verify --weights %s: exit %d: %s\n%s", w, code, se.String(), so.String())
+		}
+		if !strings.Contains(so.String(), "verify: 18 tokens") || !strings.Contains(so.String(), "prefill ") {
+			t.Errorf("verify output:\n%s", so.String())
+		}
+	}
+	// An impossible threshold fails with a non-zero exit.
+	se.Reset()
+	if code := run([]string{"verify", "--model", tinyModel, "--dir", out, "--tokens", tokens, "--max-mean-kl", "1e-12"}, &so, &se); code == 0 || !strings.Contains(se.String(), "mean KL") {
+		t.Errorf("threshold not enforced: exit %d, %q", code, se.String())
+	}
+	if code := run([]string{"verify", "--model", tinyModel, "--dir", out, "--weights", "nope"}, &so, &se); code != 2 {
+		t.Errorf("bad --weights: exit %d", code)
+	}
+}

@@ -36,6 +36,9 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 0 || *model == "" || (*dir == "") == (*meta == "") {
 		return fmt.Errorf("%w: give --model and exactly one of --dir or --meta", errUsage)
 	}
+	if *weights != "package" && *weights != "checkpoint" {
+		return fmt.Errorf("%w: --weights is checkpoint or package", errUsage)
+	}
 	files, err := findFiles(*dir, *meta)
 	if err != nil {
 		return err
@@ -59,9 +62,6 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	rep, err := verify.Run(*model, files, ids, *weights == "package", stdout)
 	if err != nil {
 		return err
-	}
-	if *weights != "package" && *weights != "checkpoint" {
-		return fmt.Errorf("%w: --weights is checkpoint or package", errUsage)
 	}
 	return rep.Check(verify.Thresholds{MaxMeanKL: *maxKL, MinTop1: *minTop1 / 100})
 }
