@@ -14,8 +14,8 @@ type Session struct {
 	keys   [][]float32 // per layer: pos × kvHeads·headDim, after RoPE
 	values [][]float32
 
-	x, hn, q, k, v, attn, proj, g, u, logits []float32
-	scores                                   []float64
+	x, hn, q, k, v, attn, proj, g, u []float32
+	scores                           []float64
 }
 
 // NewSession returns an empty session at position 0.

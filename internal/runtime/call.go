@@ -31,8 +31,6 @@ func (c *call) ins(p string) []*Tensor {
 	return out
 }
 
-func (c *call) has(p string) bool { return len(c.n.args[p]) > 0 }
-
 // need returns param p or an error if it is missing.
 func (c *call) need(p string) (*Tensor, error) {
 	t := c.in(p)

@@ -461,3 +461,23 @@ func TestSDPA(t *testing.T) {
 const sqrt2 = 1.4142135623730951
 
 func exp(x float64) float64 { return math.Exp(x) }
+
+func TestGemmNNAgainstNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, sz := range [][3]int{{1, 1, 1}, {1, 300, 3}, {5, 1, 9}, {3, 5, 0}, {7, 9, 13}, {2, 520, 33}, {1, 1000, 70}} {
+		m, n, k := sz[0], sz[1], sz[2]
+		a, b := randF(r, m*k), randF(r, k*n)
+		want := make([]float32, m*n)
+		gemmNNRef(want, a, b, m, n, k)
+		got := make([]float32, m*n)
+		for i := range got {
+			got[i] = 12345
+		}
+		gemmNN(got, a, b, m, n, k)
+		for i := range want {
+			if d := got[i] - want[i]; d > 1e-4*float32(k+1) || d < -1e-4*float32(k+1) {
+				t.Fatalf("%v: c[%d] = %v, want %v", sz, i, got[i], want[i])
+			}
+		}
+	}
+}
