@@ -204,6 +204,16 @@ func (c *Checkpoint) Release(name string) {
 	}
 }
 
+// ReleaseRange is Release for bytes [off, off+n) of a tensor's data, so a
+// large tensor can be let go of piece by piece while it is decoded.
+func (c *Checkpoint) ReleaseRange(name string, off, n int64) {
+	t, ok := c.tensors[name]
+	if !ok || off < 0 || n <= 0 || off > int64(len(t.data)) {
+		return
+	}
+	dropPages(t.data[off:min(off+n, int64(len(t.data)))])
+}
+
 // Float32 returns the tensor converted to float32. F32, F16 and BF16 convert
 // exactly; other dtypes are refused.
 func (c *Checkpoint) Float32(name string) ([]float32, error) {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"unsafe"
 
 	"github.com/anemll/anemll/internal/bitpack"
 	"github.com/anemll/anemll/internal/hf"
@@ -48,14 +49,21 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 		return nil, fmt.Errorf("llama: tensor %q: rows [%d,%d) outside %v", r.Name, row0, row1, info.Shape)
 	}
 	out := make([]uint16, (row1-row0+r.PadRows)*per)
-	n := (row1 - row0) * per
-	over, err := hf.DecodeFloat16(out[:n], raw[row0*per*sz:row1*per*sz], info.DType)
-	if err != nil {
-		return nil, fmt.Errorf("llama: tensor %q: %w", r.Name, err)
+	// Decode in blocks of rows and let each block's mapped pages go once
+	// decoded, so memory holds about one copy of the tensor (the fp16
+	// result), not two.
+	const blockBytes = 16 << 20
+	rowsPerBlock := max(1, blockBytes/max(1, per*sz))
+	var over int
+	for b0 := row0; b0 < row1; b0 += rowsPerBlock {
+		b1 := min(b0+rowsPerBlock, row1)
+		o, err := hf.DecodeFloat16(out[(b0-row0)*per:(b1-row0)*per], raw[b0*per*sz:b1*per*sz], info.DType)
+		if err != nil {
+			return nil, fmt.Errorf("llama: tensor %q: %w", r.Name, err)
+		}
+		over += o
+		c.ckpt.ReleaseRange(r.Name, b0*per*sz, (b1-b0)*per*sz)
 	}
-	// The decoded copy is all we need: let the mapped pages go so that
-	// memory stays near one tensor, not the whole checkpoint.
-	c.ckpt.Release(r.Name)
 	if over > 0 {
 		c.overflow.Add(int64(over))
 		if c.opts.OnOverflow != nil {
@@ -65,7 +73,24 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	return out, nil
 }
 
+// littleEndianHost reports whether this machine stores uint16 as Core ML
+// files do (little-endian).
+var littleEndianHost = func() bool {
+	var x uint16 = 1
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// halfBytes returns the little-endian bytes of h (sharing h's memory on
+// little-endian hosts).
 func halfBytes(h []uint16) []byte {
+	if len(h) == 0 {
+		return []byte{}
+	}
+	if littleEndianHost {
+		// The slice already holds the little-endian bytes: reuse them
+		// instead of a second copy of a possibly huge weight.
+		return unsafe.Slice((*byte)(unsafe.Pointer(&h[0])), 2*len(h))
+	}
 	b := make([]byte, 2*len(h))
 	for i, x := range h {
 		binary.LittleEndian.PutUint16(b[2*i:], x)
