@@ -69,6 +69,20 @@ func (r *Report) Write(w io.Writer) {
 		}
 		fmt.Fprintf(w, "%-8s %9d %7.2f%% %11.3g %11.3g %12.4g\n", p.name, p.s.Positions, 100*p.s.Top1, p.s.MeanKL, p.s.MaxKL, p.s.MaxAbsLogit)
 	}
+	for _, p := range []struct {
+		name string
+		s    PathStats
+	}{{"decode", r.Decode}, {"prefill", r.Prefill}} {
+		if len(p.s.Misses) == 0 {
+			continue
+		}
+		shown := p.s.Misses[:min(len(p.s.Misses), 20)]
+		more := ""
+		if len(p.s.Misses) > len(shown) {
+			more = fmt.Sprintf(" (+%d more)", len(p.s.Misses)-len(shown))
+		}
+		fmt.Fprintf(w, "%s top-1 misses at positions %v%s\n", p.name, shown, more)
+	}
 }
 
 // Compare runs ids through the packages and the reference. The decode path
