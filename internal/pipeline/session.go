@@ -1,0 +1,131 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+
+	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/coreml"
+	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// Session is an open checkpoint with its converter.
+type Session struct {
+	Config *hf.Config
+	ckpt   *hf.Checkpoint
+	Conv   Converter
+	opts   Options
+}
+
+// Open loads and checks the checkpoint and options: config.json, the
+// safetensors files, the architecture, and the conversion flags.
+func Open(opts Options) (*Session, error) {
+	if opts.Model == "" {
+		return nil, errors.New("pipeline: no model directory given (--model DIR)")
+	}
+	if _, err := os.Stat(filepath.Join(opts.Model, "config.json")); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("pipeline: %s not found: --model must be a Hugging Face checkpoint directory (config.json + *.safetensors)", filepath.Join(opts.Model, "config.json"))
+	}
+	cfg, err := hf.LoadConfig(opts.Model)
+	if err != nil {
+		return nil, err
+	}
+	mk, ok := families[cfg.ModelType]
+	if !ok {
+		return nil, fmt.Errorf("pipeline: %s: model_type %q is not supported (supported: llama)", filepath.Join(opts.Model, "config.json"), cfg.ModelType)
+	}
+	ckpt, err := hf.OpenCheckpoint(opts.Model)
+	if err != nil {
+		return nil, err
+	}
+	lo := llama.Options{
+		ContextLength: opts.ContextLength, StateLength: opts.StateLength, BatchSize: opts.BatchSize,
+		NumChunks: opts.NumChunks, Prefix: opts.Prefix, LUT: opts.LUT, LUTGroupSize: opts.LUTGroupSize,
+		Palettize: Palettize,
+	}
+	conv, err := mk(cfg, ckpt, lo)
+	if err != nil {
+		ckpt.Close()
+		return nil, err
+	}
+	return &Session{Config: cfg, ckpt: ckpt, Conv: conv, opts: opts}, nil
+}
+
+// Close releases the checkpoint.
+func (s *Session) Close() error { return s.ckpt.Close() }
+
+// WritePart converts one part (one chunk of a chunked part) and writes it
+// into dir atomically, returning the package path.
+func (s *Session) WritePart(p arch.Part, chunk int, dir string, progress func(done, total int)) (string, error) {
+	name, err := s.Conv.FileName(p, chunk)
+	if err != nil {
+		return "", err
+	}
+	pkg, err := s.Conv.Part(p, chunk)
+	if err != nil {
+		return "", err
+	}
+	if p == arch.PartPrefill {
+		// The decode chunk written before holds the same palettized
+		// weights: read them back instead of palettizing again.
+		if ffnName, err := s.Conv.FileName(arch.PartFFN, chunk); err == nil {
+			if ffn, err := coreml.Open(filepath.Join(dir, ffnName)); err == nil {
+				defer ffn.Close()
+				reusePalettes(pkg, ffn)
+			}
+		}
+	}
+	out := filepath.Join(dir, name)
+	err = coreml.Write(pkg, out, coreml.WriteOptions{Overwrite: true, Progress: progress})
+	// A package's weights are garbage now; return them to the OS before
+	// the next one so peak memory stays near one package, not the sum.
+	debug.FreeOSMemory()
+	if err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// reusePalettes points each constexpr_lut_to_dense literal of dst at the
+// bytes of the same-named op in src when their types match, so weights
+// palettized for one package are not palettized again for the next. The
+// palettizer is deterministic, so the bytes are those dst would compute.
+func reusePalettes(dst, src *coreml.Package) int {
+	have := map[string]*mil.Op{}
+	for _, f := range src.Program.Functions {
+		for _, op := range f.Body.Ops {
+			if op.Type == "constexpr_lut_to_dense" {
+				have[op.Name] = op
+			}
+		}
+	}
+	reused := 0
+	for _, f := range dst.Program.Functions {
+		for _, op := range f.Body.Ops {
+			from := have[op.Name]
+			if op.Type != "constexpr_lut_to_dense" || from == nil {
+				continue
+			}
+			ok := len(op.Inputs) == len(from.Inputs)
+			for i := 0; ok && i < len(op.Inputs); i++ {
+				a, b := op.Inputs[i], from.Inputs[i]
+				ok = a.Param == b.Param && len(a.Args) == 1 && len(b.Args) == 1 &&
+					a.Args[0].Value != nil && b.Args[0].Value != nil && a.Args[0].Value.Type.Equal(b.Args[0].Value.Type)
+			}
+			if !ok {
+				continue
+			}
+			for i := range op.Inputs {
+				v, srcV := op.Inputs[i].Args[0].Value, from.Inputs[i].Args[0].Value
+				v.Data, v.Source = nil, srcV.Source
+			}
+			reused++
+		}
+	}
+	return reused
+}
