@@ -221,3 +221,22 @@ func TestVerifyCommand(t *testing.T) {
 		t.Errorf("bad --weights: exit %d", code)
 	}
 }
+
+// TestCombineCommandOnAppleMadePackages combines coremltools-made FFN and
+// prefill chunks from the command line.
+func TestCombineCommandOnAppleMadePackages(t *testing.T) {
+	out := t.TempDir()
+	var so, se bytes.Buffer
+	if code := run([]string{"combine", "--chunk", "2", "--lut", "4", "--input", "../../testdata/anemll-tiny-random/packages", "--output", out}, &so, &se); code != 0 {
+		t.Fatalf("exit %d: %s", code, se.String())
+	}
+	so.Reset()
+	if code := run([]string{"inspect", filepath.Join(out, "llama_FFN_PF_lut4_chunk_01of02.mlpackage")}, &so, &se); code != 0 {
+		t.Fatalf("inspect exit %d", code)
+	}
+	for _, want := range []string{"functions: infer, prefill (default infer)", "blobs shared between functions: 15 of 15", `"Anemll Model: Multifunction FFN+Prefill"`, `com.anemll.batch_size = "64"`} {
+		if !strings.Contains(so.String(), want) {
+			t.Errorf("combined package lacks %q:\n%s", want, so.String())
+		}
+	}
+}
