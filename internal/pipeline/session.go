@@ -3,15 +3,18 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/llama"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/mil"
+	"github.com/anemll/anemll/internal/quant"
 )
 
 // Session is an open checkpoint with its converter.
@@ -46,7 +49,8 @@ func Open(opts Options) (*Session, error) {
 	lo := llama.Options{
 		ContextLength: opts.ContextLength, StateLength: opts.StateLength, BatchSize: opts.BatchSize,
 		NumChunks: opts.NumChunks, Prefix: opts.Prefix, LUT: opts.LUT, LUTGroupSize: opts.LUTGroupSize,
-		Palettize: Palettize,
+		Palettize: Palettize, Eligible: quant.Eligible,
+		OnOverflow: overflowWarner(opts.Log),
 	}
 	conv, err := mk(cfg, ckpt, lo)
 	if err != nil {
@@ -128,4 +132,19 @@ func reusePalettes(dst, src *coreml.Package) int {
 		}
 	}
 	return reused
+}
+
+// overflowWarner returns a callback that reports weights whose values do
+// not fit fp16 (they become ±Inf in the package). It may be called from
+// several goroutines.
+func overflowWarner(log io.Writer) func(weight string, n int) {
+	if log == nil {
+		log = os.Stderr
+	}
+	var mu sync.Mutex
+	return func(weight string, n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(log, "warning: %s: %d values beyond ±65504 overflow fp16 to ±Inf\n", weight, n)
+	}
 }
