@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/anemll/anemll/internal/coreml/spec"
+	"github.com/anemll/anemll/internal/mil"
 )
 
 // TestCombineReferencePackages merges Apple-made FFN and prefill chunks and
@@ -85,5 +86,47 @@ func TestCombineReferencePackages(t *testing.T) {
 				t.Logf("combined weight.bin %d bytes; inputs' larger %d; coremltools' combined %d", got, biggest, size(refPath))
 			}
 		})
+	}
+}
+
+// TestOpenSharesBlobValues checks that a package read from disk gives one
+// Value per blob, so functions referring to the same weight share it.
+func TestOpenSharesBlobValues(t *testing.T) {
+	pkg, err := Open(filepath.Join(refDir, "packages/llama_FFN_PF_lut4_chunk_01of02.mlpackage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pkg.Close()
+	byOffset := map[uint64]map[*mil.Value]bool{}
+	for _, f := range pkg.Program.Functions {
+		for _, op := range f.Body.Ops {
+			var vals []*mil.Value
+			for _, a := range op.Attrs {
+				vals = append(vals, a.Value)
+			}
+			for _, in := range op.Inputs {
+				for _, a := range in.Args {
+					if a.Value != nil {
+						vals = append(vals, a.Value)
+					}
+				}
+			}
+			for _, v := range vals {
+				if v.BlobFile != "" {
+					if byOffset[v.BlobOffset] == nil {
+						byOffset[v.BlobOffset] = map[*mil.Value]bool{}
+					}
+					byOffset[v.BlobOffset][v] = true
+				}
+			}
+		}
+	}
+	if len(byOffset) != 15 {
+		t.Fatalf("%d blobs referenced, want 15", len(byOffset))
+	}
+	for off, vs := range byOffset {
+		if len(vs) != 1 {
+			t.Errorf("blob at %d has %d distinct Values", off, len(vs))
+		}
 	}
 }

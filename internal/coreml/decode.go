@@ -23,7 +23,7 @@ func FromSpec(m *spec.Model, blobs BlobSource) (*Package, error) {
 	if prog == nil {
 		return nil, fmt.Errorf("coreml: model is not an ML Program (only mlProgram models are supported)")
 	}
-	d := &decoder{blobs: blobs}
+	d := &decoder{blobs: blobs, shared: map[sharedBlob]*mil.Value{}}
 	pkg := &Package{SpecVersion: m.GetSpecificationVersion()}
 	desc, err := descriptionFromSpec(m.GetDescription())
 	if err != nil {
@@ -40,6 +40,16 @@ func FromSpec(m *spec.Model, blobs BlobSource) (*Package, error) {
 
 type decoder struct {
 	blobs BlobSource
+	// shared holds one Value per weight-file blob, so every reference to
+	// the same blob (within a function or across functions) gets the same
+	// *mil.Value and consumers can share what they derive from it.
+	shared map[sharedBlob]*mil.Value
+}
+
+type sharedBlob struct {
+	file string
+	off  uint64
+	typ  string
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -281,6 +291,11 @@ func (d *decoder) value(pv *milspec.Value) (*mil.Value, error) {
 		if t.Kind != mil.KindTensor || !t.Static() {
 			return nil, fmt.Errorf("blob value of type %s", t)
 		}
+		key := sharedBlob{x.BlobFileValue.GetFileName(), x.BlobFileValue.GetOffset(), t.String()}
+		if prev, ok := d.shared[key]; ok {
+			return prev, nil
+		}
+		d.shared[key] = v
 		v.Storage = mil.StorageBlob
 		v.BlobFile = x.BlobFileValue.GetFileName()
 		v.BlobOffset = x.BlobFileValue.GetOffset()

@@ -1,7 +1,6 @@
 package coreml
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -27,27 +26,9 @@ const ManifestName = "Manifest.json"
 // Open reads the package at dir. Weight-file constants are read lazily
 // through their Value.Source; call Close when done to release the file.
 func Open(dir string) (*Package, error) {
-	mf, err := os.Open(filepath.Join(dir, ManifestName))
+	m, modelFile, err := readModel(dir)
 	if err != nil {
-		return nil, fmt.Errorf("coreml: %s is not a model package: %w", dir, err)
-	}
-	man, err := manifest.Read(mf)
-	mf.Close()
-	if err != nil {
-		return nil, fmt.Errorf("coreml: %s: %w", filepath.Join(dir, ManifestName), err)
-	}
-	rootPath, err := man.RootModelPath()
-	if err != nil {
-		return nil, fmt.Errorf("coreml: %s: %w", dir, err)
-	}
-	modelFile := filepath.Join(dir, "Data", filepath.FromSlash(rootPath))
-	raw, err := readLimited(modelFile, maxModelSize)
-	if err != nil {
-		return nil, fmt.Errorf("coreml: %w", err)
-	}
-	m, err := spec.Unmarshal(raw)
-	if err != nil {
-		return nil, fmt.Errorf("coreml: %s: %w", modelFile, err)
+		return nil, err
 	}
 	weightsDir := filepath.Join(filepath.Dir(modelFile), "weights")
 	ws := &weightStore{dir: weightsDir, files: map[string]*blob.File{}}
@@ -57,6 +38,41 @@ func Open(dir string) (*Package, error) {
 	}
 	pkg.closer = ws
 	return pkg, nil
+}
+
+// ReadModelSpec reads the raw Model message of the package at dir (used to
+// compare packages message by message).
+func ReadModelSpec(dir string) (*spec.Model, error) {
+	m, _, err := readModel(dir)
+	return m, err
+}
+
+// readModel reads Manifest.json and the root model file it names, and
+// decodes the model; it also returns the model file's path.
+func readModel(dir string) (*spec.Model, string, error) {
+	mf, err := os.Open(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return nil, "", fmt.Errorf("coreml: %s is not a model package: %w", dir, err)
+	}
+	man, err := manifest.Read(mf)
+	mf.Close()
+	if err != nil {
+		return nil, "", fmt.Errorf("coreml: %s: %w", filepath.Join(dir, ManifestName), err)
+	}
+	rootPath, err := man.RootModelPath()
+	if err != nil {
+		return nil, "", fmt.Errorf("coreml: %s: %w", dir, err)
+	}
+	modelFile := filepath.Join(dir, "Data", filepath.FromSlash(rootPath))
+	raw, err := readLimited(modelFile, maxModelSize)
+	if err != nil {
+		return nil, "", fmt.Errorf("coreml: %w", err)
+	}
+	m, err := spec.Unmarshal(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("coreml: %s: %w", modelFile, err)
+	}
+	return m, modelFile, nil
 }
 
 func readLimited(name string, limit int64) ([]byte, error) {
@@ -123,7 +139,7 @@ func (w *weightStore) read(file string, offset uint64, dt mil.DType, n int64) ([
 	if want := dt.ByteLen(n); int64(info.Size) != want {
 		return nil, fmt.Errorf("coreml: %s blob at %d has %d bytes, %d %s elements need %d", name, offset, info.Size, n, dt, want)
 	}
-	return f.Data(offset)
+	return f.DataOf(info)
 }
 
 func (w *weightStore) Close() error {
@@ -473,26 +489,4 @@ func writeBlobs(p *mil.Program, w io.WriteSeeker, progress func(done, total int)
 		progress(len(vals), len(vals))
 	}
 	return offsets, nil
-}
-
-// ReadModelSpec reads the raw Model message of the package at dir (used to
-// compare packages message by message).
-func ReadModelSpec(dir string) (*spec.Model, error) {
-	mf, err := os.ReadFile(filepath.Join(dir, ManifestName))
-	if err != nil {
-		return nil, fmt.Errorf("coreml: %w", err)
-	}
-	man, err := manifest.Read(bytes.NewReader(mf))
-	if err != nil {
-		return nil, fmt.Errorf("coreml: %s: %w", dir, err)
-	}
-	rootPath, err := man.RootModelPath()
-	if err != nil {
-		return nil, err
-	}
-	raw, err := readLimited(filepath.Join(dir, "Data", filepath.FromSlash(rootPath)), maxModelSize)
-	if err != nil {
-		return nil, fmt.Errorf("coreml: %w", err)
-	}
-	return spec.Unmarshal(raw)
 }

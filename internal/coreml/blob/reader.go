@@ -146,8 +146,7 @@ func (r *Reader) Section(offset uint64) (*io.SectionReader, Info, error) {
 	return io.NewSectionReader(r.r, int64(info.DataOffset), int64(info.Size)), info, nil
 }
 
-// maxChunk bounds each allocation while reading data, so a size argument
-// larger than the real file fails before allocating the claimed length.
+// maxChunk bounds each read call.
 const maxChunk = 64 << 20
 
 // Data returns a copy of the data bytes of the blob at offset.
@@ -156,17 +155,23 @@ func (r *Reader) Data(offset uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf []byte
+	return r.DataOf(info)
+}
+
+// DataOf returns a copy of the data bytes of a blob whose record Blob has
+// already read and validated (its data lies inside the file), in one
+// allocation.
+func (r *Reader) DataOf(info Info) ([]byte, error) {
+	if info.DataOffset+info.Size > r.size || info.DataOffset+info.Size < info.DataOffset {
+		return nil, formatErr(info.DataOffset, "blob data of %d bytes runs past the end of the file", info.Size)
+	}
+	buf := make([]byte, info.Size)
 	for done := uint64(0); done < info.Size; {
 		n := min(info.Size-done, maxChunk)
-		buf = append(buf, make([]byte, n)...)
 		if err := readAt(r.r, buf[done:done+n], info.DataOffset+done); err != nil {
 			return nil, fmt.Errorf("blob: read %d data bytes at offset %d: %w", info.Size, info.DataOffset, err)
 		}
 		done += n
-	}
-	if buf == nil {
-		buf = []byte{}
 	}
 	return buf, nil
 }
