@@ -50,6 +50,45 @@ func FromFloat32(f float32) Bits {
 	return Bits(sign | uint16(r))
 }
 
+// FromFloat64 rounds x to the nearest half value (ties to even) in one
+// step, without the double rounding of going through float32. Values beyond
+// the half range become ±Inf; NaN stays NaN (quiet).
+func FromFloat64(x float64) Bits {
+	b := math.Float64bits(x)
+	sign := uint16(b>>48) & 0x8000
+	exp := int64(b>>52) & 0x7ff
+	mant := b & (1<<52 - 1)
+	if exp == 0x7ff { // Inf or NaN
+		if mant != 0 {
+			return Bits(sign | 0x7e00 | uint16(mant>>42))
+		}
+		return Bits(sign | 0x7c00)
+	}
+	e := exp - 1023 + 15
+	if e >= 0x1f {
+		return Bits(sign | 0x7c00)
+	}
+	shift := uint64(42) // 52 mantissa bits down to 10
+	m := mant
+	if e <= 0 {
+		// Subnormal half (or zero): shift the implicit-1 mantissa further.
+		if e < -10 {
+			return Bits(sign)
+		}
+		m |= 1 << 52
+		shift = uint64(43 - e)
+	} else {
+		m |= uint64(e) << 52 // exponent rides above the mantissa; a carry rounds up into it
+	}
+	half := uint64(1) << (shift - 1)
+	r := m >> shift
+	rem := m & (1<<shift - 1)
+	if rem > half || (rem == half && r&1 == 1) {
+		r++ // may carry into the exponent, up to Inf: that is correct
+	}
+	return Bits(sign | uint16(r))
+}
+
 // Float32 widens h exactly to float32.
 func (h Bits) Float32() float32 { return table[h] }
 

@@ -2,6 +2,7 @@ package fp16
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -86,5 +87,85 @@ func TestEncodeOverflow(t *testing.T) {
 	DecodeFloat32s(out, buf)
 	if out[0] != 1 || !math.IsInf(float64(out[1]), 1) || !math.IsInf(float64(out[2]), -1) {
 		t.Fatalf("decoded %v", out)
+	}
+}
+
+func TestFromFloat64Table(t *testing.T) {
+	tests := []struct {
+		in   float64
+		want Bits
+	}{
+		{0, 0}, {math.Copysign(0, -1), 0x8000},
+		{1, 0x3c00}, {-2, 0xc000}, {65504, 0x7bff}, {65520, 0x7c00}, {-65520, 0xfc00},
+		{65519.999999, 0x7bff}, {1e300, 0x7c00},
+		{math.Inf(1), 0x7c00}, {math.Inf(-1), 0xfc00},
+		{0x1p-24, 0x0001}, {0x1p-25, 0x0000}, {-0x1p-25, 0x8000},
+		// Just beyond half the smallest subnormal: float32 rounds this to
+		// exactly -2^-25 (a tie, which goes to -0); the true nearest is 0x8001.
+		{-(0x1p-25 + 0x1p-60), 0x8001},
+		{0x1p-25 + 0x1p-60, 0x0001},
+		{0x1p-26, 0x0000},
+		// 1 + half an ulp + a sliver below float32 resolution rounds up.
+		{1 + 0x1p-11 + 0x1p-40, 0x3c01},
+		{1 + 0x1p-11, 0x3c00}, // exact tie -> even
+		{6.103515625e-05, 0x0400},
+		{0x1p-14 - 0x1p-25, 0x0400}, // tie between largest subnormal and smallest normal -> even (0x0400)
+	}
+	for _, tc := range tests {
+		if got := FromFloat64(tc.in); got != tc.want {
+			t.Errorf("FromFloat64(%.17g) = %#04x, want %#04x", tc.in, got, tc.want)
+		}
+	}
+	if h := FromFloat64(math.NaN()); !h.IsNaN() {
+		t.Errorf("NaN -> %#04x, not NaN", h)
+	}
+}
+
+// TestFromFloat64Nearest checks FromFloat64 against a search of the
+// neighbouring halves, and against FromFloat32 on values float32 holds.
+func TestFromFloat64Nearest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 200000; i++ {
+		var x float64
+		h := Bits(rng.IntN(0x7bff))
+		mid := (float64(h.Float32()) + float64((h + 1).Float32())) / 2
+		switch i % 4 {
+		case 0:
+			x = rng.NormFloat64() * math.Exp2(float64(rng.IntN(40)-30))
+		case 1:
+			x = mid
+		case 2: // off a midpoint by less than float32 resolution
+			x = mid * (1 + 1e-12*float64(rng.IntN(3)-1))
+		case 3:
+			x = float64(h.Float32())
+		}
+		if rng.IntN(2) == 0 {
+			x = -x
+		}
+		got := FromFloat64(x)
+		gd := math.Abs(float64(got.Float32()) - x)
+		for _, c := range []Bits{got - 1, got + 1, got ^ 0x8000} {
+			if c.IsNaN() || c.IsInf() {
+				continue
+			}
+			d := math.Abs(float64(c.Float32()) - x)
+			if d < gd || (d == gd && got&1 == 1 && got&0x7fff != 0) {
+				t.Fatalf("FromFloat64(%.17g) = %#04x, but %#04x is nearer or even", x, got, c)
+			}
+		}
+		if f := float32(x); float64(f) == x {
+			if want := FromFloat32(f); got != want {
+				t.Fatalf("FromFloat64(%g) = %#04x, FromFloat32 = %#04x", x, got, want)
+			}
+		}
+	}
+	for i := 0; i < 1<<20; i++ { // float32 bit patterns spread over the range
+		f := math.Float32frombits(uint32(i) * 4099)
+		if math.IsNaN(float64(f)) {
+			continue
+		}
+		if got, want := FromFloat64(float64(f)), FromFloat32(f); got != want {
+			t.Fatalf("FromFloat64(%g) = %#04x, FromFloat32 = %#04x", f, got, want)
+		}
 	}
 }

@@ -512,7 +512,7 @@ func (s *solver) bandLayer(a, b, pa, pb, poff, coff int) {
 // error of that assignment.
 func (s *solver) finish() float64 {
 	for j, m := range s.means {
-		h := nearestHalf(m)
+		h := uint16(fp16.FromFloat64(m))
 		s.lut[j] = h
 		s.lutV[j] = halfTable[h]
 	}
@@ -544,26 +544,6 @@ func (s *solver) assign() float64 {
 		e += s.cnt[i] * d * d
 	}
 	return e
-}
-
-// nearestHalf rounds a finite float64 to the nearest half value, ties to
-// even, and returns its bits.
-func nearestHalf(x float64) uint16 {
-	h := uint16(fp16.FromFloat32(float32(x)))
-	// float64 → float32 → half can double-round; check the neighbours.
-	best, bd := h, math.Abs(halfTable[h]-x)
-	k := orderKey(h)
-	for _, nk := range [2]uint16{k - 1, k + 1} {
-		c := keyHalf(nk)
-		if c&0x7c00 == 0x7c00 {
-			continue
-		}
-		d := math.Abs(halfTable[c] - x)
-		if d < bd || (d == bd && c&1 == 0 && best&1 == 1) {
-			best, bd = c, d
-		}
-	}
-	return best
 }
 
 // solveGroup palettizes one group: w holds its half weights, lut receives k

@@ -17,7 +17,6 @@ package llama
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -127,27 +126,10 @@ func (c *Converter) Part(p arch.Part, chunk int) (*coreml.Package, error) {
 	return nil, fmt.Errorf("llama: unknown part %q", p)
 }
 
-// fp16FromFloat64 rounds x to the nearest half (ties to even) without the
-// double rounding of going through float32, for finite |x| ≤ 65504.
-func fp16FromFloat64(x float64) uint16 {
-	h := uint16(fp16.FromFloat32(float32(x)))
-	best, bestErr := h, math.Abs(float64(fp16.ToFloat32(fp16.Bits(h)))-x)
-	for _, n := range []uint16{h - 1, h + 1} {
-		if n&0x7c00 == 0x7c00 || (n^h)&0x8000 != 0 {
-			continue // skip Inf/NaN and sign flips
-		}
-		e := math.Abs(float64(fp16.ToFloat32(fp16.Bits(n))) - x)
-		if e < bestErr || e == bestErr && n&1 == 0 {
-			best, bestErr = n, e
-		}
-	}
-	return best
-}
-
 func toHalf(f []float64) []uint16 {
 	h := make([]uint16, len(f))
 	for i, x := range f {
-		h[i] = fp16FromFloat64(x)
+		h[i] = uint16(fp16.FromFloat64(x))
 	}
 	return h
 }
