@@ -24,8 +24,9 @@ type Sampling struct {
 
 // Sampler draws tokens with a fixed random stream.
 type Sampler struct {
-	s   Sampling
-	rng *rand.Rand
+	s     Sampling
+	rng   *rand.Rand
+	cands []candidate // reused between tokens
 }
 
 // NewSampler returns a sampler for s.
@@ -41,30 +42,28 @@ func (sm *Sampler) Next(logits []float32) int {
 	if sm.s.Temperature <= 0 {
 		return Argmax(logits)
 	}
-	type cand struct {
-		id int
-		p  float64
-	}
 	maxL := math.Inf(-1)
 	for _, l := range logits {
 		maxL = math.Max(maxL, float64(l))
 	}
-	cands := make([]cand, 0, len(logits))
+	cands := sm.cands[:0]
 	var sum float64
 	for i, l := range logits {
 		p := math.Exp((float64(l) - maxL) / sm.s.Temperature)
 		if p > 0 {
-			cands = append(cands, cand{i, p})
+			cands = append(cands, candidate{i, p})
 			sum += p
 		}
 	}
-	sort.Slice(cands, func(i, j int) bool {
-		if cands[i].p != cands[j].p {
-			return cands[i].p > cands[j].p
-		}
-		return cands[i].id < cands[j].id
-	})
+	sm.cands = cands
 	if tp := sm.s.TopP; tp > 0 && tp < 1 {
+		// Only nucleus sampling needs the candidates in order.
+		sort.Slice(cands, func(i, j int) bool {
+			if cands[i].p != cands[j].p {
+				return cands[i].p > cands[j].p
+			}
+			return cands[i].id < cands[j].id
+		})
 		var acc float64
 		for i, c := range cands {
 			acc += c.p / sum
@@ -86,6 +85,11 @@ func (sm *Sampler) Next(logits []float32) int {
 		}
 	}
 	return cands[len(cands)-1].id
+}
+
+type candidate struct {
+	id int
+	p  float64
 }
 
 // Argmax returns the index of the largest value (the first on ties).
@@ -138,7 +142,6 @@ func (m *Model) Generate(prompt []int, maxTokens int, sm *Sampler, eos func(int)
 	}
 	st.Prefill = time.Since(start)
 	start = time.Now()
-	defer func() { st.Decode = time.Since(start) }()
 	tok, pos := prompt[len(prompt)-1], len(prompt)-1
 	for {
 		logits, err := m.Decode(tok, pos)

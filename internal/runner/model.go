@@ -20,15 +20,17 @@ type Model struct {
 	prefill []*runtime.Function
 	state   *runtime.State
 
-	// ContextLength C, StateLength S, BatchSize B, Hidden H, Vocab V.
-	ContextLength, StateLength, BatchSize, Hidden, Vocab int
+	// ContextLength C, StateLength S, BatchSize B, Hidden H.
+	ContextLength, StateLength, BatchSize, Hidden int
 	// Metadata of the first FFN chunk (com.anemll.* keys).
 	Metadata coreml.Metadata
 
 	mask []float32 // scratch causal-mask row(s)
 }
 
-func loadFunction(path, fn string) (*runtime.Function, *coreml.Package, error) {
+// openModel reads the package at path and loads its program into the
+// interpreter.
+func openModel(path string) (*runtime.Model, *coreml.Package, error) {
 	pkg, err := coreml.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -37,6 +39,16 @@ func loadFunction(path, fn string) (*runtime.Function, *coreml.Package, error) {
 	m, err := runtime.Load(pkg.Program)
 	if err != nil {
 		return nil, nil, fmt.Errorf("runner: %s: %w", path, err)
+	}
+	return m, pkg, nil
+}
+
+// loadFunction loads function fn (the default function if empty) of the
+// package at path.
+func loadFunction(path, fn string) (*runtime.Function, *coreml.Package, error) {
+	m, pkg, err := openModel(path)
+	if err != nil {
+		return nil, nil, err
 	}
 	if fn == "" {
 		fn = pkg.Description.DefaultFunction
@@ -54,14 +66,9 @@ func loadFunction(path, fn string) (*runtime.Function, *coreml.Package, error) {
 // loadChunk loads the decode and prefill functions of one chunk.
 func loadChunk(c ChunkFiles) (infer, prefill *runtime.Function, meta coreml.Metadata, err error) {
 	if c.Combined != "" {
-		pkg, err := coreml.Open(c.Combined)
+		m, pkg, err := openModel(c.Combined)
 		if err != nil {
 			return nil, nil, meta, err
-		}
-		defer pkg.Close()
-		m, err := runtime.Load(pkg.Program)
-		if err != nil {
-			return nil, nil, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
 		}
 		if infer, err = m.Function("infer"); err != nil {
 			return nil, nil, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
@@ -267,7 +274,6 @@ func (m *Model) Logits(h *runtime.Tensor) ([]float32, error) {
 	for _, name := range m.logits {
 		logits = append(logits, out[name].Float32s()...)
 	}
-	m.Vocab = len(logits)
 	return logits, nil
 }
 

@@ -225,6 +225,56 @@ func TestLUTDequant(t *testing.T) {
 	}
 }
 
+// Two functions using the same LUT literal values (as a combined
+// infer+prefill package does) get one dequantized tensor: the indices are
+// read once and both weights share one backing slice.
+func TestLUTSharedAcrossFunctions(t *testing.T) {
+	reads := 0
+	raw := pack([]uint8{0, 1, 1, 1, 0, 1}, 1)
+	iv := mil.LazyTensor(mil.UInt1, []int64{2, 3}, func() ([]byte, error) { reads++; return raw, nil })
+	lv := mil.FP16FromFloat32([]int64{1, 1, 2, 1}, []float32{0.5, -2})
+	build := func(name string) *mil.Builder {
+		b := mil.NewBuilder(name, mil.OpsetIOS18)
+		x := b.Input("x", mil.TensorType(mil.Float16, 1, 3))
+		w := b.Op("constexpr_lut_to_dense", "w", mil.In{"indices": mil.Literal{Value: iv}, "lut": mil.Literal{Value: lv}})
+		b.Output(b.Op("linear", "y", mil.In{"x": x, "weight": w}))
+		return b
+	}
+	p := mil.NewProgram()
+	for _, b := range []*mil.Builder{build("infer"), build("prefill")} {
+		fn, err := b.Function()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Functions = append(p.Functions, fn)
+	}
+	m, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reads != 1 {
+		t.Errorf("indices read %d times, want 1", reads)
+	}
+	var ws []*Tensor
+	for _, name := range []string{"infer", "prefill"} {
+		f, err := m.Function(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := f.consts[f.nodes[0].args["weight"][0]]
+		wantTensor(t, w, mil.Float16, []int{2, 3}, []float32{0.5, -2, -2, -2, 0.5, -2}, nil)
+		ws = append(ws, w)
+		res, err := f.Predict(map[string]*Tensor{"x": f16([]int{1, 3}, 1, 2, 4)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantTensor(t, res["y"], mil.Float16, []int{1, 2}, []float32{-11.5, -9}, nil)
+	}
+	if ws[0] != ws[1] || &ws[0].F[0] != &ws[1].F[0] {
+		t.Error("the two functions' LUT weights do not share one tensor")
+	}
+}
+
 func TestLUTVectorAxisAndErrors(t *testing.T) {
 	// indices [2,2] uint1, lut [1,1,2,2]: each index selects a pair laid
 	// along axis 0 → output [4,2].
