@@ -7,7 +7,8 @@ import (
 	"github.com/anemll/anemll/internal/mil"
 )
 
-// lutOp dequantizes an iOS18 constexpr_lut_to_dense op at load time.
+// lutOp dequantizes an iOS18 constexpr_lut_to_dense op at load time,
+// once per (indices, lut, vector_axis) across all functions of a model.
 //
 // indices is uint{b} with shape [d_0..d_{K-1}], lut has shape [g_0..g_{K-1},
 // 2^b, V]; element p uses table lut[p_0/(d_0/g_0), …] and entry indices[p],
@@ -41,7 +42,16 @@ func (l *loader) lutOp(op *mil.Op) (*Tensor, error) {
 		}
 		vectorAxis = int(ints[0])
 	}
-	return dequantLUT(iv, lv, vectorAxis, hasAxis)
+	key := lutKey{indices: iv, lut: lv, axis: vectorAxis, hasAxis: hasAxis}
+	if t, ok := l.cache.luts[key]; ok {
+		return t, nil
+	}
+	t, err := dequantLUT(iv, lv, vectorAxis, hasAxis)
+	if err != nil {
+		return nil, err
+	}
+	l.cache.luts[key] = t
+	return t, nil
 }
 
 func dequantLUT(iv, lv *mil.Value, vectorAxis int, hasAxis bool) (*Tensor, error) {

@@ -92,7 +92,7 @@ func Load(p *mil.Program) (*Model, error) {
 		return nil, errors.New("runtime: program has no functions")
 	}
 	m := &Model{funcs: map[string]*Function{}}
-	cache := map[*mil.Value]*Tensor{} // shared weights across functions
+	cache := newLoadCache() // shared weights across functions
 	for _, f := range p.Functions {
 		if _, dup := m.funcs[f.Name]; dup {
 			return nil, fmt.Errorf("runtime: duplicate function %q", f.Name)
@@ -151,10 +151,30 @@ type loader struct {
 	milFn  *mil.Function
 	slot   map[string]int
 	consts map[string]*mil.Value // const op name -> value
-	cache  map[*mil.Value]*Tensor
+	cache  *loadCache
 }
 
-func loadFunction(f *mil.Function, cache map[*mil.Value]*Tensor) (*Function, error) {
+// loadCache holds the tensors Load has prepared, keyed by the identity of
+// the values they come from, so functions that share a weight (the same
+// *mil.Value) share one decoded or dequantized tensor.
+type loadCache struct {
+	vals map[*mil.Value]*Tensor
+	luts map[lutKey]*Tensor
+}
+
+// lutKey identifies one constexpr_lut_to_dense result: its indices and
+// lut values and its vector axis.
+type lutKey struct {
+	indices, lut *mil.Value
+	axis         int
+	hasAxis      bool
+}
+
+func newLoadCache() *loadCache {
+	return &loadCache{vals: map[*mil.Value]*Tensor{}, luts: map[lutKey]*Tensor{}}
+}
+
+func loadFunction(f *mil.Function, cache *loadCache) (*Function, error) {
 	if f.Body == nil {
 		return nil, fmt.Errorf("runtime: function %q has no body", f.Name)
 	}
@@ -229,14 +249,14 @@ func (l *loader) ref(name string) (int, error) {
 }
 
 func (l *loader) decode(v *mil.Value) (*Tensor, error) {
-	if t, ok := l.cache[v]; ok {
+	if t, ok := l.cache.vals[v]; ok {
 		return t, nil
 	}
 	t, err := decodeValue(v)
 	if err != nil {
 		return nil, err
 	}
-	l.cache[v] = t
+	l.cache.vals[v] = t
 	return t, nil
 }
 
