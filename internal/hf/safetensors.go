@@ -194,26 +194,6 @@ func (c *Checkpoint) Raw(name string) ([]byte, error) {
 	return t.data, nil
 }
 
-// Release lets the memory-mapped pages of a tensor leave the process's
-// resident memory (the data stays readable: the kernel reads it again if
-// it is touched). Converters call it after decoding a tensor so that peak
-// memory stays near one tensor, not the whole checkpoint.
-func (c *Checkpoint) Release(name string) {
-	if t, ok := c.tensors[name]; ok {
-		dropPages(t.data)
-	}
-}
-
-// ReleaseRange is Release for bytes [off, off+n) of a tensor's data, so a
-// large tensor can be let go of piece by piece while it is decoded.
-func (c *Checkpoint) ReleaseRange(name string, off, n int64) {
-	t, ok := c.tensors[name]
-	if !ok || off < 0 || n <= 0 || off > int64(len(t.data)) {
-		return
-	}
-	dropPages(t.data[off:min(off+n, int64(len(t.data)))])
-}
-
 // Float32 returns the tensor converted to float32. F32, F16 and BF16 convert
 // exactly; other dtypes are refused.
 func (c *Checkpoint) Float32(name string) ([]float32, error) {
@@ -237,12 +217,64 @@ func (c *Checkpoint) Float16(name string) (data []uint16, overflow int, err erro
 		return nil, 0, fmt.Errorf("hf: tensor %q not in checkpoint %s", name, c.Dir)
 	}
 	out := make([]uint16, t.info.NumElements())
-	overflow, err = DecodeFloat16(out, t.data, t.info.DType)
+	overflow, err = c.Float16Rows(name, 0, rowCount(t.info), out)
 	if err != nil {
-		return nil, 0, fmt.Errorf("hf: tensor %q in %s: %w", name, t.info.File, err)
+		return nil, 0, err
 	}
-	dropPages(t.data)
 	return out, overflow, nil
+}
+
+// float16BlockBytes is how many source bytes Float16Rows decodes before it
+// lets their mapped pages go.
+var float16BlockBytes int64 = 16 << 20
+
+// Float16Rows rounds rows [row0, row1) along axis 0 of the tensor (a scalar
+// counts as one row) to IEEE half bit patterns in dst, which must hold
+// exactly those rows, and returns how many finite values overflowed to ±Inf.
+// It decodes block by block and lets each block's mapped pages leave
+// resident memory once decoded, so a large tensor is never resident twice.
+func (c *Checkpoint) Float16Rows(name string, row0, row1 int64, dst []uint16) (overflow int, err error) {
+	t, ok := c.tensors[name]
+	if !ok {
+		return 0, fmt.Errorf("hf: tensor %q not in checkpoint %s", name, c.Dir)
+	}
+	rows := rowCount(t.info)
+	if row0 < 0 || row1 > rows || row0 > row1 {
+		return 0, fmt.Errorf("hf: tensor %q: rows [%d,%d) outside shape %v", name, row0, row1, t.info.Shape)
+	}
+	per := int64(0)
+	if rows > 0 {
+		per = t.info.NumElements() / rows
+	}
+	if int64(len(dst)) != (row1-row0)*per {
+		return 0, fmt.Errorf("hf: tensor %q: %d values for rows [%d,%d) of %d values each", name, len(dst), row0, row1, per)
+	}
+	switch t.info.DType {
+	case F16, F32, BF16:
+	default:
+		return 0, fmt.Errorf("hf: tensor %q in %s: cannot convert %s to float16: %w", name, t.info.File, t.info.DType, ErrUnsupported)
+	}
+	sz := t.info.DType.Size()
+	rowsPerBlock := max(1, float16BlockBytes/max(1, per*sz))
+	for b0 := row0; b0 < row1; b0 += rowsPerBlock {
+		b1 := min(b0+rowsPerBlock, row1)
+		src := t.data[b0*per*sz : b1*per*sz]
+		o, err := DecodeFloat16(dst[(b0-row0)*per:(b1-row0)*per], src, t.info.DType)
+		if err != nil {
+			return 0, fmt.Errorf("hf: tensor %q in %s: %w", name, t.info.File, err)
+		}
+		overflow += o
+		dropPages(src)
+	}
+	return overflow, nil
+}
+
+// rowCount is the length of axis 0 (1 for a scalar).
+func rowCount(t TensorInfo) int64 {
+	if len(t.Shape) == 0 {
+		return 1
+	}
+	return t.Shape[0]
 }
 
 // DecodeFloat32 widens little-endian src of dtype dt into dst, which must

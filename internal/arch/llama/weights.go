@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"github.com/anemll/anemll/internal/bitpack"
-	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -21,16 +20,13 @@ type tensorRef struct {
 	Shape      []int64
 }
 
-// readFP16 converts the referenced rows to fp16 bit patterns. It reads
-// only those rows from the memory-mapped checkpoint.
+// readFP16 converts the referenced rows to fp16 bit patterns, followed by
+// r.PadRows zero rows. It reads only those rows from the memory-mapped
+// checkpoint.
 func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	info, ok := c.ckpt.Info(r.Name)
 	if !ok {
 		return nil, fmt.Errorf("llama: tensor %q not in checkpoint", r.Name)
-	}
-	raw, err := c.ckpt.Raw(r.Name)
-	if err != nil {
-		return nil, fmt.Errorf("llama: %w", err)
 	}
 	rows := int64(1)
 	if len(info.Shape) > 0 {
@@ -44,25 +40,11 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	if rows > 0 {
 		per = info.NumElements() / rows
 	}
-	sz := info.DType.Size()
-	if row0 < 0 || row1 > rows || row0 > row1 || int64(len(raw)) != info.NumElements()*sz {
-		return nil, fmt.Errorf("llama: tensor %q: rows [%d,%d) outside %v", r.Name, row0, row1, info.Shape)
-	}
-	out := make([]uint16, (row1-row0+r.PadRows)*per)
-	// Decode in blocks of rows and let each block's mapped pages go once
-	// decoded, so memory holds about one copy of the tensor (the fp16
-	// result), not two.
-	const blockBytes = 16 << 20
-	rowsPerBlock := max(1, blockBytes/max(1, per*sz))
-	var over int
-	for b0 := row0; b0 < row1; b0 += rowsPerBlock {
-		b1 := min(b0+rowsPerBlock, row1)
-		o, err := hf.DecodeFloat16(out[(b0-row0)*per:(b1-row0)*per], raw[b0*per*sz:b1*per*sz], info.DType)
-		if err != nil {
-			return nil, fmt.Errorf("llama: tensor %q: %w", r.Name, err)
-		}
-		over += o
-		c.ckpt.ReleaseRange(r.Name, b0*per*sz, (b1-b0)*per*sz)
+	n := max(0, row1-row0) // Float16Rows rejects a bad range
+	out := make([]uint16, (n+r.PadRows)*per)
+	over, err := c.ckpt.Float16Rows(r.Name, row0, row1, out[:n*per])
+	if err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
 	}
 	if over > 0 {
 		c.overflow.Add(int64(over))
