@@ -17,6 +17,7 @@ import (
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/hf/synth"
 	"github.com/anemll/anemll/internal/mil"
+	"github.com/anemll/anemll/internal/quant"
 )
 
 // small is a synthetic model small enough to build many times per test.
@@ -467,8 +468,9 @@ func TestOptionErrors(t *testing.T) {
 		{"negative chunks", Options{ContextLength: 16, BatchSize: 4, NumChunks: -1}},
 		{"rope table over ANE limit", Options{ContextLength: 8193, BatchSize: 4}},
 		{"state over ANE limit", Options{ContextLength: 512, StateLength: 9000, BatchSize: 4}},
-		{"5-bit LUT", Options{ContextLength: 16, BatchSize: 4, LUT: LUTBits{FFN: 5}, Palettize: testPalettize}},
+		{"5-bit LUT", Options{ContextLength: 16, BatchSize: 4, LUT: LUTBits{FFN: 5}, Palettize: testPalettize, Eligible: quant.Eligible}},
 		{"LUT without palettizer", Options{ContextLength: 16, BatchSize: 4, LUT: LUTBits{LMHead: 6}}},
+		{"LUT without eligibility rule", Options{ContextLength: 16, BatchSize: 4, LUT: LUTBits{FFN: 4}, Palettize: testPalettize}},
 		{"negative group", Options{ContextLength: 16, BatchSize: 4, LUTGroupSize: -8}},
 		{"split over vocab", Options{ContextLength: 16, BatchSize: 4, SplitLMHead: 97}},
 		{"split rows over ANE limit", Options{ContextLength: 16, BatchSize: 4, SplitLMHead: -1}},
@@ -525,7 +527,7 @@ func TestDefaults(t *testing.T) {
 	if got := newConv(t, &cfg2, ckpt, Options{StateLength: 600}).Options().StateLength; got != 600 {
 		t.Errorf("state length %d, want explicit 600", got)
 	}
-	name, err := newConv(t, cfg, ckpt, Options{Prefix: "m", NumChunks: 5, LUT: LUTBits{FFN: 4, LMHead: 6}, Palettize: testPalettize}).FileName(arch.PartPrefill, 2)
+	name, err := newConv(t, cfg, ckpt, Options{Prefix: "m", NumChunks: 5, LUT: LUTBits{FFN: 4, LMHead: 6}, Palettize: testPalettize, Eligible: quant.Eligible}).FileName(arch.PartPrefill, 2)
 	if err != nil || name != "m_prefill_lut4_chunk_03of05.mlpackage" {
 		t.Errorf("FileName = %q, %v", name, err)
 	}
@@ -562,7 +564,7 @@ func TestBiases(t *testing.T) {
 func TestLUT(t *testing.T) {
 	cfg, ckpt := loadTiny(t)
 	c := newConv(t, cfg, ckpt, Options{ContextLength: 256, StateLength: 512, NumChunks: 2,
-		LUT: LUTBits{Embeddings: 8, FFN: 4, LMHead: 6}, Palettize: testPalettize})
+		LUT: LUTBits{Embeddings: 8, FFN: 4, LMHead: 6}, Palettize: testPalettize, Eligible: quant.Eligible})
 	pkg := build(t, c, arch.PartFFN, 0)
 	f := mainFn(pkg)
 	md := pkg.Description.Metadata.UserDefined
@@ -708,7 +710,7 @@ func printProgram(t testing.TB, p *mil.Program) string {
 
 func TestDeterministicAndShared(t *testing.T) {
 	cfg, ckpt := synthModel(t, small())
-	opts := Options{ContextLength: 32, BatchSize: 8, NumChunks: 2, LUT: LUTBits{FFN: 4}, Palettize: testPalettize}
+	opts := Options{ContextLength: 32, BatchSize: 8, NumChunks: 2, LUT: LUTBits{FFN: 4}, Palettize: testPalettize, Eligible: quant.Eligible}
 	a, b := newConv(t, cfg, ckpt, opts), newConv(t, cfg, ckpt, opts)
 	for _, p := range arch.Parts {
 		for i := 0; i < 2; i++ {

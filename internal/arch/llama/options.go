@@ -71,28 +71,15 @@ type Options struct {
 	SplitLMHead int
 	// Palettize is required when any LUT width is set.
 	Palettize Palettizer
-	// Eligible decides which weights are palettized; nil uses
-	// DefaultEligible (the same rule as quant.Eligible).
+	// Eligible decides which weights are palettized (quant.Eligible is
+	// coremltools' rule as ANEMLL uses it). Required when any LUT width is
+	// set.
 	Eligible func(shape []int64, groupSize int) bool
 	// OnOverflow, if set, is told how many finite values of a weight
 	// became ±Inf when rounded to fp16. It is called when the weight's
 	// bytes are produced (by the package writer), possibly from several
 	// goroutines at once.
 	OnOverflow func(weight string, n int)
-}
-
-// DefaultEligible is coremltools' rule as ANEMLL uses it: weights of rank
-// > 1 with more than 2048 elements whose output channels divide into
-// groups.
-func DefaultEligible(shape []int64, groupSize int) bool {
-	if len(shape) < 2 || groupSize < 1 || shape[0]%int64(groupSize) != 0 {
-		return false
-	}
-	n := int64(1)
-	for _, d := range shape {
-		n *= d
-	}
-	return n > 2048
 }
 
 var validLUTBits = map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true, 6: true, 8: true}
@@ -123,9 +110,6 @@ func (o Options) resolve(cfg *hf.Config) (Options, error) {
 	if o.LUTGroupSize == 0 {
 		o.LUTGroupSize = DefaultLUTGroupSize
 	}
-	if o.Eligible == nil {
-		o.Eligible = DefaultEligible
-	}
 	switch {
 	case o.ContextLength < 1:
 		return bad("context length %d must be at least 1", o.ContextLength)
@@ -152,6 +136,9 @@ func (o Options) resolve(cfg *hf.Config) (Options, error) {
 		}
 		if p.bits > 0 && o.Palettize == nil {
 			return bad("%s LUT bits %d set but no Palettize function given", p.name, p.bits)
+		}
+		if p.bits > 0 && o.Eligible == nil {
+			return bad("%s LUT bits %d set but no Eligible function given", p.name, p.bits)
 		}
 	}
 	for _, c := range o.Prefix {

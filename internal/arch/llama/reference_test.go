@@ -15,6 +15,7 @@ import (
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/mil"
+	"github.com/anemll/anemll/internal/quant"
 )
 
 // refStructure is what the tests use from a coremltools structure dump.
@@ -203,6 +204,7 @@ func TestReferencePackages(t *testing.T) {
 	lut := base
 	lut.LUT = LUTBits{FFN: 4, LMHead: 6}
 	lut.Palettize = testPalettize
+	lut.Eligible = quant.Eligible
 	for _, tc := range []struct {
 		dir  string
 		opts Options

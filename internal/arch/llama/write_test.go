@@ -12,6 +12,7 @@ import (
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/mil"
+	"github.com/anemll/anemll/internal/quant"
 )
 
 // TestWritePackages writes every package of the tiny model with the
@@ -20,7 +21,7 @@ import (
 func TestWritePackages(t *testing.T) {
 	cfg, ckpt := loadTiny(t)
 	c := newConv(t, cfg, ckpt, Options{ContextLength: 256, StateLength: 512, NumChunks: 2,
-		LUT: LUTBits{FFN: 4, LMHead: 6}, Palettize: testPalettize})
+		LUT: LUTBits{FFN: 4, LMHead: 6}, Palettize: testPalettize, Eligible: quant.Eligible})
 	dir := t.TempDir()
 	for _, p := range arch.Parts {
 		for i := 0; i < map[bool]int{true: 2, false: 1}[p.Chunked()]; i++ {
