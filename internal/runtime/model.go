@@ -1,15 +1,11 @@
 package runtime
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"sync"
 
-	"github.com/anemll/anemll/internal/bitpack"
-	"github.com/anemll/anemll/internal/fp16"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -584,77 +580,31 @@ func decodeValue(v *mil.Value) (*Tensor, error) {
 		return nil, fmt.Errorf("constant of type %s: %w", ty, ErrUnsupported)
 	}
 	shape := toInts(ty.Shape)
-	n := numel(shape)
-	if ty.DType == mil.String {
-		if len(v.Strings) != n {
-			return nil, fmt.Errorf("%s constant has %d strings", ty, len(v.Strings))
-		}
-		return &Tensor{DType: mil.String, Shape: shape, S: append([]string(nil), v.Strings...)}, nil
-	}
-	b, err := v.Bytes()
-	if err != nil {
-		return nil, err
-	}
-	if err := v.CheckSize(b); err != nil {
-		return nil, err
-	}
 	t := &Tensor{DType: ty.DType, Shape: shape}
 	switch ty.DType {
-	case mil.Float16:
-		t.F = make([]float32, n)
-		fp16.DecodeFloat32s(t.F, b)
-	case mil.Float32:
-		t.F = make([]float32, n)
-		for i := range t.F {
-			t.F[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	case mil.String:
+		if len(v.Strings) != numel(shape) {
+			return nil, fmt.Errorf("%s constant has %d strings", ty, len(v.Strings))
 		}
+		t.S = append([]string(nil), v.Strings...)
+	case mil.Float16, mil.Float32:
+		f, err := v.Floats()
+		if err != nil {
+			return nil, err
+		}
+		t.F = f
 	case mil.Int32, mil.Int16, mil.Int8, mil.UInt8, mil.UInt16, mil.Bool,
 		mil.UInt1, mil.UInt2, mil.UInt3, mil.UInt4, mil.UInt6, mil.Int4:
-		t.I = make([]int32, n)
-		if err := decodeInts(t.I, ty.DType, b); err != nil {
+		ints, err := v.Ints()
+		if err != nil {
 			return nil, err
+		}
+		t.I = make([]int32, len(ints))
+		for i, x := range ints {
+			t.I[i] = int32(x) // every listed dtype fits in int32
 		}
 	default:
 		return nil, fmt.Errorf("constant dtype %s: %w", ty.DType, ErrUnsupported)
 	}
 	return t, nil
-}
-
-// decodeInts decodes canonical little-endian (or LSB-first bit-packed)
-// integer bytes of dt into dst.
-func decodeInts(dst []int32, dt mil.DType, b []byte) error {
-	switch dt {
-	case mil.Int32:
-		for i := range dst {
-			dst[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-	case mil.Int16:
-		for i := range dst {
-			dst[i] = int32(int16(binary.LittleEndian.Uint16(b[2*i:])))
-		}
-	case mil.UInt16:
-		for i := range dst {
-			dst[i] = int32(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-	case mil.Int8:
-		for i := range dst {
-			dst[i] = int32(int8(b[i]))
-		}
-	case mil.UInt8, mil.Bool:
-		for i := range dst {
-			dst[i] = int32(b[i])
-		}
-	default:
-		u, err := bitpack.Unpack(nil, b, len(dst), dt.Bits())
-		if err != nil {
-			return fmt.Errorf("runtime: %s constant: %w", dt, err)
-		}
-		for i, x := range u {
-			dst[i] = int32(x)
-			if dt == mil.Int4 && x&8 != 0 {
-				dst[i] -= 16
-			}
-		}
-	}
-	return nil
 }

@@ -531,3 +531,46 @@ func TestGemmNNAgainstNaive(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeValue(t *testing.T) {
+	cases := []struct {
+		name  string
+		v     *mil.Value
+		dt    mil.DType
+		f     []float32
+		ints  []int32
+		fails bool
+	}{
+		{"fp16", mil.FP16FromFloat32([]int64{2}, []float32{1.5, -2}), mil.Float16, []float32{1.5, -2}, nil, false},
+		{"fp32", mil.Float32s([]int64{2}, []float32{0.1, -3}), mil.Float32, []float32{0.1, -3}, nil, false},
+		{"int32", mil.Int32Vec(-7, 1<<30), mil.Int32, nil, []int32{-7, 1 << 30}, false},
+		{"int16", mil.NewTensor(mil.Int16, []int64{2}, []byte{0xff, 0xff, 0x00, 0x80}), mil.Int16, nil, []int32{-1, -32768}, false},
+		{"uint16", mil.NewTensor(mil.UInt16, []int64{1}, []byte{0xff, 0xff}), mil.UInt16, nil, []int32{65535}, false},
+		{"int8", mil.NewTensor(mil.Int8, []int64{2}, []byte{0x80, 5}), mil.Int8, nil, []int32{-128, 5}, false},
+		{"uint8", mil.NewTensor(mil.UInt8, []int64{1}, []byte{0xff}), mil.UInt8, nil, []int32{255}, false},
+		{"bool", mil.BoolVec(true, false), mil.Bool, nil, []int32{1, 0}, false},
+		{"int4", mil.NewTensor(mil.Int4, []int64{3}, []byte{0x8f, 0x07}), mil.Int4, nil, []int32{-1, -8, 7}, false},
+		{"uint2", mil.NewTensor(mil.UInt2, []int64{4}, []byte{0b11100100}), mil.UInt2, nil, []int32{0, 1, 2, 3}, false},
+		{"short", mil.NewTensor(mil.Int32, []int64{2}, []byte{1, 0, 0, 0}), 0, nil, nil, true},
+		{"int64", mil.NewTensor(mil.Int64, []int64{1}, make([]byte, 8)), 0, nil, nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeValue(tc.v)
+			if tc.fails {
+				if err == nil {
+					t.Fatalf("accepted: %v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantTensor(t, got, tc.dt, toInts(tc.v.Type.Shape), tc.f, tc.ints)
+		})
+	}
+	s, err := decodeValue(mil.ScalarString("same"))
+	if err != nil || s.DType != mil.String || len(s.S) != 1 || s.S[0] != "same" {
+		t.Fatalf("string: %v, %v", s, err)
+	}
+}
