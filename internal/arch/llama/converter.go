@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/coreml"
@@ -40,7 +39,6 @@ type Converter struct {
 	lmHead   string // HF name of the LM head matrix (lm_head or embeddings)
 	ropeRows int
 	cos, sin []uint16 // fp16 RoPE tables [ropeRows, head_dim]
-	overflow atomic.Int64
 }
 
 // NewConverter checks cfg, opts and the checkpoint's tensor names, shapes
@@ -87,10 +85,6 @@ func (c *Converter) Config() *hf.Config { return c.cfg }
 
 // Layout returns the layers of each chunk, in chunk order.
 func (c *Converter) Layout() []arch.Range { return append([]arch.Range(nil), c.layout...) }
-
-// OverflowCount returns how many weight values overflowed to ±Inf when
-// converted to fp16 so far (weights are converted when written).
-func (c *Converter) OverflowCount() int64 { return c.overflow.Load() }
 
 // LUTBits returns the palettization width used for part p (0 = fp16).
 func (c *Converter) LUTBits(p arch.Part) int {

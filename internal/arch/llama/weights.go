@@ -46,11 +46,8 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	if err != nil {
 		return nil, fmt.Errorf("llama: %w", err)
 	}
-	if over > 0 {
-		c.overflow.Add(int64(over))
-		if c.opts.OnOverflow != nil {
-			c.opts.OnOverflow(r.Name, over)
-		}
+	if over > 0 && c.opts.OnOverflow != nil {
+		c.opts.OnOverflow(r.Name, over)
 	}
 	return out, nil
 }
