@@ -36,6 +36,17 @@ func LoadTokenizer(dirs ...string) (*tokenizer.Tokenizer, error) {
 // modelDir (with the packages' own weights if packageWeights), compares
 // them on ids (cut to the context length) and prints the table to out.
 func Run(modelDir string, files *runner.Files, ids []int, packageWeights bool, out io.Writer) (*Report, error) {
+	reps, err := run(modelDir, files, ids, []bool{packageWeights}, out)
+	if err != nil {
+		return nil, err
+	}
+	return reps[0], nil
+}
+
+// run loads the checkpoint and the packages once and compares the packages
+// with one reference per entry of packageWeights (true: the packages' own
+// weights, false: the checkpoint's), printing a table for each.
+func run(modelDir string, files *runner.Files, ids []int, packageWeights []bool, out io.Writer) ([]*Report, error) {
 	cfg, err := hf.LoadConfig(modelDir)
 	if err != nil {
 		return nil, err
@@ -52,32 +63,37 @@ func Run(modelDir string, files *runner.Files, ids []int, packageWeights bool, o
 	if len(ids) > m.ContextLength {
 		ids = ids[:m.ContextLength]
 	}
-	var w reference.Weights = reference.CheckpointWeights(ck)
-	source := "checkpoint weights"
-	if packageWeights {
-		if w, err = PackageWeights(files, w); err != nil {
+	refs := make([]*reference.Model, len(packageWeights))
+	sources := make([]string, len(packageWeights))
+	for i, pw := range packageWeights {
+		var w reference.Weights = reference.CheckpointWeights(ck)
+		sources[i] = "checkpoint weights"
+		if pw {
+			if w, err = PackageWeights(files, w); err != nil {
+				return nil, err
+			}
+			sources[i] = "weights read back from the packages"
+		}
+		if refs[i], err = reference.New(cfg, w); err != nil {
 			return nil, err
 		}
-		source = "weights read back from the packages"
 	}
-	ref, err := reference.New(cfg, w)
+	reps, err := CompareMany(m, refs, ids)
 	if err != nil {
 		return nil, err
 	}
-	rep, err := Compare(m, ref, ids)
-	if err != nil {
-		return nil, err
+	for i, rep := range reps {
+		fmt.Fprintf(out, "verify: %d tokens, reference with %s\n", len(ids), sources[i])
+		rep.Write(out)
 	}
-	fmt.Fprintf(out, "verify: %d tokens, reference with %s\n", len(ids), source)
-	rep.Write(out)
-	return rep, nil
+	return reps, nil
 }
 
 // Directory is the pipeline's last step: the packages in dir against the
 // reference running on the packages' own (dequantized) weights, which
 // isolates graph errors from quantization error and must pass the fp16
-// thresholds, then against the checkpoint itself, reported for
-// information (it includes the quantization error).
+// thresholds, and against the checkpoint itself, reported for information
+// (it includes the quantization error). The packages run once for both.
 func Directory(modelDir, dir string, out io.Writer) error {
 	files, err := runner.FindFiles(dir)
 	if err != nil {
@@ -87,14 +103,9 @@ func Directory(modelDir, dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ids := tok.Encode(DefaultText, true)
-	rep, err := Run(modelDir, files, ids, true, out)
+	reps, err := run(modelDir, files, tok.Encode(DefaultText, true), []bool{true, false}, out)
 	if err != nil {
 		return err
 	}
-	if err := rep.Check(DefaultThresholds); err != nil {
-		return err
-	}
-	_, err = Run(modelDir, files, ids, false, out)
-	return err
+	return reps[0].Check(DefaultThresholds)
 }

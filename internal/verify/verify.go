@@ -101,50 +101,87 @@ func CompareDecode(m *runner.Model, ref *reference.Model, ids []int) (*Report, e
 }
 
 func compare(m *runner.Model, ref *reference.Model, ids []int, prefillPath bool) (*Report, error) {
+	reps, err := compareMany(m, []*reference.Model{ref}, ids, prefillPath)
+	if err != nil {
+		return nil, err
+	}
+	return reps[0], nil
+}
+
+// CompareMany is Compare against several references at once (for example
+// the checkpoint's weights and the packages' own), running the packages
+// only once; it returns one report per reference.
+func CompareMany(m *runner.Model, refs []*reference.Model, ids []int) ([]*Report, error) {
+	return compareMany(m, refs, ids, true)
+}
+
+func compareMany(m *runner.Model, refs []*reference.Model, ids []int, prefillPath bool) ([]*Report, error) {
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("verify: no tokens")
 	}
 	if len(ids) > m.ContextLength {
 		return nil, fmt.Errorf("verify: %d tokens exceed the packages' context length %d", len(ids), m.ContextLength)
 	}
-	want, err := ref.Forward(ids)
+	want := make([][][]float32, len(refs))
+	for i, ref := range refs {
+		var err error
+		if want[i], err = ref.Forward(ids); err != nil {
+			return nil, err
+		}
+	}
+	// path runs the packages over ids and adds each position's logits to
+	// one accumulator per reference.
+	path := func(step func(t, id int) ([]float32, error)) ([]PathStats, error) {
+		accs := make([]*accumulator, len(refs))
+		for i := range accs {
+			accs[i] = newAccumulator()
+		}
+		for t, id := range ids {
+			got, err := step(t, id)
+			if err != nil {
+				return nil, err
+			}
+			for i, a := range accs {
+				if err := a.add(t, want[i][t], got); err != nil {
+					return nil, err
+				}
+			}
+		}
+		stats := make([]PathStats, len(accs))
+		for i, a := range accs {
+			stats[i] = a.stats()
+		}
+		return stats, nil
+	}
+	m.Reset()
+	dec, err := path(func(t, id int) ([]float32, error) { return m.Decode(id, t) })
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{}
-	m.Reset()
-	dec := newAccumulator()
-	for t, id := range ids {
-		got, err := m.Decode(id, t)
-		if err != nil {
-			return nil, err
-		}
-		if err := dec.add(t, want[t], got); err != nil {
-			return nil, err
-		}
+	reps := make([]*Report, len(refs))
+	for i := range reps {
+		reps[i] = &Report{Decode: dec[i]}
 	}
-	rep.Decode = dec.stats()
 	if !prefillPath {
-		return rep, nil
+		return reps, nil
 	}
 	m.Reset()
 	if err := m.Prefill(ids); err != nil {
 		return nil, err
 	}
 	snap := m.Snapshot()
-	pre := newAccumulator()
-	for t, id := range ids {
+	pre, err := path(func(t, id int) ([]float32, error) {
 		got, err := m.Decode(id, t)
-		if err != nil {
-			return nil, err
-		}
 		m.Restore(snap)
-		if err := pre.add(t, want[t], got); err != nil {
-			return nil, err
-		}
+		return got, err
+	})
+	if err != nil {
+		return nil, err
 	}
-	rep.Prefill = pre.stats()
-	return rep, nil
+	for i := range reps {
+		reps[i].Prefill = pre[i]
+	}
+	return reps, nil
 }
 
 type accumulator struct {
@@ -164,7 +201,7 @@ func (a *accumulator) add(pos int, want, got []float32) error {
 	a.klSum += kl
 	a.s.MaxKL = math.Max(a.s.MaxKL, kl)
 	a.s.MaxAbsLogit = math.Max(a.s.MaxAbsLogit, maxAbs)
-	if argmax(want) == argmax(got) {
+	if runner.Argmax(want) == runner.Argmax(got) {
 		a.s.Top1++
 	} else {
 		a.s.Misses = append(a.s.Misses, pos)
@@ -179,16 +216,6 @@ func (a *accumulator) stats() PathStats {
 		s.MeanKL = a.klSum / float64(s.Positions)
 	}
 	return s
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 // KL returns KL(softmax(p) ‖ softmax(q)) in float64 and max |p−q|.
