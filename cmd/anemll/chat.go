@@ -100,23 +100,28 @@ type chatSession struct {
 	out, log  io.Writer
 }
 
-// promptIDs renders the conversation and tokenizes it, dropping the oldest
-// turns while it does not fit in the context.
+// promptIDs renders the conversation and tokenizes it. While it does not
+// fit in the context it drops the oldest user/assistant exchange, keeping a
+// leading system message and the new user message.
 func (c *chatSession) promptIDs(user string) ([]int, error) {
 	if !c.template {
 		return c.tok.Encode(user, true), nil
 	}
 	msgs := append(append([]tokenizer.Message{}, c.history...), tokenizer.Message{Role: "user", Content: user})
+	sys := 0
+	if len(msgs) > 0 && msgs[0].Role == "system" {
+		sys = 1
+	}
 	for {
 		text, err := c.tok.ApplyChatTemplate(msgs, true)
 		if err != nil {
 			return nil, err
 		}
 		ids := c.tok.Encode(text, false)
-		if len(ids) < c.m.ContextLength-1 || len(msgs) <= 1 {
+		if len(ids) < c.m.ContextLength-1 || len(msgs) < sys+3 {
 			return ids, nil
 		}
-		msgs = msgs[1:]
+		msgs = append(msgs[:sys:sys], msgs[sys+2:]...)
 	}
 }
 
