@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 
 	"github.com/anemll/anemll/internal/arch"
-	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/pipeline"
 )
 
@@ -33,32 +32,22 @@ func runCombine(args []string, stdout, stderr io.Writer) error {
 		*output = *input
 	}
 	for i := 0; i < *chunks; i++ {
-		name := func(p arch.Part) string {
-			n, _ := arch.FileName(*prefix, p, lut.bits, i, *chunks)
-			return n
-		}
-		ffn, err := coreml.Open(filepath.Join(*input, name(arch.PartFFN)))
-		if err != nil {
-			return err
-		}
-		pf, err := coreml.Open(filepath.Join(*input, name(arch.PartPrefill)))
-		if err != nil {
-			ffn.Close()
-			return err
-		}
-		out, err := pipeline.CombinePackages(ffn, pf)
-		if err == nil {
-			dst := filepath.Join(*output, name(arch.PartFFNPF))
-			err = coreml.Write(out, dst, coreml.WriteOptions{Overwrite: true})
-			if err == nil {
-				fmt.Fprintf(stdout, "wrote %s\n", dst)
+		var paths [3]string
+		for k, p := range []arch.Part{arch.PartFFN, arch.PartPrefill, arch.PartFFNPF} {
+			n, err := arch.FileName(*prefix, p, lut.bits, i, *chunks)
+			if err != nil {
+				return err
 			}
+			dir := *input
+			if p == arch.PartFFNPF {
+				dir = *output
+			}
+			paths[k] = filepath.Join(dir, n)
 		}
-		ffn.Close()
-		pf.Close()
-		if err != nil {
+		if err := pipeline.CombineFiles(paths[0], paths[1], paths[2], stderr); err != nil {
 			return err
 		}
+		fmt.Fprintf(stdout, "wrote %s\n", paths[2])
 	}
 	return nil
 }

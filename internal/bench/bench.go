@@ -86,7 +86,7 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	if err := synth.Write(model, synth.Llama1B()); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(time.Second), gib(dirSize(model)))
+	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(time.Second), gib(pipeline.DirSize(model)))
 	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
 		b, err := os.ReadFile(filepath.Join(tokDir, name))
 		if err != nil {
@@ -132,19 +132,8 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 		top = max(top, r)
 	}
 	fmt.Fprintf(w, "\ncheckpoint %s, output %s, peak RSS %s (%s while writing the checkpoint)\n",
-		gib(dirSize(model)), gib(dirSize(out)), gib(top), gib(rssBefore))
+		gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), gib(top), gib(rssBefore))
 	return nil
-}
-
-func dirSize(path string) int64 {
-	var n int64
-	filepath.Walk(path, func(_ string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
-			n += info.Size()
-		}
-		return nil
-	})
-	return n
 }
 
 // RuntimeResult is one row of the runtime table.

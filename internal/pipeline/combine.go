@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 
@@ -13,37 +15,41 @@ import (
 // combineChunk merges chunk i's FFN and prefill packages from dir into the
 // FFN_PF package, with ANEMLL's combined metadata.
 func combineChunk(conv Converter, dir string, i int, log io.Writer) error {
-	open := func(p arch.Part) (*coreml.Package, error) {
-		name, err := conv.FileName(p, i)
+	var names [3]string
+	for k, p := range []arch.Part{arch.PartFFN, arch.PartPrefill, arch.PartFFNPF} {
+		n, err := conv.FileName(p, i)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		pkg, err := coreml.Open(filepath.Join(dir, name))
-		if err != nil {
-			return nil, fmt.Errorf("%w (run steps 3 and 4 first: --restart 3)", err)
-		}
-		return pkg, nil
+		names[k] = filepath.Join(dir, n)
 	}
-	ffn, err := open(arch.PartFFN)
+	err := CombineFiles(names[0], names[1], names[2], log)
+	if err != nil && errors.Is(err, os.ErrNotExist) {
+		err = fmt.Errorf("%w (run steps 3 and 4 first: --restart 3)", err)
+	}
+	return err
+}
+
+// CombineFiles reads an FFN and a prefill package, merges them with
+// CombinePackages and writes the result to out (replacing it), showing
+// progress on log.
+func CombineFiles(ffnPath, prefillPath, out string, log io.Writer) error {
+	ffn, err := coreml.Open(ffnPath)
 	if err != nil {
 		return err
 	}
 	defer ffn.Close()
-	pf, err := open(arch.PartPrefill)
+	pf, err := coreml.Open(prefillPath)
 	if err != nil {
 		return err
 	}
 	defer pf.Close()
-	out, err := CombinePackages(ffn, pf)
+	pkg, err := CombinePackages(ffn, pf)
 	if err != nil {
 		return err
 	}
-	name, err := conv.FileName(arch.PartFFNPF, i)
-	if err != nil {
-		return err
-	}
-	bar := newProgress(log, "  "+name)
-	err = coreml.Write(out, filepath.Join(dir, name), coreml.WriteOptions{Overwrite: true, Progress: bar.update})
+	bar := newProgress(log, "  "+filepath.Base(out))
+	err = coreml.Write(pkg, out, coreml.WriteOptions{Overwrite: true, Progress: bar.update})
 	bar.finish()
 	debug.FreeOSMemory()
 	return err

@@ -23,7 +23,8 @@ func listOutputs(dir string) ([]string, error) {
 	return out, nil
 }
 
-func dirSize(path string) int64 {
+// DirSize returns the total size of the regular files under path.
+func DirSize(path string) int64 {
 	var n int64
 	filepath.Walk(path, func(_ string, info os.FileInfo, err error) error {
 		if err == nil && !info.IsDir() {
@@ -34,11 +35,12 @@ func dirSize(path string) int64 {
 	return n
 }
 
+// writeTable prints the output files with their sizes and a total.
 func writeTable(w io.Writer, dir string, files []string) {
 	fmt.Fprintf(w, "\nOutput in %s:\n", dir)
 	var total int64
 	for _, f := range files {
-		n := dirSize(filepath.Join(dir, f))
+		n := DirSize(filepath.Join(dir, f))
 		total += n
 		fmt.Fprintf(w, "  %-48s %12s\n", f, humanBytes(n))
 	}
