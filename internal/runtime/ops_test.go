@@ -619,3 +619,28 @@ func TestRound1MatchesFP16(t *testing.T) {
 		}
 	}
 }
+
+// reshape without a usable shape fails with a message naming the problem.
+func TestReshapeShapeErrors(t *testing.T) {
+	x := f16([]int{2, 3}, 1, 2, 3, 4, 5, 6)
+	for _, tc := range []struct {
+		name  string
+		shape *Tensor
+		want  string
+	}{
+		{"absent", nil, "reshape needs a shape"},
+		{"float", f16([]int{1}, 6), `reshape: parameter "shape" must be integer, is fp16`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &node{args: map[string][]int{"x": {0}}, outs: []int{2}}
+			if tc.shape != nil {
+				n.args["shape"] = []int{1}
+			}
+			ctx := &execCtx{vals: []*Tensor{x, tc.shape, nil}, fbuf: make([][]float32, 3), ibuf: make([][]int32, 3)}
+			err := opReshape(&call{ctx: ctx, n: n})
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

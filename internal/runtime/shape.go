@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/anemll/anemll/internal/mil"
@@ -132,8 +133,11 @@ func opReshape(c *call) error {
 		return err
 	}
 	target, err := c.ints("shape")
-	if err != nil || target == nil {
-		return fmt.Errorf("reshape needs an integer shape: %v", err)
+	if err != nil {
+		return fmt.Errorf("reshape: %w", err)
+	}
+	if target == nil {
+		return errors.New("reshape needs a shape")
 	}
 	in := make([]int64, x.Rank())
 	for i, d := range x.Shape {
