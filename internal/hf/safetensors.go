@@ -27,11 +27,10 @@ const (
 // Close may be called from several goroutines at once.
 type Checkpoint struct {
 	// Dir is the checkpoint directory.
-	Dir      string
-	files    []*mappedFile
-	tensors  map[string]tensorRef
-	names    []string
-	metadata map[string]string
+	Dir     string
+	files   []*mappedFile
+	tensors map[string]tensorRef
+	names   []string
 }
 
 type mappedFile struct {
@@ -148,9 +147,6 @@ func (c *Checkpoint) openFile(path string, want []string) error {
 			return &FormatError{path, fmt.Sprintf("tensor %q named in the index is not in this shard", name)}
 		}
 	}
-	if c.metadata == nil {
-		c.metadata = h.Metadata
-	}
 	return nil
 }
 
@@ -170,9 +166,6 @@ func (c *Checkpoint) Close() error {
 
 // Names returns the tensor names, sorted.
 func (c *Checkpoint) Names() []string { return append([]string(nil), c.names...) }
-
-// Metadata returns the __metadata__ map of the first file opened (may be nil).
-func (c *Checkpoint) Metadata() map[string]string { return c.metadata }
 
 // Info returns the description of the named tensor.
 func (c *Checkpoint) Info(name string) (TensorInfo, bool) {

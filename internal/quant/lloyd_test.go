@@ -5,8 +5,8 @@ import "slices"
 // LloydMaxIter caps LloydBaseline's iterations per group.
 const LloydMaxIter = 1000
 
-// LloydBaseline palettizes like Palettize but with plain Lloyd k-means, for
-// comparison. In each group the centroids start at the quantile seeds — the
+// LloydBaseline palettizes like Palettize but with plain Lloyd k-means, the
+// baseline the tests and benchmarks compare Palettize with. In each group the centroids start at the quantile seeds — the
 // sorted weights at ranks ⌊(2j+1)·n/(2k)⌋, j = 0..k−1 — and each iteration
 // assigns every weight to its nearest centroid (ties to the lowest index, so
 // of several equal centroids only the first gets weights) and moves every

@@ -42,7 +42,7 @@ const WeightThreshold = 2048
 // ErrUnsupported reports options the palettizer does not handle.
 var ErrUnsupported = errors.New("quant: unsupported")
 
-// Options configures Palettize and LloydBaseline.
+// Options configures Palettize.
 type Options struct {
 	Bits      int // index width: 1, 2, 3, 4, 6 or 8
 	GroupSize int // slices of axis 0 per LUT; 0 means DefaultGroupSize
@@ -132,8 +132,8 @@ func elements(shape []int64) (int, bool) {
 	return int(n), true
 }
 
-// check validates the arguments shared by Palettize and LloydBaseline and
-// fills in defaults.
+// check validates Palettize's arguments (and the Lloyd baseline's in the
+// tests) and fills in defaults.
 func check(w []uint16, shape []int64, opts *Options) error {
 	switch opts.Bits {
 	case 1, 2, 3, 4, 6, 8:

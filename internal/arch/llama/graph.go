@@ -93,12 +93,11 @@ func (f *fn) rope(x, cos, sin *mil.Var, pfx string) *mil.Var {
 
 // decoderIO holds the inputs shared by the layers of one decoder function.
 type decoderIO struct {
-	T          int
-	state      *mil.Var
-	mask       *mil.Var
-	pos, end   *mil.Var // current_pos and current_pos+T, int32 [1]
-	cos, sin   *mil.Var // [1,1,T,d/2]
-	stateShape []int64
+	T        int
+	state    *mil.Var
+	mask     *mil.Var
+	pos, end *mil.Var // current_pos and current_pos+T, int32 [1]
+	cos, sin *mil.Var // [1,1,T,d/2]
 }
 
 // layer appends decoder layer l (global index) to x [1,T,H]. With skipMLP
@@ -232,7 +231,7 @@ func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *we
 		g = f.op("reshape", nm+"_4d", mil.In{"x": g, "shape": []int{1, 1, T, int(d)}})
 		return f.op("slice_by_index", nm+"_half", mil.In{"x": g, "begin": []int{0, 0, 0, 0}, "end": []int{1, 1, T, int(d / 2)}})
 	}
-	io := &decoderIO{T: T, state: state, mask: mask, pos: pos, stateShape: stateShape}
+	io := &decoderIO{T: T, state: state, mask: mask, pos: pos}
 	io.cos = half(c.cos, "rope_cos_to_fp16")
 	io.sin = half(c.sin, "rope_sin_to_fp16")
 	io.end = f.op("add", "current_pos_end", mil.In{"x": pos, "y": []int{T}})
