@@ -392,6 +392,8 @@ func opSelect(c *call) error {
 	return nil
 }
 
+// ipow is integer pow with int32 wrap-around; negative exponents give the
+// truncated quotient 1/a^-b.
 func ipow(a, b int32) int32 {
 	if b < 0 {
 		if a == 1 {
@@ -405,9 +407,14 @@ func ipow(a, b int32) int32 {
 		}
 		return 0
 	}
+	// Square-and-multiply: int32 products wrap modulo 2^32, so this equals
+	// b repeated multiplications.
 	r := int32(1)
-	for ; b > 0; b-- {
-		r *= a
+	for ; b > 0; b >>= 1 {
+		if b&1 != 0 {
+			r *= a
+		}
+		a *= a
 	}
 	return r
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	goruntime "runtime"
 	"testing"
@@ -236,6 +237,31 @@ func TestStridedCopyMerged(t *testing.T) {
 			if dst[i] != ref[i] {
 				t.Fatalf("scatter %v/%v: element %d = %v, want %v", tc.shape, tc.st, i, dst[i], ref[i])
 			}
+		}
+	}
+}
+
+// ipow must equal repeated int32 multiplication (wrapping), checked here
+// against modular exponentiation mod 2^32 with math/big, including
+// exponents far too large for a linear loop.
+func TestIpow(t *testing.T) {
+	mod := new(big.Int).Lsh(big.NewInt(1), 32)
+	for _, tc := range []struct{ a, b int32 }{
+		{0, 0}, {0, 5}, {5, 0}, {2, 10}, {2, 31}, {2, 32}, {-2, 31}, {-3, 7},
+		{3, 19}, {3, 21}, {7, 1 << 30}, {-5, math.MaxInt32}, {12345, 999999},
+		{1, math.MaxInt32}, {-1, math.MaxInt32}, {math.MinInt32, 2},
+	} {
+		base := new(big.Int).SetUint64(uint64(uint32(tc.a)))
+		want := int32(uint32(new(big.Int).Exp(base, big.NewInt(int64(tc.b)), mod).Uint64()))
+		if got := ipow(tc.a, tc.b); got != want {
+			t.Errorf("ipow(%d, %d) = %d, want %d", tc.a, tc.b, got, want)
+		}
+	}
+	for _, tc := range []struct{ a, b, want int32 }{
+		{1, -3, 1}, {-1, -3, -1}, {-1, -4, 1}, {2, -1, 0}, {0, -1, 0},
+	} {
+		if got := ipow(tc.a, tc.b); got != tc.want {
+			t.Errorf("ipow(%d, %d) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
 	}
 }
