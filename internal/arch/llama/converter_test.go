@@ -513,6 +513,17 @@ func TestOptionErrors(t *testing.T) {
 	if _, err := NewConverter(&bad, ckpt, Options{ContextLength: 16, BatchSize: 4}); err == nil {
 		t.Error("attention_bias without bias tensors accepted")
 	}
+	// A config.json state_length below the context length names its source;
+	// an explicit StateLength overrides it.
+	bad = *cfg
+	bad.StateLength = 8
+	const want = "llama: options: config.json state_length 8 is below the context length 16; pass --state-length"
+	if _, err := NewConverter(&bad, ckpt, Options{ContextLength: 16, BatchSize: 4}); err == nil || err.Error() != want {
+		t.Errorf("state_length 8 from config.json: %v, want %q", err, want)
+	}
+	if _, err := NewConverter(&bad, ckpt, Options{ContextLength: 16, BatchSize: 4, StateLength: 16}); err != nil {
+		t.Errorf("explicit state length over config.json's: %v", err)
+	}
 }
 
 func TestDefaults(t *testing.T) {

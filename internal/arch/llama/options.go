@@ -92,6 +92,7 @@ func (o Options) resolve(cfg *hf.Config) (Options, error) {
 	if o.ContextLength == 0 {
 		o.ContextLength = DefaultContextLength
 	}
+	stateFromConfig := o.StateLength == 0 && cfg.StateLength != 0
 	if o.StateLength == 0 {
 		o.StateLength = cfg.StateLength
 	}
@@ -113,6 +114,8 @@ func (o Options) resolve(cfg *hf.Config) (Options, error) {
 	switch {
 	case o.ContextLength < 1:
 		return bad("context length %d must be at least 1", o.ContextLength)
+	case o.StateLength < o.ContextLength && stateFromConfig:
+		return bad("config.json state_length %d is below the context length %d; pass --state-length", o.StateLength, o.ContextLength)
 	case o.StateLength < o.ContextLength:
 		return bad("state length %d must be at least the context length %d", o.StateLength, o.ContextLength)
 	case o.BatchSize < 1 || o.BatchSize > o.ContextLength:
