@@ -42,18 +42,13 @@ func gemmNT(c, a, b []float32, m, n, k int) {
 	_, _, _ = c[m*n-1], a[:m*k], b[:n*k]
 	if m >= n {
 		parallelFor((m+gemmStep-1)/gemmStep, gemmStep*n*k, func(job int) {
-			gemmBlock(c, a, b, m, n, k, job*gemmStep, min((job+1)*gemmStep, m), 0, n)
+			gemmTile(c, n, 1, a, b, k, job*gemmStep, min((job+1)*gemmStep, m), 0, n)
 		})
 		return
 	}
 	parallelFor((n+gemmStep-1)/gemmStep, gemmStep*m*k, func(job int) {
-		gemmBlock(c, a, b, m, n, k, 0, m, job*gemmStep, min((job+1)*gemmStep, n))
+		gemmTile(c, n, 1, a, b, k, 0, m, job*gemmStep, min((job+1)*gemmStep, n))
 	})
-}
-
-// gemmBlock computes rows i0..i1 and columns j0..j1 of c = a·bᵀ.
-func gemmBlock(c, a, b []float32, m, n, k, i0, i1, j0, j1 int) {
-	gemmTile(c, n, 1, a, b, k, i0, i1, j0, j1)
 }
 
 // gemmTile sets c[i*si+j*sj] = Σ_{p<k} a[i*k+p]·b[j*k+p] for i0 ≤ i < i1

@@ -160,7 +160,7 @@ func opMatmul(c *call) error {
 		gemmNN(out.F, aBuf[xo[0]:xo[0]+m*k], y.F[yo[0]:yo[0]+n*k], m, n, k)
 	case ty:
 		parallelFor(nb, m*n*k, func(i int) {
-			gemmBlock(out.F[i*m*n:(i+1)*m*n], aBuf[xo[i]:xo[i]+m*k], y.F[yo[i]:yo[i]+n*k], m, n, k, 0, m, 0, n)
+			gemmTile(out.F[i*m*n:(i+1)*m*n], n, 1, aBuf[xo[i]:xo[i]+m*k], y.F[yo[i]:yo[i]+n*k], k, 0, m, 0, n)
 		})
 	default:
 		// One job per output row of every batch.
