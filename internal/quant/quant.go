@@ -80,19 +80,27 @@ func (p *Palette) LUTShape() []int64 {
 	return s
 }
 
-// Dense expands the palette back to fp16 weights (row-major, Shape).
+// Dense expands the palette back to fp16 weights (row-major, Shape). It
+// returns nil for a malformed palette (one this package would not make).
 func (p *Palette) Dense() []uint16 {
-	out := make([]uint16, len(p.Indices))
-	k := 1 << p.Bits
-	if p.Groups() == 0 || len(p.LUT) < p.Groups()*k {
-		return nil // not a palette made by this package
+	groups := p.Groups()
+	if p.Bits < 1 || p.Bits > 8 || groups == 0 || len(p.Indices)%groups != 0 {
+		return nil
 	}
-	per := len(p.Indices) / p.Groups()
-	for g := 0; g < p.Groups(); g++ {
+	k := 1 << p.Bits
+	if len(p.LUT) < groups*k {
+		return nil
+	}
+	out := make([]uint16, len(p.Indices))
+	per := len(p.Indices) / groups
+	for g := 0; g < groups; g++ {
 		lut := p.LUT[g*k : (g+1)*k]
 		idx := p.Indices[g*per : (g+1)*per]
 		o := out[g*per : (g+1)*per]
 		for i, x := range idx {
+			if int(x) >= k {
+				return nil
+			}
 			o[i] = lut[x]
 		}
 	}
@@ -227,12 +235,16 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 }
 
 // Error returns the mean squared error of the palette against the original
-// fp16 weights w, and the (population) variance of w, both in float64.
+// fp16 weights w, and the (population) variance of w, both in float64. Both
+// are NaN if w is empty or does not match a well-formed palette.
 func Error(w []uint16, p *Palette) (mse, variance float64) {
 	if len(w) == 0 || len(w) != len(p.Indices) {
 		return math.NaN(), math.NaN()
 	}
 	d := p.Dense()
+	if d == nil {
+		return math.NaN(), math.NaN()
+	}
 	var se, s1, s2 float64
 	for i, h := range w {
 		v := halfTable[h]

@@ -694,3 +694,45 @@ func TestAwkwardDistributions(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorMalformedPalette: Error gives NaN, and Dense nil, for palettes
+// this package would not make, instead of panicking.
+func TestErrorMalformedPalette(t *testing.T) {
+	w := make([]uint16, 16)
+	for i := range w {
+		w[i] = uint16(fp16.FromFloat32(float32(i % 2)))
+	}
+	good := func() *Palette {
+		idx := make([]uint8, 16)
+		for i := range idx {
+			idx[i] = uint8(i % 2)
+		}
+		lut := []uint16{0, 0x3c00, 0, 0x3c00}
+		return &Palette{Bits: 1, GroupSize: 8, Shape: []int64{16, 1}, Indices: idx, LUT: lut}
+	}
+	if mse, v := Error(w, good()); mse != 0 || v != 0.25 {
+		t.Fatalf("well-formed palette: mse %g variance %g, want 0 and 0.25", mse, v)
+	}
+	for _, tc := range []struct {
+		name string
+		bad  func(p *Palette)
+	}{
+		{"short LUT", func(p *Palette) { p.LUT = p.LUT[:3] }},
+		{"zero group size", func(p *Palette) { p.GroupSize = 0 }},
+		{"no shape", func(p *Palette) { p.Shape = nil }},
+		{"groups do not divide indices", func(p *Palette) { p.GroupSize = 5 }},
+		{"zero bits", func(p *Palette) { p.Bits = 0 }},
+		{"negative bits", func(p *Palette) { p.Bits = -1 }},
+		{"nine bits", func(p *Palette) { p.Bits = 9 }},
+		{"index out of range", func(p *Palette) { p.Indices[11] = 2 }},
+	} {
+		p := good()
+		tc.bad(p)
+		if d := p.Dense(); d != nil {
+			t.Errorf("%s: Dense = %v, want nil", tc.name, d)
+		}
+		if mse, v := Error(w, p); !math.IsNaN(mse) || !math.IsNaN(v) {
+			t.Errorf("%s: Error = %g, %g, want NaN", tc.name, mse, v)
+		}
+	}
+}
