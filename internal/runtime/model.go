@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -36,7 +37,6 @@ type Function struct {
 
 type stateDecl struct {
 	name  string
-	slot  int
 	dtype mil.DType
 	shape []int
 }
@@ -189,7 +189,7 @@ func loadFunction(f *mil.Function, cache *loadCache) (*Function, error) {
 			if !isFloat(e.DType) && !supportedInt(e.DType) {
 				return nil, fmt.Errorf("runtime: function %q: state %q dtype %s: %w", f.Name, in.Name, e.DType, ErrUnsupported)
 			}
-			fn.states = append(fn.states, stateDecl{name: in.Name, slot: s, dtype: e.DType, shape: toInts(e.Shape)})
+			fn.states = append(fn.states, stateDecl{name: in.Name, dtype: e.DType, shape: toInts(e.Shape)})
 		default:
 			return nil, fmt.Errorf("runtime: function %q: input %q of type %s: %w", f.Name, in.Name, in.Type, ErrUnsupported)
 		}
@@ -333,13 +333,7 @@ func (l *loader) addOp(op *mil.Op) error {
 		if len(args) != 1 || args[0].Name == "" {
 			return fail(errors.New("input must name a state"))
 		}
-		found := false
-		for _, d := range l.fn.states {
-			if d.name == args[0].Name {
-				found = true
-			}
-		}
-		if !found {
+		if !slices.ContainsFunc(l.fn.states, func(d stateDecl) bool { return d.name == args[0].Name }) {
 			return fail(fmt.Errorf("%q is not a state input", args[0].Name))
 		}
 		n.state = args[0].Name
