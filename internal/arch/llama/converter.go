@@ -205,8 +205,10 @@ func equalShape(a, b []int64) bool {
 	return true
 }
 
-// metadata returns ANEMLL's metadata for a package, with our identity.
-func (c *Converter) metadata(short string, bits int, extra map[string]string) coreml.Metadata {
+// metadata returns ANEMLL's metadata for a package built with ws, with our
+// identity and extra. A LUT package also lists its LUT width and the matrix
+// weights left fp16; call it after the graph is built so ws.dense is full.
+func (c *Converter) metadata(short string, ws *weightSet, extra map[string]string) coreml.Metadata {
 	author := "Converted with anemll-go v" + Version
 	ud := map[string]string{
 		"com.anemll.info":           author,
@@ -214,17 +216,12 @@ func (c *Converter) metadata(short string, bits int, extra map[string]string) co
 		"com.anemll.state_length":   strconv.Itoa(c.opts.StateLength),
 		"com.anemll-go.version":     Version,
 	}
-	if bits > 0 {
-		ud["com.anemll.lut_bits"] = strconv.Itoa(bits)
+	if ws.bits > 0 {
+		ud["com.anemll.lut_bits"] = strconv.Itoa(ws.bits)
+		ud["com.anemll-go.dense_weights"] = strings.Join(ws.dense, ",")
 	}
 	for k, v := range extra {
 		ud[k] = v
 	}
 	return coreml.Metadata{ShortDescription: short, Version: Version, Author: author, UserDefined: ud}
-}
-
-func denseList(ws *weightSet, md *coreml.Metadata) {
-	if ws.bits > 0 {
-		md.UserDefined["com.anemll-go.dense_weights"] = strings.Join(ws.dense, ",")
-	}
 }

@@ -318,9 +318,7 @@ func (c *Converter) FFNChunk(i int) (*coreml.Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	md := c.metadata("Anemll Model (FFN) converted to CoreML", ws.bits, c.chunkMeta(i))
-	denseList(ws, &md)
-	return singleFunction(fnc, d, md), nil
+	return singleFunction(fnc, d, c.metadata("Anemll Model (FFN) converted to CoreML", ws, c.chunkMeta(i))), nil
 }
 
 // PrefillChunk builds part 2_prefill for chunk i (from 0): BatchSize tokens
@@ -338,9 +336,7 @@ func (c *Converter) PrefillChunk(i int) (*coreml.Package, error) {
 	}
 	meta := c.chunkMeta(i)
 	meta["com.anemll.batch_size"] = strconv.Itoa(c.opts.BatchSize)
-	md := c.metadata("Anemll Model (Prefill) converted to CoreML", ws.bits, meta)
-	denseList(ws, &md)
-	return singleFunction(fnc, d, md), nil
+	return singleFunction(fnc, d, c.metadata("Anemll Model (Prefill) converted to CoreML", ws, meta)), nil
 }
 
 // CombinedChunk builds the multifunction FFN_PF package of chunk i: functions
@@ -361,8 +357,7 @@ func (c *Converter) CombinedChunk(i int) (*coreml.Package, error) {
 	}
 	meta := c.chunkMeta(i)
 	meta["com.anemll.batch_size"] = strconv.Itoa(c.opts.BatchSize)
-	md := c.metadata("Anemll Model: Multifunction FFN+Prefill", ws.bits, meta)
-	denseList(ws, &md)
+	md := c.metadata("Anemll Model: Multifunction FFN+Prefill", ws, meta)
 	p := mil.NewProgram()
 	p.Functions = append(p.Functions, inf, pre)
 	return &coreml.Package{
@@ -402,9 +397,7 @@ func (c *Converter) Embeddings() (*coreml.Package, error) {
 		Inputs:  []coreml.Feature{in},
 		Outputs: []coreml.Feature{{Name: "hidden_states", Kind: coreml.MultiArray, DType: mil.Float16}},
 	}
-	md := c.metadata("Anemll Model (Embeddings) converted to CoreML", ws.bits, nil)
-	denseList(ws, &md)
-	return singleFunction(fnc, d, md), nil
+	return singleFunction(fnc, d, c.metadata("Anemll Model (Embeddings) converted to CoreML", ws, nil)), nil
 }
 
 // LMHead builds part 3: hidden_states [1,1,H] → logits1..logitsK fp16
@@ -452,10 +445,9 @@ func (c *Converter) LMHead() (*coreml.Package, error) {
 	if err != nil {
 		return nil, fmt.Errorf("llama: build LM head: %w", err)
 	}
-	md := c.metadata("Anemll Model (LM Head) converted to CoreML", ws.bits, map[string]string{
+	md := c.metadata("Anemll Model (LM Head) converted to CoreML", ws, map[string]string{
 		"com.anemll-go.split_lm_head": strconv.Itoa(K),
 		"com.anemll-go.vocab_size":    strconv.Itoa(cfg.VocabSize),
 	})
-	denseList(ws, &md)
 	return singleFunction(fnc, d, md), nil
 }
