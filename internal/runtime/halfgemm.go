@@ -22,9 +22,9 @@ const halfRows = 64
 
 // packHalfWeights stores as half bits (Tensor.half, F dropped) every fp16
 // constant of rank ≥ 2 with at least halfWeightMin elements that is only
-// ever bound to the weight of linear or conv ops and is no function
-// output. Constants are shared across functions, so all functions of a
-// model are scanned together.
+// ever bound to the weight of linear ops or of convs that take opConv's
+// 1×1 path (see conv1x1), and is no function output. Constants are shared
+// across functions, so all functions of a model are scanned together.
 func packHalfWeights(fns []*Function) {
 	ok := map[*Tensor]bool{}
 	mark := func(t *Tensor, use bool) {
@@ -42,7 +42,7 @@ func packHalfWeights(fns []*Function) {
 			for p, ss := range n.args {
 				for _, s := range ss {
 					if t := fn.consts[s]; t != nil {
-						mark(t, p == "weight" && (n.op.Type == "linear" || n.op.Type == "conv"))
+						mark(t, p == "weight" && (n.op.Type == "linear" || n.op.Type == "conv" && conv1x1(fn, n, t)))
 					}
 				}
 			}
@@ -60,8 +60,68 @@ func packHalfWeights(fns []*Function) {
 	}
 }
 
+// conv1x1 reports whether conv node n with constant weight w always takes
+// opConv's 1×1 path: a 1×1 kernel, and groups, strides and padding that
+// are constants (or absent) with the values that path needs (groups 1,
+// strides 1, no padding). Other convs run convDirect on fp32 weights, so
+// packing their weights would make every call widen them.
+func conv1x1(fn *Function, n *node, w *Tensor) bool {
+	if r := w.Rank(); r != 3 && r != 4 {
+		return false
+	}
+	for _, k := range w.Shape[2:] {
+		if k != 1 {
+			return false
+		}
+	}
+	// param returns the constant bound to p (nil if absent) and whether
+	// it is absent or constant.
+	param := func(p string) (*Tensor, bool) {
+		ss := n.args[p]
+		if len(ss) == 0 {
+			return nil, true
+		}
+		t := fn.consts[ss[0]]
+		return t, t != nil
+	}
+	allInts := func(p string, want int32) bool {
+		t, ok := param(p)
+		if !ok || t != nil && (t.IsFloat() || t.DType == mil.String) {
+			return false
+		}
+		if t != nil {
+			for _, v := range t.I {
+				if v != want {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	if !allInts("groups", 1) || !allInts("strides", 1) {
+		return false
+	}
+	pt, ok := param("pad_type")
+	if !ok {
+		return false
+	}
+	switch {
+	case pt == nil:
+		return true // valid
+	case pt.DType != mil.String || len(pt.S) != 1:
+		return false
+	case pt.S[0] == "custom":
+		return allInts("pad", 0)
+	default:
+		// valid, or same/same_lower, which pad nothing at stride 1 with a
+		// 1×1 kernel.
+		return pt.S[0] == "valid" || pt.S[0] == "same" || pt.S[0] == "same_lower"
+	}
+}
+
 // weightFloats returns w's values as fp32: w.F, or a widened copy of an
-// fp16-packed weight (for the rare kernels without an fp16 path).
+// fp16-packed weight. packHalfWeights packs only weights whose kernels
+// read half bits, so the copy is a fallback, not a per-call path.
 func weightFloats(w *Tensor) []float32 {
 	if w.F != nil || w.half == nil {
 		return w.F

@@ -188,3 +188,66 @@ func TestHalfWeightKernels(t *testing.T) {
 		})
 	}
 }
+
+// Only convs that always take opConv's 1×1 path get packed fp16 weights;
+// the others keep fp32 so convDirect never widens a weight per call.
+func TestHalfWeightsConvPath(t *testing.T) {
+	defer func(h bool, m int) { halfWeights, halfWeightMin = h, m }(halfWeights, halfWeightMin)
+	halfWeights, halfWeightMin = true, 1
+	r := rand.New(rand.NewPCG(5, 6))
+	xv := randF(r, 4*3*3)
+	for _, tc := range []struct {
+		name   string
+		kernel int64
+		params mil.In
+		packed bool
+	}{
+		{"1x1", 1, mil.In{}, true},
+		{"1x1 valid", 1, mil.In{"pad_type": "valid"}, true},
+		{"1x1 same", 1, mil.In{"pad_type": "same"}, true},
+		{"1x1 custom zero", 1, mil.In{"pad_type": "custom", "pad": []int{0, 0, 0, 0}}, true},
+		{"1x1 explicit ones", 1, mil.In{"strides": []int{1, 1}, "dilations": []int{2, 2}, "groups": 1}, true},
+		{"1x1 custom pad", 1, mil.In{"pad_type": "custom", "pad": []int{0, 1, 0, 0}}, false},
+		{"1x1 stride 2", 1, mil.In{"strides": []int{2, 2}}, false},
+		{"1x1 groups 2", 1, mil.In{"groups": 2}, false},
+		{"3x3 same", 3, mil.In{"pad_type": "same"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cpg := int64(4)
+			if g, ok := tc.params["groups"].(int); ok {
+				cpg = 4 / int64(g)
+			}
+			w := randF(r, int(6*cpg*tc.kernel*tc.kernel))
+			prog := func(half bool) (*Function, *Tensor) {
+				halfWeights = half
+				b := mil.NewBuilder("main", mil.OpsetIOS18)
+				x := b.Input("x", mil.TensorType(mil.Float16, 1, 4, 3, 3))
+				in := mil.In{"x": x, "weight": b.Const("w", mil.FP16FromFloat32([]int64{6, cpg, tc.kernel, tc.kernel}, w))}
+				for k, v := range tc.params {
+					in[k] = v
+				}
+				b.Output(b.Op("conv", "y", in))
+				f, err := loadBuilt(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f, f.consts[f.nodes[0].args["weight"][0]]
+			}
+			f, wt := prog(true)
+			if packed := wt.half != nil; packed != tc.packed || (wt.F == nil) != packed {
+				t.Fatalf("packed = %v (F nil = %v), want %v", packed, wt.F == nil, tc.packed)
+			}
+			plain, _ := prog(false)
+			feed := map[string]*Tensor{"x": NewFloat16([]int{1, 4, 3, 3}, xv)}
+			got, err := f.Predict(feed, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := plain.Predict(feed, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantTensor(t, got["y"], mil.Float16, want["y"].Shape, want["y"].F, nil)
+		})
+	}
+}
