@@ -84,7 +84,9 @@ func (c *inferCtx) str(p string) (string, error) {
 
 func one(t Type) []Type { return []Type{t} }
 
-func normAxis(axis int64, rank int) (int, error) {
+// NormAxis returns axis as an index into a shape of the given rank,
+// counting a negative axis from the end.
+func NormAxis(axis int64, rank int) (int, error) {
 	a := axis
 	if a < 0 {
 		a += int64(rank)
@@ -179,7 +181,7 @@ func reduce(c *inferCtx) ([]Type, error) {
 	}
 	red := map[int]bool{}
 	for _, a := range axes {
-		i, err := normAxis(a, x.Rank())
+		i, err := NormAxis(a, x.Rank())
 		if err != nil {
 			return nil, err
 		}
@@ -260,7 +262,7 @@ func inferArgmax(c *inferCtx) ([]Type, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := normAxis(axis, x.Rank())
+	a, err := NormAxis(axis, x.Rank())
 	if err != nil {
 		return nil, err
 	}
@@ -426,7 +428,7 @@ func inferConcat(c *inferCtx) ([]Type, error) {
 		return nil, err
 	}
 	first := vals[0]
-	a, err := normAxis(axis, first.Rank())
+	a, err := NormAxis(axis, first.Rank())
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +461,7 @@ func inferSplit(c *inferCtx) ([]Type, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := normAxis(axis, x.Rank())
+	a, err := NormAxis(axis, x.Rank())
 	if err != nil {
 		return nil, err
 	}
@@ -709,7 +711,7 @@ func inferGather(c *inferCtx) ([]Type, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := normAxis(axis, x.Rank())
+	a, err := NormAxis(axis, x.Rank())
 	if err != nil {
 		return nil, err
 	}
@@ -834,7 +836,7 @@ func inferTranspose(c *inferCtx) ([]Type, error) {
 	seen := make([]bool, len(perm))
 	s := make([]int64, len(perm))
 	for i, p := range perm {
-		a, err := normAxis(p, x.Rank())
+		a, err := NormAxis(p, x.Rank())
 		if err != nil || seen[a] {
 			return nil, fmt.Errorf("perm %v is not a permutation", perm)
 		}
@@ -856,7 +858,7 @@ func inferExpandDims(c *inferCtx) ([]Type, error) {
 	r := x.Rank() + len(axes)
 	ins := map[int]bool{}
 	for _, a := range axes {
-		i, err := normAxis(a, r)
+		i, err := NormAxis(a, r)
 		if err != nil {
 			return nil, err
 		}
@@ -890,7 +892,7 @@ func inferSqueeze(c *inferCtx) ([]Type, error) {
 			return nil, err
 		}
 		for _, a := range axes {
-			i, err := normAxis(a, x.Rank())
+			i, err := NormAxis(a, x.Rank())
 			if err != nil {
 				return nil, err
 			}
@@ -1037,7 +1039,7 @@ func inferLUT(c *inferCtx) ([]Type, error) {
 		if !c.has("vector_axis") {
 			return nil, fmt.Errorf("vector_axis is required when the vector size is %d", vs)
 		}
-		a, err := normAxis(axis, k)
+		a, err := NormAxis(axis, k)
 		if err != nil {
 			return nil, err
 		}

@@ -162,17 +162,6 @@ func (c *call) floatOr(p string, def float32) (float32, error) {
 	return float32(t.I[0]), nil
 }
 
-// axis normalises a possibly negative axis for rank r.
-func normAxis(a, r int) (int, error) {
-	if a < 0 {
-		a += r
-	}
-	if a < 0 || a >= r {
-		return 0, fmt.Errorf("axis %d out of range for rank %d", a, r)
-	}
-	return a, nil
-}
-
 // strides returns row-major strides of shape.
 func strides(shape []int) []int {
 	s := make([]int, len(shape))

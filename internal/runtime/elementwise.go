@@ -7,29 +7,21 @@ import (
 	"github.com/anemll/anemll/internal/mil"
 )
 
-// broadcastShape returns the numpy broadcast of shapes.
+// broadcastShape returns the numpy broadcast of shapes (mil.Broadcast
+// folded over them).
 func broadcastShape(shapes ...[]int) ([]int, error) {
-	r := 0
+	var acc []int64
 	for _, s := range shapes {
-		r = max(r, len(s))
-	}
-	out := make([]int, r)
-	for i := range out {
-		out[i] = 1
-	}
-	for _, s := range shapes {
-		off := r - len(s)
+		b := make([]int64, len(s))
 		for i, d := range s {
-			switch o := out[off+i]; {
-			case o == d || d == 1:
-			case o == 1:
-				out[off+i] = d
-			default:
-				return nil, fmt.Errorf("shapes %v do not broadcast", shapes)
-			}
+			b[i] = int64(d)
+		}
+		var err error
+		if acc, err = mil.Broadcast(acc, b); err != nil {
+			return nil, err
 		}
 	}
-	return out, nil
+	return toInts(acc), nil
 }
 
 // bstrides returns src's element strides aligned to out (0 on broadcast

@@ -265,3 +265,29 @@ func TestIpow(t *testing.T) {
 		}
 	}
 }
+
+func TestBroadcastShape(t *testing.T) {
+	for _, tc := range []struct {
+		in   [][]int
+		want []int // nil: must fail
+	}{
+		{[][]int{{2, 1, 4}, {3, 1}, {1}}, []int{2, 3, 4}},
+		{[][]int{{1, 4}, {5, 1}, {5, 4}}, []int{5, 4}},
+		{[][]int{{0, 3}, {1, 3}}, []int{0, 3}},
+		{[][]int{{}, {2}}, []int{2}},
+		{[][]int{{2, 3}, {1, 3}, {4, 1, 1}}, []int{4, 2, 3}},
+		{[][]int{{2, 3}, {3, 2}}, nil},
+		{[][]int{{1, 3}, {2, 1}, {2, 4}}, nil},
+	} {
+		got, err := broadcastShape(tc.in...)
+		if tc.want == nil {
+			if err == nil {
+				t.Errorf("%v: broadcast to %v, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || !equalInts(got, tc.want) {
+			t.Errorf("%v: got %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}

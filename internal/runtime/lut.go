@@ -104,7 +104,7 @@ func dequantLUT(iv, lv *mil.Value, vectorAxis int, hasAxis bool) (*Tensor, error
 		if !hasAxis {
 			return nil, fmt.Errorf("vector_axis is required when the vector size is %d", vs)
 		}
-		if axis, err = normAxis(vectorAxis, k); err != nil {
+		if axis, err = mil.NormAxis(int64(vectorAxis), k); err != nil {
 			return nil, err
 		}
 		outShape[axis] *= vs

@@ -23,7 +23,7 @@ func (c *call) reduceAxes(r int) ([]bool, error) {
 		return red, nil
 	}
 	for _, a := range axes {
-		i, err := normAxis(a, r)
+		i, err := mil.NormAxis(int64(a), r)
 		if err != nil {
 			return nil, err
 		}
@@ -205,7 +205,7 @@ func opArgmax(c *call) error {
 	if dt != mil.Int32 && dt != mil.UInt16 {
 		return fmt.Errorf("output_dtype %q: %w", dts, ErrUnsupported)
 	}
-	a, err := normAxis(axis, x.Rank())
+	a, err := mil.NormAxis(int64(axis), x.Rank())
 	if err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func opSoftmax(c *call) error {
 	if err != nil {
 		return err
 	}
-	a, err := normAxis(axis, x.Rank())
+	a, err := mil.NormAxis(int64(axis), x.Rank())
 	if err != nil {
 		return err
 	}

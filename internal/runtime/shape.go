@@ -115,7 +115,7 @@ func opTranspose(c *call) error {
 	st := make([]int, r)
 	seen := make([]bool, r)
 	for i, p := range perm {
-		a, err := normAxis(p, r)
+		a, err := mil.NormAxis(int64(p), r)
 		if err != nil || seen[a] {
 			return fmt.Errorf("perm %v is not a permutation", perm)
 		}
@@ -171,7 +171,7 @@ func opExpandDims(c *call) error {
 	r := x.Rank() + len(axes)
 	ins := make([]bool, r)
 	for _, a := range axes {
-		i, err := normAxis(a, r)
+		i, err := mil.NormAxis(int64(a), r)
 		if err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func opSqueeze(c *call) error {
 		}
 	}
 	for _, a := range axes {
-		i, err := normAxis(a, x.Rank())
+		i, err := mil.NormAxis(int64(a), x.Rank())
 		if err != nil {
 			return err
 		}
@@ -284,7 +284,7 @@ func opConcat(c *call) error {
 		return err
 	}
 	first := vals[0]
-	a, err := normAxis(axis, first.Rank())
+	a, err := mil.NormAxis(int64(axis), first.Rank())
 	if err != nil {
 		return err
 	}
@@ -349,7 +349,7 @@ func opSplit(c *call) error {
 	if err != nil {
 		return err
 	}
-	a, err := normAxis(axis, x.Rank())
+	a, err := mil.NormAxis(int64(axis), x.Rank())
 	if err != nil {
 		return err
 	}
@@ -628,7 +628,7 @@ func opGather(c *call) error {
 	if bd != 0 {
 		return fmt.Errorf("batch_dims %d: %w", bd, ErrUnsupported)
 	}
-	a, err := normAxis(axis, x.Rank())
+	a, err := mil.NormAxis(int64(axis), x.Rank())
 	if err != nil {
 		return err
 	}
@@ -672,7 +672,7 @@ func opGatherAlongAxis(c *call) error {
 		return err
 	}
 	r := x.Rank()
-	a, err := normAxis(axis, r)
+	a, err := mil.NormAxis(int64(axis), r)
 	if err != nil {
 		return err
 	}
