@@ -1,5 +1,6 @@
-// Package hf reads Hugging Face checkpoints: config.json for the LLaMA family
-// and safetensors weight files (single or sharded, memory-mapped), and writes
+// Package hf reads Hugging Face checkpoints: config.json of decoder-only
+// language models (LLaMA, Qwen 2/3, Mistral, Gemma 3 text) and safetensors
+// weight files (single or sharded, memory-mapped), and writes
 // safetensors files by streaming tensor data.
 package hf
 
@@ -11,8 +12,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 )
 
 // ConfigFile is the name of a checkpoint's model configuration file.
@@ -23,8 +22,12 @@ const ConfigFile = "config.json"
 var ErrUnsupported = errors.New("unsupported")
 
 // Config is the part of a Hugging Face config.json that describes a
-// LLaMA-family decoder. Defaults follow transformers' LlamaConfig where the
-// key is absent.
+// decoder-only language model. Defaults follow transformers' LlamaConfig
+// where the key is absent; keys only some families use are kept raw here
+// (a model family in internal/arch decides what they mean and which it
+// supports). A multimodal config's text_config (Gemma 3's
+// Gemma3ForConditionalGeneration) is read as the decoder's configuration,
+// keeping the outer model_type and architectures.
 type Config struct {
 	Architectures         []string
 	ModelType             string
@@ -42,12 +45,38 @@ type Config struct {
 	TieWordEmbeddings     bool
 	AttentionBias         bool
 	MLPBias               bool
-	HiddenAct             string // defaults to "silu"
-	BOSTokenID            *int
-	EOSTokenIDs           []int
-	PadTokenID            *int
-	TorchDtype            string // "bfloat16", "float16", "float32" or ""
-	StateLength           int    // ANEMLL's optional state_length; 0 when absent
+	// HiddenAct is hidden_activation (Gemma) or hidden_act; "" when
+	// neither is given (the family picks its default).
+	HiddenAct   string
+	BOSTokenID  *int
+	EOSTokenIDs []int
+	PadTokenID  *int
+	TorchDtype  string // "bfloat16", "float16", "float32" or ""
+	StateLength int    // ANEMLL's optional state_length; 0 when absent
+
+	// SlidingWindow is sliding_window (0 when null or absent).
+	SlidingWindow int
+	// UseSlidingWindow is Qwen 2's use_sliding_window (false when absent);
+	// MaxWindowLayers its max_window_layers.
+	UseSlidingWindow bool
+	MaxWindowLayers  int
+	// LayerTypes is layer_types ("sliding_attention", "full_attention"),
+	// nil when absent.
+	LayerTypes []string
+	// SlidingWindowPattern is sliding_window_pattern (or the older
+	// _sliding_window_pattern), 0 when absent.
+	SlidingWindowPattern int
+	// QueryPreAttnScalar is Gemma's query_pre_attn_scalar (0 when absent).
+	QueryPreAttnScalar float64
+	// AttnLogitSoftcapping and FinalLogitSoftcapping are Gemma's soft caps
+	// (0 when null or absent).
+	AttnLogitSoftcapping, FinalLogitSoftcapping float64
+	// RopeLocalBaseFreq is Gemma 3's rope_local_base_freq (0 when absent).
+	RopeLocalBaseFreq float64
+	// Nested reports that the decoder configuration came from text_config.
+	Nested bool
+	// TextModelType is text_config's model_type when Nested.
+	TextModelType string
 
 	// HeadDimExplicit reports whether config.json gave head_dim.
 	HeadDimExplicit bool
@@ -65,28 +94,6 @@ type RopeScaling struct {
 	LowFreqFactor                 float64
 	HighFreqFactor                float64
 	OriginalMaxPositionEmbeddings int
-}
-
-// modelTypes lists the model_type values this package knows. Types that parse
-// into Config but are not yet converted carry a refusal reason.
-var modelTypes = map[string]struct {
-	architectures []string
-	refuse        string
-}{
-	"llama": {architectures: []string{"LlamaForCausalLM"}},
-	"qwen2": {architectures: []string{"Qwen2ForCausalLM"}, refuse: "not supported yet"},
-	"qwen3": {architectures: []string{"Qwen3ForCausalLM"}, refuse: "not supported yet (it adds q/k norms)"},
-}
-
-func supportedModelTypes() string {
-	var s []string
-	for k, v := range modelTypes {
-		if v.refuse == "" {
-			s = append(s, k)
-		}
-	}
-	sort.Strings(s)
-	return strings.Join(s, ", ")
 }
 
 // rawConfig mirrors the JSON keys; pointers tell absent keys from zero values.
@@ -109,12 +116,25 @@ type rawConfig struct {
 	AttentionBias         bool            `json:"attention_bias"`
 	MLPBias               bool            `json:"mlp_bias"`
 	HiddenAct             *string         `json:"hidden_act"`
+	HiddenActivation      *string         `json:"hidden_activation"`
 	BOSTokenID            *int            `json:"bos_token_id"`
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
 	PadTokenID            *int            `json:"pad_token_id"`
 	TorchDtype            string          `json:"torch_dtype"`
 	Dtype                 string          `json:"dtype"`
 	StateLength           *int            `json:"state_length"`
+
+	SlidingWindow         *int            `json:"sliding_window"`
+	UseSlidingWindow      *bool           `json:"use_sliding_window"`
+	MaxWindowLayers       *int            `json:"max_window_layers"`
+	LayerTypes            []string        `json:"layer_types"`
+	SlidingWindowPattern  *int            `json:"sliding_window_pattern"`
+	OldSlidingPattern     *int            `json:"_sliding_window_pattern"`
+	QueryPreAttnScalar    json.RawMessage `json:"query_pre_attn_scalar"`
+	AttnLogitSoftcapping  json.RawMessage `json:"attn_logit_softcapping"`
+	FinalLogitSoftcapping json.RawMessage `json:"final_logit_softcapping"`
+	RopeLocalBaseFreq     json.RawMessage `json:"rope_local_base_freq"`
+	TextConfig            json.RawMessage `json:"text_config"`
 }
 
 type rawRope struct {
@@ -150,6 +170,44 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := dec.Decode(&r); err != nil {
 		return nil, fmt.Errorf("parse config: %w", err)
 	}
+	if isNull(r.TextConfig) {
+		return parseRaw(&r)
+	}
+	// A multimodal checkpoint: the decoder is text_config; the outer keys
+	// name the model and may carry what the inner block leaves out.
+	var in rawConfig
+	if err := json.Unmarshal(r.TextConfig, &in); err != nil {
+		return nil, fmt.Errorf("parse config: text_config: %w", err)
+	}
+	if !isNull(in.TextConfig) {
+		return nil, fmt.Errorf("parse config: text_config is nested twice")
+	}
+	if in.TieWordEmbeddings == nil {
+		in.TieWordEmbeddings = r.TieWordEmbeddings
+	}
+	if in.TorchDtype == "" && in.Dtype == "" {
+		in.TorchDtype, in.Dtype = r.TorchDtype, r.Dtype
+	}
+	if in.BOSTokenID == nil {
+		in.BOSTokenID = r.BOSTokenID
+	}
+	if isNull(in.EOSTokenID) {
+		in.EOSTokenID = r.EOSTokenID
+	}
+	if in.PadTokenID == nil {
+		in.PadTokenID = r.PadTokenID
+	}
+	c, err := parseRaw(&in)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in text_config)", err)
+	}
+	c.Nested = true
+	c.TextModelType = c.ModelType
+	c.ModelType, c.Architectures = r.ModelType, r.Architectures
+	return c, nil
+}
+
+func parseRaw(r *rawConfig) (*Config, error) {
 	c := &Config{
 		Architectures:     r.Architectures,
 		ModelType:         r.ModelType,
@@ -163,7 +221,7 @@ func ParseConfig(b []byte) (*Config, error) {
 		RopeTheta:         10000,
 		AttentionBias:     r.AttentionBias,
 		MLPBias:           r.MLPBias,
-		HiddenAct:         "silu",
+		LayerTypes:        r.LayerTypes,
 		BOSTokenID:        r.BOSTokenID,
 		PadTokenID:        r.PadTokenID,
 		TorchDtype:        r.TorchDtype,
@@ -194,8 +252,41 @@ func ParseConfig(b []byte) (*Config, error) {
 	if r.TieWordEmbeddings != nil {
 		c.TieWordEmbeddings = *r.TieWordEmbeddings
 	}
-	if r.HiddenAct != nil {
+	if r.HiddenActivation != nil {
+		c.HiddenAct = *r.HiddenActivation
+	} else if r.HiddenAct != nil {
 		c.HiddenAct = *r.HiddenAct
+	}
+	if r.SlidingWindow != nil {
+		c.SlidingWindow = *r.SlidingWindow
+	}
+	if r.UseSlidingWindow != nil {
+		c.UseSlidingWindow = *r.UseSlidingWindow
+	}
+	if r.MaxWindowLayers != nil {
+		c.MaxWindowLayers = *r.MaxWindowLayers
+	}
+	if r.SlidingWindowPattern != nil {
+		c.SlidingWindowPattern = *r.SlidingWindowPattern
+	} else if r.OldSlidingPattern != nil {
+		c.SlidingWindowPattern = *r.OldSlidingPattern
+	}
+	for _, f := range []struct {
+		key string
+		raw json.RawMessage
+		dst *float64
+	}{
+		{"query_pre_attn_scalar", r.QueryPreAttnScalar, &c.QueryPreAttnScalar},
+		{"attn_logit_softcapping", r.AttnLogitSoftcapping, &c.AttnLogitSoftcapping},
+		{"final_logit_softcapping", r.FinalLogitSoftcapping, &c.FinalLogitSoftcapping},
+		{"rope_local_base_freq", r.RopeLocalBaseFreq, &c.RopeLocalBaseFreq},
+	} {
+		if isNull(f.raw) {
+			continue
+		}
+		if err := json.Unmarshal(f.raw, f.dst); err != nil {
+			return nil, fmt.Errorf("parse config: %s must be a number or null, got %s", f.key, f.raw)
+		}
 	}
 	if r.StateLength != nil {
 		c.StateLength = *r.StateLength
@@ -260,8 +351,11 @@ func parseIntOrList(raw json.RawMessage) ([]int, error) {
 	return many, nil
 }
 
-// Validate refuses configurations this project cannot convert or run. Errors
-// name the offending key and the file.
+// Validate refuses configurations that no decoder this project knows could
+// have: sizes, head layout, norms, RoPE, token ids and the sliding-window
+// keys. Whether the model_type, architecture and activation are supported is
+// the model family's decision (internal/arch), as is the meaning of the
+// family-specific keys. Errors name the offending key and the file.
 func (c *Config) Validate() error {
 	file := ConfigFile
 	if c.Source != "" {
@@ -272,25 +366,6 @@ func (c *Config) Validate() error {
 	}
 	unsupported := func(format string, a ...any) error {
 		return fmt.Errorf("hf: %s: %s: %w", file, fmt.Sprintf(format, a...), ErrUnsupported)
-	}
-	mt, ok := modelTypes[c.ModelType]
-	switch {
-	case !ok:
-		return unsupported("model_type %q is not supported (supported: %s)", c.ModelType, supportedModelTypes())
-	case mt.refuse != "":
-		return unsupported("model_type %q is %s (supported: %s)", c.ModelType, mt.refuse, supportedModelTypes())
-	}
-	if len(c.Architectures) > 0 {
-		found := false
-		for _, a := range mt.architectures {
-			if c.Architectures[0] == a {
-				found = true
-			}
-		}
-		if !found {
-			return unsupported("architectures[0] %q is not supported for model_type %q (supported: %s)",
-				c.Architectures[0], c.ModelType, strings.Join(mt.architectures, ", "))
-		}
 	}
 	for _, f := range []struct {
 		key string
@@ -328,9 +403,6 @@ func (c *Config) Validate() error {
 	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
 		return bad("rope_theta must be positive and finite (got %g)", c.RopeTheta)
 	}
-	if c.HiddenAct != "silu" {
-		return unsupported("hidden_act %q is not supported (supported: silu)", c.HiddenAct)
-	}
 	switch c.TorchDtype {
 	case "", "float32", "float16", "bfloat16":
 	default:
@@ -338,6 +410,29 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateRope(bad, unsupported); err != nil {
 		return err
+	}
+	if c.SlidingWindow < 0 {
+		return bad("sliding_window must be positive or null (got %d)", c.SlidingWindow)
+	}
+	if c.SlidingWindowPattern < 0 {
+		return bad("sliding_window_pattern must be positive (got %d)", c.SlidingWindowPattern)
+	}
+	if c.LayerTypes != nil && len(c.LayerTypes) != c.NumHiddenLayers {
+		return bad("layer_types has %d entries for %d layers", len(c.LayerTypes), c.NumHiddenLayers)
+	}
+	for i, t := range c.LayerTypes {
+		if t != "sliding_attention" && t != "full_attention" {
+			return unsupported("layer_types[%d] %q is not supported (supported: sliding_attention, full_attention)", i, t)
+		}
+	}
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{{"query_pre_attn_scalar", c.QueryPreAttnScalar}, {"attn_logit_softcapping", c.AttnLogitSoftcapping},
+		{"final_logit_softcapping", c.FinalLogitSoftcapping}, {"rope_local_base_freq", c.RopeLocalBaseFreq}} {
+		if f.v < 0 || math.IsInf(f.v, 0) || math.IsNaN(f.v) {
+			return bad("%s must be positive and finite (got %g)", f.key, f.v)
+		}
 	}
 	if c.stateLengthSet && c.StateLength <= 0 {
 		return bad("state_length must be positive (got %d)", c.StateLength)

@@ -67,6 +67,12 @@ func New(cfg *hf.Config, w Weights) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("reference: %w", err)
 	}
+	if cfg.ModelType != "llama" {
+		return nil, fmt.Errorf("reference: model_type %q: %w", cfg.ModelType, hf.ErrUnsupported)
+	}
+	if cfg.HiddenAct != "" && cfg.HiddenAct != "silu" {
+		return nil, fmt.Errorf("reference: hidden_act %q: %w", cfg.HiddenAct, hf.ErrUnsupported)
+	}
 	m := &Model{
 		cfg: cfg, hidden: cfg.HiddenSize, inter: cfg.IntermediateSize, heads: cfg.NumAttentionHeads,
 		kvHeads: cfg.NumKeyValueHeads, headDim: cfg.HeadDim, vocab: cfg.VocabSize, eps: cfg.RMSNormEps,

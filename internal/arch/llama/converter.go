@@ -50,6 +50,12 @@ func NewConverter(cfg *hf.Config, ckpt *hf.Checkpoint, opts Options) (*Converter
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("llama: %w", err)
 	}
+	if cfg.ModelType != "llama" || len(cfg.Architectures) > 0 && cfg.Architectures[0] != "LlamaForCausalLM" {
+		return nil, fmt.Errorf("llama: model_type %q / architectures %v: %w", cfg.ModelType, cfg.Architectures, hf.ErrUnsupported)
+	}
+	if cfg.HiddenAct != "" && cfg.HiddenAct != "silu" {
+		return nil, fmt.Errorf("llama: hidden_act %q is not supported (supported: silu): %w", cfg.HiddenAct, hf.ErrUnsupported)
+	}
 	o, err := opts.resolve(cfg)
 	if err != nil {
 		return nil, err
