@@ -84,8 +84,8 @@ var families = map[string]func(cfg *hf.Config, ckpt *hf.Checkpoint, opts llama.O
 }
 
 // Palettize adapts internal/quant to the converter's LUT hook.
-func Palettize(w []uint16, shape []int64, bits, groupSize int) ([]uint8, []uint16, error) {
-	p, err := quant.Palettize(w, shape, quant.Options{Bits: bits, GroupSize: groupSize})
+func Palettize(req quant.Request) ([]uint8, []uint16, error) {
+	p, err := quant.Palettize(req.Weights, req.Shape, quant.Options{Bits: req.Bits, GroupSize: req.GroupSize})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -609,7 +609,7 @@ func TestLUT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantIdx, wantLUT, _ := testPalettize(w, []int64{128, 64, 1, 1}, 4, 8)
+	wantIdx, wantLUT, _ := evenPalette(w, []int64{128, 64, 1, 1}, 4, 8)
 	gotIdx, err := bitpack.Unpack(nil, valueBytes(t, idxV), 128*64, 4)
 	if err != nil || !bytes.Equal(gotIdx, wantIdx) {
 		t.Errorf("indices differ from the palettizer's (%v)", err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/quant"
 )
 
 // Version is the converter version written into package metadata
@@ -29,23 +30,13 @@ type LUTBits struct {
 	Embeddings, FFN, LMHead int
 }
 
-// Palettizer turns a weight (fp16 bit patterns, row-major, shape[0] output
-// channels) into per-grouped-channel LUT form: indices holds one value in
-// [0, 2^bits) per element (unpacked), lut holds shape[0]/groupSize tables
-// of 2^bits fp16 entries, table g serving channels [g·groupSize,
-// (g+1)·groupSize). internal/quant fits it:
-//
-//	func(w []uint16, s []int64, bits, g int) ([]uint8, []uint16, error) {
-//		p, err := quant.Palettize(w, s, quant.Options{Bits: bits, GroupSize: g})
-//		if err != nil {
-//			return nil, nil, err
-//		}
-//		return p.Indices, p.LUT, nil
-//	}
-//
-// It is called when the package writer first asks for the weight's
-// indices or LUT, once per weight and package.
-type Palettizer func(w []uint16, shape []int64, bits, groupSize int) (indices []uint8, lut []uint16, err error)
+// Palettizer turns a weight into per-grouped-channel LUT form: indices
+// holds one value in [0, 2^Bits) per element (unpacked), lut holds
+// Shape[0]/GroupSize tables of 2^Bits fp16 entries, table g serving
+// channels [g·GroupSize, (g+1)·GroupSize). pipeline.Palettize adapts
+// internal/quant to it. It is called when the package writer first asks
+// for the weight's indices or LUT, once per weight and package.
+type Palettizer func(req quant.Request) (indices []uint8, lut []uint16, err error)
 
 // Options control a conversion. Zero fields take the documented defaults.
 type Options struct {

@@ -343,7 +343,11 @@ func checkFunctionIO(t *testing.T, f *mil.Function, fd coreml.FunctionDescriptio
 
 // testPalettize is a deterministic stand-in for internal/quant: per group
 // of output channels, 2^bits levels evenly spaced between min and max.
-func testPalettize(w []uint16, shape []int64, bits, group int) ([]uint8, []uint16, error) {
+func testPalettize(req quant.Request) ([]uint8, []uint16, error) {
+	return evenPalette(req.Weights, req.Shape, req.Bits, req.GroupSize)
+}
+
+func evenPalette(w []uint16, shape []int64, bits, group int) ([]uint8, []uint16, error) {
 	rows := int(shape[0])
 	per := len(w) / rows
 	levels := 1 << bits

@@ -8,6 +8,7 @@ import (
 
 	"github.com/anemll/anemll/internal/bitpack"
 	"github.com/anemll/anemll/internal/mil"
+	"github.com/anemll/anemll/internal/quant"
 )
 
 // tensorRef says how to produce one MIL weight from a checkpoint tensor:
@@ -169,7 +170,8 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 		if err != nil {
 			return nil, nil, err
 		}
-		ind, table, err := c.opts.Palettize(w, r.Shape, bits, group)
+		ind, table, err := c.opts.Palettize(quant.Request{Name: r.Name, Row0: r.Row0, Row1: r.Row1,
+			Weights: w, Shape: r.Shape, Bits: bits, GroupSize: group})
 		if err != nil {
 			return nil, nil, fmt.Errorf("llama: palettize %q: %w", r.Name, err)
 		}
