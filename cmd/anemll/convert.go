@@ -8,7 +8,7 @@ import (
 	"strconv"
 
 	"github.com/anemll/anemll/internal/arch"
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/verify"
 )
@@ -120,7 +120,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	opts := pipeline.Options{
 		Model: *model, Output: *output, Prefix: *prefix, ContextLength: context, BatchSize: batch,
 		StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group,
-		LUT:     llama.LUTBits{Embeddings: lut1.bits, FFN: lut2.bits, LMHead: lut3.bits},
+		LUT:     decoder.LUTBits{Embeddings: lut1.bits, FFN: lut2.bits, LMHead: lut3.bits},
 		Restart: *restart, Only: *only, SkipCheck: *skipCheck, Log: stderr,
 		Verify: func(dir string) error {
 			return verify.Directory(*model, dir, stdout)

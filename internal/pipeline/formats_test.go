@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch"
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/hf/synth"
@@ -116,7 +116,7 @@ func TestLUTDeterministicAcrossGOMAXPROCS(t *testing.T) {
 func TestPrefillReusesDecodePalettes(t *testing.T) {
 	write := func(withFFN bool) map[string][32]byte {
 		out := t.TempDir()
-		s, err := Open(Options{Model: tinyModel, Output: out, ContextLength: 64, BatchSize: 16, NumChunks: 1, LUT: llama.LUTBits{FFN: 4}})
+		s, err := Open(Options{Model: tinyModel, Output: out, ContextLength: 64, BatchSize: 16, NumChunks: 1, LUT: decoder.LUTBits{FFN: 4}})
 		if err != nil {
 			t.Fatal(err)
 		}

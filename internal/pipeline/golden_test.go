@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 )
 
 var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/golden-*.txt from this run")
@@ -25,8 +25,8 @@ func TestGoldenHashes(t *testing.T) {
 		name string
 		edit func(*Options)
 	}{
-		{"llama-lut", func(o *Options) { o.LUT = llama.LUTBits{Embeddings: 6, FFN: 4, LMHead: 6} }},
-		{"llama-fp16-chunk3", func(o *Options) { o.LUT = llama.LUTBits{}; o.NumChunks = 3 }},
+		{"llama-lut", func(o *Options) { o.LUT = decoder.LUTBits{Embeddings: 6, FFN: 4, LMHead: 6} }},
+		{"llama-fp16-chunk3", func(o *Options) { o.LUT = decoder.LUTBits{}; o.NumChunks = 3 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := t.TempDir()

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/anemll/anemll/internal/arch"
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/quant"
@@ -34,7 +34,7 @@ type Options struct {
 	NumChunks   int
 	// LUT widths per part (0 = fp16): --lut1 embeddings, --lut2 FFN and
 	// prefill, --lut3 LM head.
-	LUT llama.LUTBits
+	LUT decoder.LUTBits
 	// LUTGroupSize is the palettization group size (default 8).
 	LUTGroupSize int
 	// Restart skips the steps before it (1–8); Only runs just that step.
@@ -73,13 +73,13 @@ type Converter interface {
 	Part(p arch.Part, chunk int) (*coreml.Package, error)
 	FileName(p arch.Part, chunk int) (string, error)
 	Layout() []arch.Range
-	Options() llama.Options
+	Options() decoder.Options
 }
 
 // families maps config.json's model_type to a converter constructor.
-var families = map[string]func(cfg *hf.Config, ckpt *hf.Checkpoint, opts llama.Options) (Converter, error){
-	"llama": func(cfg *hf.Config, ckpt *hf.Checkpoint, opts llama.Options) (Converter, error) {
-		return llama.NewConverter(cfg, ckpt, opts)
+var families = map[string]func(cfg *hf.Config, ckpt *hf.Checkpoint, opts decoder.Options) (Converter, error){
+	"llama": func(cfg *hf.Config, ckpt *hf.Checkpoint, opts decoder.Options) (Converter, error) {
+		return decoder.NewConverter(cfg, ckpt, opts)
 	},
 }
 
@@ -248,7 +248,7 @@ func Run(opts Options) (*Result, error) {
 				return err
 			}
 			meta := MetaInfo{
-				ModelName: filepath.Base(filepath.Clean(opts.Model)), Version: llama.Version,
+				ModelName: filepath.Base(filepath.Clean(opts.Model)), Version: decoder.Version,
 				Architecture: s.Config.ModelType, ContextLength: lo.ContextLength, BatchSize: lo.BatchSize,
 				LUTEmbeddings: lo.LUT.Embeddings, LUTFFN: lo.LUT.FFN, LUTLMHead: lo.LUT.LMHead,
 				NumChunks: chunks, Prefix: lo.Prefix, SplitLMHead: lo.SplitLMHead,

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 )
 
 const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
@@ -20,7 +20,7 @@ const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
 func baseOptions(out string) Options {
 	return Options{
 		Model: tinyModel, Output: out, Prefix: "llama", ContextLength: 128, BatchSize: 32, NumChunks: 2,
-		LUT: llama.LUTBits{FFN: 4, LMHead: 6}, SkipCheck: true,
+		LUT: decoder.LUTBits{FFN: 4, LMHead: 6}, SkipCheck: true,
 	}
 }
 

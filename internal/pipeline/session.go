@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/anemll/anemll/internal/arch"
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/mil"
@@ -46,7 +46,7 @@ func Open(opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	lo := llama.Options{
+	lo := decoder.Options{
 		ContextLength: opts.ContextLength, StateLength: opts.StateLength, BatchSize: opts.BatchSize,
 		NumChunks: opts.NumChunks, Prefix: opts.Prefix, LUT: opts.LUT, LUTGroupSize: opts.LUTGroupSize,
 		Palettize: Palettize, Eligible: quant.Eligible,

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch"
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/reference"
@@ -21,7 +21,7 @@ const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
 // convertTiny converts the tiny trained model's four parts into a
 // temporary directory and returns the files (separate FFN and prefill
 // chunks) and, if combine is set, the combined chunks too.
-func convertTiny(t *testing.T, chunks, context int, lut llama.LUTBits) (sep, comb *runner.Files) {
+func convertTiny(t *testing.T, chunks, context int, lut decoder.LUTBits) (sep, comb *runner.Files) {
 	t.Helper()
 	dir := t.TempDir()
 	s, err := pipeline.Open(pipeline.Options{Model: tinyModel, Output: dir, ContextLength: context, BatchSize: 64, NumChunks: chunks, LUT: lut})
@@ -139,7 +139,7 @@ func TestTinyModelFP16Accuracy(t *testing.T) {
 	windows := fortuneWindows(t, 3, 256)
 	ref := tinyReference(t, nil)
 	for _, chunks := range []int{1, 2} {
-		sep, comb := convertTiny(t, chunks, 256, llama.LUTBits{})
+		sep, comb := convertTiny(t, chunks, 256, decoder.LUTBits{})
 		// One chunk as separate packages, two chunks combined: both
 		// package layouts and both chunkings are covered.
 		files := sep
@@ -189,7 +189,7 @@ func TestGreedyMatchesReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := tinyReference(t, nil)
-	_, comb := convertTiny(t, 2, 256, llama.LUTBits{})
+	_, comb := convertTiny(t, 2, 256, decoder.LUTBits{})
 	m, err := runner.Load(comb)
 	if err != nil {
 		t.Fatal(err)

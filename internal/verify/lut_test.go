@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/arch/decoder"
 )
 
 // TestTinyModelLUTAccuracy converts the tiny model with LUT6 FFN + LUT6 LM
@@ -18,12 +18,12 @@ func TestTinyModelLUTAccuracy(t *testing.T) {
 	ref := tinyReference(t, nil)
 	tests := []struct {
 		name      string
-		lut       llama.LUTBits
+		lut       decoder.LUTBits
 		maxMeanKL float64
 		minTop1   float64
 	}{
-		{"LUT6/LUT6", llama.LUTBits{FFN: 6, LMHead: 6}, 3.6e-3, 0.94},
-		{"LUT4/LUT6", llama.LUTBits{FFN: 4, LMHead: 6}, 0.05, 0.73},
+		{"LUT6/LUT6", decoder.LUTBits{FFN: 6, LMHead: 6}, 3.6e-3, 0.94},
+		{"LUT4/LUT6", decoder.LUTBits{FFN: 4, LMHead: 6}, 0.05, 0.73},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-package llama
+package decoder
 
 import (
 	"fmt"
@@ -78,7 +78,7 @@ var validLUTBits = map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true, 6: 
 // resolve fills defaults and checks the options against cfg.
 func (o Options) resolve(cfg *hf.Config) (Options, error) {
 	bad := func(format string, a ...any) (Options, error) {
-		return Options{}, fmt.Errorf("llama: options: %s", fmt.Sprintf(format, a...))
+		return Options{}, fmt.Errorf("decoder: options: %s", fmt.Sprintf(format, a...))
 	}
 	if o.ContextLength == 0 {
 		o.ContextLength = DefaultContextLength

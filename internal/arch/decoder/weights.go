@@ -1,4 +1,4 @@
-package llama
+package decoder
 
 import (
 	"encoding/binary"
@@ -27,7 +27,7 @@ type tensorRef struct {
 func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	info, ok := c.ckpt.Info(r.Name)
 	if !ok {
-		return nil, fmt.Errorf("llama: tensor %q not in checkpoint", r.Name)
+		return nil, fmt.Errorf("decoder: tensor %q not in checkpoint", r.Name)
 	}
 	rows := int64(1)
 	if len(info.Shape) > 0 {
@@ -45,7 +45,7 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	out := make([]uint16, (n+r.PadRows)*per)
 	over, err := c.ckpt.Float16Rows(r.Name, row0, row1, out[:n*per])
 	if err != nil {
-		return nil, fmt.Errorf("llama: %w", err)
+		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	if over > 0 && c.opts.OnOverflow != nil {
 		c.opts.OnOverflow(r.Name, over)
@@ -173,14 +173,14 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 		ind, table, err := c.opts.Palettize(quant.Request{Name: r.Name, Row0: r.Row0, Row1: r.Row1,
 			Weights: w, Shape: r.Shape, Bits: bits, GroupSize: group})
 		if err != nil {
-			return nil, nil, fmt.Errorf("llama: palettize %q: %w", r.Name, err)
+			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
 		if int64(len(ind)) != n || int64(len(table)) != nLUT {
-			return nil, nil, fmt.Errorf("llama: palettize %q: got %d indices and %d LUT entries, want %d and %d",
+			return nil, nil, fmt.Errorf("decoder: palettize %q: got %d indices and %d LUT entries, want %d and %d",
 				r.Name, len(ind), len(table), n, nLUT)
 		}
 		if err := bitpack.CheckRange(ind, bits); err != nil {
-			return nil, nil, fmt.Errorf("llama: palettize %q: %w", r.Name, err)
+			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
 		return bitpack.Pack(nil, ind, bits), halfBytes(table), nil
 	}}

@@ -1,4 +1,4 @@
-package llama
+package decoder
 
 import (
 	"bytes"
@@ -485,7 +485,7 @@ func TestOptionErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if !strings.HasPrefix(err.Error(), "llama: ") {
+			if !strings.HasPrefix(err.Error(), "decoder: ") {
 				t.Errorf("error %q lacks the package prefix", err)
 			}
 			t.Log(err)
@@ -517,7 +517,7 @@ func TestOptionErrors(t *testing.T) {
 	// an explicit StateLength overrides it.
 	bad = *cfg
 	bad.StateLength = 8
-	const want = "llama: options: config.json state_length 8 is below the context length 16; pass --state-length"
+	const want = "decoder: options: config.json state_length 8 is below the context length 16; pass --state-length"
 	if _, err := NewConverter(&bad, ckpt, Options{ContextLength: 16, BatchSize: 4}); err == nil || err.Error() != want {
 		t.Errorf("state_length 8 from config.json: %v, want %q", err, want)
 	}

@@ -1,4 +1,4 @@
-package llama
+package decoder
 
 import (
 	"fmt"
@@ -263,7 +263,7 @@ func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *we
 	b.Output(x)
 	fnc, err := b.Function()
 	if err != nil {
-		return nil, coreml.FunctionDescription{}, fmt.Errorf("llama: build %s chunk %d: %w", name, chunk, err)
+		return nil, coreml.FunctionDescription{}, fmt.Errorf("decoder: build %s chunk %d: %w", name, chunk, err)
 	}
 	outT := int64(T)
 	if prefill && last {
@@ -285,7 +285,7 @@ func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *we
 
 func (c *Converter) checkChunk(i int) error {
 	if i < 0 || i >= len(c.layout) {
-		return fmt.Errorf("llama: chunk %d out of range [0, %d)", i, len(c.layout))
+		return fmt.Errorf("decoder: chunk %d out of range [0, %d)", i, len(c.layout))
 	}
 	return nil
 }
@@ -389,7 +389,7 @@ func (c *Converter) Embeddings() (*coreml.Package, error) {
 	b.Output(out)
 	fnc, err := b.Function()
 	if err != nil {
-		return nil, fmt.Errorf("llama: build embeddings: %w", err)
+		return nil, fmt.Errorf("decoder: build embeddings: %w", err)
 	}
 	in := coreml.ArrayFeature("input_ids", mil.Int32, 1, 1)
 	in.Enumerated = [][]int64{{1, 1}, {1, B}}
@@ -443,7 +443,7 @@ func (c *Converter) LMHead() (*coreml.Package, error) {
 	b.Output(outs...)
 	fnc, err := b.Function()
 	if err != nil {
-		return nil, fmt.Errorf("llama: build LM head: %w", err)
+		return nil, fmt.Errorf("decoder: build LM head: %w", err)
 	}
 	md := c.metadata("Anemll Model (LM Head) converted to CoreML", ws, map[string]string{
 		"com.anemll-go.split_lm_head": strconv.Itoa(K),

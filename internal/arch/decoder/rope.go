@@ -1,4 +1,4 @@
-package llama
+package decoder
 
 import (
 	"fmt"
@@ -14,7 +14,7 @@ import (
 func InvFreq(cfg *hf.Config) ([]float64, error) {
 	d := cfg.HeadDim
 	if d <= 0 || d%2 != 0 {
-		return nil, fmt.Errorf("llama: rope: head_dim %d must be positive and even", d)
+		return nil, fmt.Errorf("decoder: rope: head_dim %d must be positive and even", d)
 	}
 	inv := make([]float64, d/2)
 	for i := range inv {
@@ -47,7 +47,7 @@ func InvFreq(cfg *hf.Config) ([]float64, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("llama: rope: rope_type %q: %w", rs.RopeType, hf.ErrUnsupported)
+		return nil, fmt.Errorf("decoder: rope: rope_type %q: %w", rs.RopeType, hf.ErrUnsupported)
 	}
 	return inv, nil
 }
@@ -61,7 +61,7 @@ func RopeTables(cfg *hf.Config, rows int) (cos, sin []float64, err error) {
 		return nil, nil, err
 	}
 	if rows < 1 {
-		return nil, nil, fmt.Errorf("llama: rope: %d table rows", rows)
+		return nil, nil, fmt.Errorf("decoder: rope: %d table rows", rows)
 	}
 	d, h := cfg.HeadDim, len(inv)
 	cos = make([]float64, rows*d)

@@ -13,7 +13,7 @@
 // Weights are never loaded up front: every weight const is a lazy value
 // that reads its tensor from the memory-mapped checkpoint when the package
 // writer asks for its bytes.
-package llama
+package decoder
 
 import (
 	"fmt"
@@ -45,16 +45,16 @@ type Converter struct {
 // and dtypes, and plans the chunks. It reads no weight data.
 func NewConverter(cfg *hf.Config, ckpt *hf.Checkpoint, opts Options) (*Converter, error) {
 	if cfg == nil || ckpt == nil {
-		return nil, fmt.Errorf("llama: nil config or checkpoint")
+		return nil, fmt.Errorf("decoder: nil config or checkpoint")
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("llama: %w", err)
+		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	if cfg.ModelType != "llama" || len(cfg.Architectures) > 0 && cfg.Architectures[0] != "LlamaForCausalLM" {
-		return nil, fmt.Errorf("llama: model_type %q / architectures %v: %w", cfg.ModelType, cfg.Architectures, hf.ErrUnsupported)
+		return nil, fmt.Errorf("decoder: model_type %q / architectures %v: %w", cfg.ModelType, cfg.Architectures, hf.ErrUnsupported)
 	}
 	if cfg.HiddenAct != "" && cfg.HiddenAct != "silu" {
-		return nil, fmt.Errorf("llama: hidden_act %q is not supported (supported: silu): %w", cfg.HiddenAct, hf.ErrUnsupported)
+		return nil, fmt.Errorf("decoder: hidden_act %q is not supported (supported: silu): %w", cfg.HiddenAct, hf.ErrUnsupported)
 	}
 	o, err := opts.resolve(cfg)
 	if err != nil {
@@ -62,7 +62,7 @@ func NewConverter(cfg *hf.Config, ckpt *hf.Checkpoint, opts Options) (*Converter
 	}
 	c := &Converter{cfg: cfg, ckpt: ckpt, opts: o}
 	if c.layout, err = arch.SplitLayers(cfg.NumHiddenLayers, o.NumChunks); err != nil {
-		return nil, fmt.Errorf("llama: %w", err)
+		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	c.lmHead = "lm_head.weight"
 	if cfg.TieWordEmbeddings {
@@ -72,7 +72,7 @@ func NewConverter(cfg *hf.Config, ckpt *hf.Checkpoint, opts Options) (*Converter
 		return nil, err
 	}
 	if k, p := o.SplitLMHead, c.lmPartRows(); (k-1)*p >= cfg.VocabSize {
-		return nil, fmt.Errorf("llama: options: LM head split %d of %d tokens leaves the last part empty", k, cfg.VocabSize)
+		return nil, fmt.Errorf("decoder: options: LM head split %d of %d tokens leaves the last part empty", k, cfg.VocabSize)
 	}
 	c.ropeRows = 2 * max(o.ContextLength, o.StateLength)
 	cos, sin, err := RopeTables(cfg, c.ropeRows)
@@ -123,7 +123,7 @@ func (c *Converter) Part(p arch.Part, chunk int) (*coreml.Package, error) {
 	case arch.PartFFNPF:
 		return c.CombinedChunk(chunk)
 	}
-	return nil, fmt.Errorf("llama: unknown part %q", p)
+	return nil, fmt.Errorf("decoder: unknown part %q", p)
 }
 
 func toHalf(f []float64) []uint16 {
@@ -185,15 +185,15 @@ func (c *Converter) checkTensors() error {
 	for _, w := range ws {
 		info, ok := c.ckpt.Info(w.name)
 		if !ok {
-			return fmt.Errorf("llama: checkpoint has no tensor %q", w.name)
+			return fmt.Errorf("decoder: checkpoint has no tensor %q", w.name)
 		}
 		switch info.DType {
 		case hf.F32, hf.F16, hf.BF16:
 		default:
-			return fmt.Errorf("llama: tensor %q is %s, want F32, F16 or BF16: %w", w.name, info.DType, hf.ErrUnsupported)
+			return fmt.Errorf("decoder: tensor %q is %s, want F32, F16 or BF16: %w", w.name, info.DType, hf.ErrUnsupported)
 		}
 		if !equalShape(info.Shape, w.shape) {
-			return fmt.Errorf("llama: tensor %q has shape %v, config implies %v", w.name, info.Shape, w.shape)
+			return fmt.Errorf("decoder: tensor %q has shape %v, config implies %v", w.name, info.Shape, w.shape)
 		}
 	}
 	return nil
