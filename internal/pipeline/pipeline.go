@@ -16,7 +16,6 @@ import (
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/coreml"
-	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/quant"
 )
 
@@ -41,6 +40,9 @@ type Options struct {
 	Restart, Only int
 	// SkipCheck skips step 8 (verification).
 	SkipCheck bool
+	// AllowUnusedWeights converts a checkpoint that holds tensors the
+	// conversion does not use, with a warning, instead of refusing it.
+	AllowUnusedWeights bool
 	// Log receives step lines, progress and the final table (nil: quiet).
 	Log io.Writer
 	// Verify runs step 8 on the finished output directory.
@@ -74,13 +76,6 @@ type Converter interface {
 	FileName(p arch.Part, chunk int) (string, error)
 	Layout() []arch.Range
 	Options() decoder.Options
-}
-
-// families maps config.json's model_type to a converter constructor.
-var families = map[string]func(cfg *hf.Config, ckpt *hf.Checkpoint, opts decoder.Options) (Converter, error){
-	"llama": func(cfg *hf.Config, ckpt *hf.Checkpoint, opts decoder.Options) (Converter, error) {
-		return decoder.NewConverter(cfg, ckpt, opts)
-	},
 }
 
 // Palettize adapts internal/quant to the converter's LUT hook.

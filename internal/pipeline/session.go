@@ -38,9 +38,11 @@ func Open(opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	mk, ok := families[cfg.ModelType]
-	if !ok {
-		return nil, fmt.Errorf("pipeline: %s: model_type %q is not supported (supported: llama)", filepath.Join(opts.Model, "config.json"), cfg.ModelType)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := arch.Lookup(cfg); err != nil {
+		return nil, err
 	}
 	ckpt, err := hf.OpenCheckpoint(opts.Model)
 	if err != nil {
@@ -50,9 +52,9 @@ func Open(opts Options) (*Session, error) {
 		ContextLength: opts.ContextLength, StateLength: opts.StateLength, BatchSize: opts.BatchSize,
 		NumChunks: opts.NumChunks, Prefix: opts.Prefix, LUT: opts.LUT, LUTGroupSize: opts.LUTGroupSize,
 		Palettize: Palettize, Eligible: quant.Eligible,
-		OnOverflow: overflowWarner(opts.Log),
+		OnOverflow: overflowWarner(opts.Log), AllowUnusedWeights: opts.AllowUnusedWeights, Warn: lineWarner(opts.Log),
 	}
-	conv, err := mk(cfg, ckpt, lo)
+	conv, err := decoder.NewConverter(cfg, ckpt, lo)
 	if err != nil {
 		ckpt.Close()
 		return nil, err
@@ -132,6 +134,14 @@ func reusePalettes(dst, src *coreml.Package) int {
 		}
 	}
 	return reused
+}
+
+// lineWarner returns a callback printing one line to log (stderr when nil).
+func lineWarner(log io.Writer) func(string) {
+	if log == nil {
+		log = os.Stderr
+	}
+	return func(msg string) { fmt.Fprintln(log, msg) }
 }
 
 // overflowWarner returns a callback that reports weights whose values do

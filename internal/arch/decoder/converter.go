@@ -1,14 +1,20 @@
-// Package llama builds ANEMLL's Core ML packages for LLaMA-family
-// checkpoints as MIL programs: embeddings (part 1), decoder chunks for
-// decode (part 2, "FFN") and prefill (part 2_prefill), the LM head (part 3)
-// and combined FFN+prefill packages, with the same file names, inputs,
-// outputs, state and metadata keys as ANEMLL, fp16 throughout and optional
-// LUT palettization.
+// Package decoder builds ANEMLL's Core ML packages of a decoder-only
+// language model as MIL programs, for every model family in arch.Families
+// (the family's arch.Spec says which norms, biases, activation, attention
+// scale, windows and RoPE each layer has): embeddings (part 1), decoder
+// chunks for decode (part 2, "FFN") and prefill (part 2_prefill), the LM
+// head (part 3) and combined FFN+prefill packages, with the same file
+// names, inputs, outputs, state and metadata keys as ANEMLL, fp16
+// throughout and optional LUT palettization.
 //
-// Two deliberate differences from ANEMLL: every decoder layer lands in
-// exactly one chunk whatever the chunk count (arch.SplitLayers), and RoPE
-// tables are computed as Hugging Face does, including "linear" and
-// "llama3" rope_scaling.
+// Deliberate differences from ANEMLL: every decoder layer lands in exactly
+// one chunk whatever the chunk count (arch.SplitLayers); only the last
+// chunk applies the final norm (ANEMLL's Qwen converters apply it in every
+// decode chunk); RoPE tables are computed as Hugging Face does, including
+// "linear" and "llama3" rope_scaling; sliding-window layers keep ANEMLL's
+// unified KV cache and apply the window inside the graph from the token
+// positions, so every path (decode, prefill of any batch size) is exact
+// and no rotation is needed.
 //
 // Weights are never loaded up front: every weight const is a lazy value
 // that reads its tensor from the memory-mapped checkpoint when the package
@@ -32,13 +38,27 @@ const StateName = "model_model_kv_cache_0"
 
 // Converter builds the packages of one checkpoint.
 type Converter struct {
-	cfg      *hf.Config
-	ckpt     *hf.Checkpoint
-	opts     Options
-	layout   []arch.Range
-	lmHead   string // HF name of the LM head matrix (lm_head or embeddings)
+	cfg    *hf.Config
+	spec   *arch.Spec
+	ckpt   *hf.Checkpoint
+	opts   Options
+	layout []arch.Range
+	// lmHead is the canonical name of the LM head matrix
+	// ("lm_head.weight", or the embeddings when tied).
+	lmHead string
+	// names maps canonical tensor names ("model.…", "lm_head.weight") to
+	// the checkpoint's.
+	names    tensorNames
 	ropeRows int
-	cos, sin []uint16 // fp16 RoPE tables [ropeRows, head_dim]
+	// ropes are the fp16 RoPE tables [ropeRows, head_dim], one per
+	// distinct (base, scaling) of the layers; ropeOf gives each layer's.
+	ropes  []ropeTable
+	ropeOf []int
+}
+
+// ropeTable is one RoPE configuration's cos and sin tables.
+type ropeTable struct {
+	cos, sin []uint16
 }
 
 // NewConverter checks cfg, opts and the checkpoint's tensor names, shapes
@@ -50,23 +70,24 @@ func NewConverter(cfg *hf.Config, ckpt *hf.Checkpoint, opts Options) (*Converter
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
 	}
-	if cfg.ModelType != "llama" || len(cfg.Architectures) > 0 && cfg.Architectures[0] != "LlamaForCausalLM" {
-		return nil, fmt.Errorf("decoder: model_type %q / architectures %v: %w", cfg.ModelType, cfg.Architectures, hf.ErrUnsupported)
-	}
-	if cfg.HiddenAct != "" && cfg.HiddenAct != "silu" {
-		return nil, fmt.Errorf("decoder: hidden_act %q is not supported (supported: silu): %w", cfg.HiddenAct, hf.ErrUnsupported)
-	}
-	o, err := opts.resolve(cfg)
+	spec, err := arch.Resolve(cfg)
 	if err != nil {
 		return nil, err
 	}
-	c := &Converter{cfg: cfg, ckpt: ckpt, opts: o}
+	o, err := opts.resolve(cfg, spec.Family)
+	if err != nil {
+		return nil, err
+	}
+	c := &Converter{cfg: cfg, spec: spec, ckpt: ckpt, opts: o}
 	if c.layout, err = arch.SplitLayers(cfg.NumHiddenLayers, o.NumChunks); err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	c.lmHead = "lm_head.weight"
 	if cfg.TieWordEmbeddings {
 		c.lmHead = "model.embed_tokens.weight"
+	}
+	if c.names, err = findNames(spec.Family, ckpt); err != nil {
+		return nil, err
 	}
 	if err := c.checkTensors(); err != nil {
 		return nil, err
@@ -75,13 +96,34 @@ func NewConverter(cfg *hf.Config, ckpt *hf.Checkpoint, opts Options) (*Converter
 		return nil, fmt.Errorf("decoder: options: LM head split %d of %d tokens leaves the last part empty", k, cfg.VocabSize)
 	}
 	c.ropeRows = 2 * max(o.ContextLength, o.StateLength)
-	cos, sin, err := RopeTables(cfg, c.ropeRows)
-	if err != nil {
-		return nil, err
+	type ropeKey struct {
+		theta   float64
+		scaling hf.RopeScaling
+		scaled  bool
 	}
-	c.cos, c.sin = toHalf(cos), toHalf(sin)
+	index := map[ropeKey]int{}
+	for _, la := range spec.Layers {
+		k := ropeKey{theta: la.RopeTheta}
+		if la.RopeScaling != nil {
+			k.scaling, k.scaled = *la.RopeScaling, true
+		}
+		i, ok := index[k]
+		if !ok {
+			cos, sin, err := RopeTables(cfg.HeadDim, la.RopeTheta, la.RopeScaling, c.ropeRows)
+			if err != nil {
+				return nil, err
+			}
+			i = len(c.ropes)
+			index[k] = i
+			c.ropes = append(c.ropes, ropeTable{toHalf(cos), toHalf(sin)})
+		}
+		c.ropeOf = append(c.ropeOf, i)
+	}
 	return c, nil
 }
+
+// Spec returns the model family applied to the configuration.
+func (c *Converter) Spec() *arch.Spec { return c.spec }
 
 // Options returns the options with defaults filled in.
 func (c *Converter) Options() Options { return c.opts }
@@ -140,63 +182,88 @@ func (c *Converter) lmPartRows() int {
 	return (c.cfg.VocabSize + k - 1) / k
 }
 
-// checkTensors verifies every tensor the packages will read.
-func (c *Converter) checkTensors() error {
-	cfg := c.cfg
+// wantTensors lists every tensor the packages read (canonical names) with
+// the shape config.json implies.
+func (c *Converter) wantTensors() []wantTensor {
+	cfg, sp := c.cfg, c.spec
 	H, I, V, d := int64(cfg.HiddenSize), int64(cfg.IntermediateSize), int64(cfg.VocabSize), int64(cfg.HeadDim)
 	q, kv := int64(cfg.NumAttentionHeads)*d, int64(cfg.NumKeyValueHeads)*d
-	type want struct {
-		name  string
-		shape []int64
-	}
-	ws := []want{{"model.embed_tokens.weight", []int64{V, H}}, {"model.norm.weight", []int64{H}}}
+	ws := []wantTensor{{"model.embed_tokens.weight", []int64{V, H}}, {"model.norm.weight", []int64{H}}}
 	if c.lmHead != "model.embed_tokens.weight" {
-		ws = append(ws, want{c.lmHead, []int64{V, H}})
+		ws = append(ws, wantTensor{c.lmHead, []int64{V, H}})
 	}
 	for l := 0; l < cfg.NumHiddenLayers; l++ {
 		p := fmt.Sprintf("model.layers.%d.", l)
 		ws = append(ws,
-			want{p + "input_layernorm.weight", []int64{H}},
-			want{p + "post_attention_layernorm.weight", []int64{H}},
-			want{p + "self_attn.q_proj.weight", []int64{q, H}},
-			want{p + "self_attn.k_proj.weight", []int64{kv, H}},
-			want{p + "self_attn.v_proj.weight", []int64{kv, H}},
-			want{p + "self_attn.o_proj.weight", []int64{H, q}},
-			want{p + "mlp.gate_proj.weight", []int64{I, H}},
-			want{p + "mlp.up_proj.weight", []int64{I, H}},
-			want{p + "mlp.down_proj.weight", []int64{H, I}},
+			wantTensor{p + "input_layernorm.weight", []int64{H}},
+			wantTensor{p + "post_attention_layernorm.weight", []int64{H}},
+			wantTensor{p + "self_attn.q_proj.weight", []int64{q, H}},
+			wantTensor{p + "self_attn.k_proj.weight", []int64{kv, H}},
+			wantTensor{p + "self_attn.v_proj.weight", []int64{kv, H}},
+			wantTensor{p + "self_attn.o_proj.weight", []int64{H, q}},
+			wantTensor{p + "mlp.gate_proj.weight", []int64{I, H}},
+			wantTensor{p + "mlp.up_proj.weight", []int64{I, H}},
+			wantTensor{p + "mlp.down_proj.weight", []int64{H, I}},
 		)
-		if cfg.AttentionBias {
+		if sp.Family.SandwichNorms {
 			ws = append(ws,
-				want{p + "self_attn.q_proj.bias", []int64{q}},
-				want{p + "self_attn.k_proj.bias", []int64{kv}},
-				want{p + "self_attn.v_proj.bias", []int64{kv}},
-				want{p + "self_attn.o_proj.bias", []int64{H}},
+				wantTensor{p + "pre_feedforward_layernorm.weight", []int64{H}},
+				wantTensor{p + "post_feedforward_layernorm.weight", []int64{H}},
 			)
 		}
-		if cfg.MLPBias {
+		if sp.Family.QKNorm {
 			ws = append(ws,
-				want{p + "mlp.gate_proj.bias", []int64{I}},
-				want{p + "mlp.up_proj.bias", []int64{I}},
-				want{p + "mlp.down_proj.bias", []int64{H}},
+				wantTensor{p + "self_attn.q_norm.weight", []int64{d}},
+				wantTensor{p + "self_attn.k_norm.weight", []int64{d}},
+			)
+		}
+		if sp.Biases.QKV {
+			ws = append(ws,
+				wantTensor{p + "self_attn.q_proj.bias", []int64{q}},
+				wantTensor{p + "self_attn.k_proj.bias", []int64{kv}},
+				wantTensor{p + "self_attn.v_proj.bias", []int64{kv}},
+			)
+		}
+		if sp.Biases.O {
+			ws = append(ws, wantTensor{p + "self_attn.o_proj.bias", []int64{H}})
+		}
+		if sp.Biases.MLP {
+			ws = append(ws,
+				wantTensor{p + "mlp.gate_proj.bias", []int64{I}},
+				wantTensor{p + "mlp.up_proj.bias", []int64{I}},
+				wantTensor{p + "mlp.down_proj.bias", []int64{H}},
 			)
 		}
 	}
-	for _, w := range ws {
-		info, ok := c.ckpt.Info(w.name)
+	return ws
+}
+
+type wantTensor struct {
+	name  string
+	shape []int64
+}
+
+// checkTensors verifies every tensor the packages will read, then that the
+// checkpoint holds nothing else the conversion would silently drop.
+func (c *Converter) checkTensors() error {
+	used := map[string]bool{}
+	for _, w := range c.wantTensors() {
+		name := c.names.of(w.name)
+		used[name] = true
+		info, ok := c.ckpt.Info(name)
 		if !ok {
-			return fmt.Errorf("decoder: checkpoint has no tensor %q", w.name)
+			return fmt.Errorf("decoder: checkpoint %s has no tensor %q (%s expects it)", c.ckpt.Dir, name, c.spec.Family.Name)
 		}
 		switch info.DType {
 		case hf.F32, hf.F16, hf.BF16:
 		default:
-			return fmt.Errorf("decoder: tensor %q is %s, want F32, F16 or BF16: %w", w.name, info.DType, hf.ErrUnsupported)
+			return fmt.Errorf("decoder: tensor %q is %s, want F32, F16 or BF16: %w", name, info.DType, hf.ErrUnsupported)
 		}
 		if !equalShape(info.Shape, w.shape) {
-			return fmt.Errorf("decoder: tensor %q has shape %v, config implies %v", w.name, info.Shape, w.shape)
+			return fmt.Errorf("decoder: tensor %q has shape %v, config implies %v", name, info.Shape, w.shape)
 		}
 	}
-	return nil
+	return c.checkUnused(used)
 }
 
 func equalShape(a, b []int64) bool {

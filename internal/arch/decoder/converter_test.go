@@ -316,7 +316,7 @@ func TestLMHeadSplit(t *testing.T) {
 		{512, 8}, {32000, 8}, {128256, 8}, {151936, 16}, {32768, 8}, {256000, 16},
 		{32001, 8}, {262145, 37}, {131071, 8}, {1048573, 64}, {5, 5}, {1, 1},
 	} {
-		if got := SplitFor(tc.v); got != tc.want {
+		if got := SplitFor(tc.v, 0); got != tc.want {
 			t.Errorf("SplitFor(%d) = %d, want %d", tc.v, got, tc.want)
 		}
 	}
@@ -405,7 +405,7 @@ func TestRope(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o := synth.Options{Hidden: 2 * tc.d, Intermediate: 32, Layers: 1, Heads: 2, KVHeads: 1, Vocab: 32, RopeTheta: tc.theta, RopeScaling: tc.rs}
 			cfg, ckpt := synthModel(t, o)
-			inv, err := InvFreq(cfg)
+			inv, err := InvFreq(cfg.HeadDim, cfg.RopeTheta, cfg.RopeScaling)
 			if err != nil {
 				t.Fatal(err)
 			}

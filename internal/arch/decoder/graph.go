@@ -30,21 +30,42 @@ func (f *fn) i32(prefix string, v ...int) *mil.Var {
 	return f.b.Const(f.name(prefix), mil.Int32Vec(x...))
 }
 
-// rmsNorm is ANEMLL's RMSNorm: layer_norm over concat([x, −x]) (whose mean
-// is 0, so it divides by the root mean square), keep the first half, scale
-// by gamma. x is [1,T,H]; out names the result ("" for automatic).
+// rmsNorm is ANEMLL's RMSNorm over the last axis of x (size D): layer_norm
+// over concat([x, −x]) (whose mean is 0, so it divides by the root mean
+// square), keep the first half, scale by gamma (1 + w for families with
+// NormPlusOne). out names the result ("" for automatic).
 func (f *fn) rmsNorm(x *mil.Var, gamma, pfx, out string) *mil.Var {
-	H := int(f.c.cfg.HiddenSize)
-	T := int(x.Type.Shape[1])
+	shape := x.Type.Shape
+	D := shape[len(shape)-1]
 	neg := f.op("mul", pfx+"_neg", mil.In{"x": x, "y": mil.F16(-1)})
 	cat := f.op("concat", pfx+"_cat", mil.In{"values": []*mil.Var{x, neg}, "axis": -1, "interleave": false})
 	ln := f.op("layer_norm", pfx+"_ln", mil.In{"x": cat, "axes": []int{-1}, "epsilon": mil.F16(f.c.cfg.RMSNormEps)})
-	half := f.op("slice_by_index", pfx+"_half", mil.In{"x": ln, "begin": []int{0, 0, 0}, "end": []int{1, T, H}})
-	g := f.ws.vector(f.b, milName(gamma), tensorRef{Name: gamma, Shape: []int64{int64(H)}})
+	begin, end := make([]int, len(shape)), make([]int, len(shape))
+	for i, d := range shape {
+		end[i] = int(d)
+	}
+	half := f.op("slice_by_index", pfx+"_half", mil.In{"x": ln, "begin": begin, "end": end})
+	g := f.ws.vector(f.b, milName(gamma), tensorRef{Name: gamma, Shape: []int64{D}, PlusOne: f.c.spec.Family.NormPlusOne})
 	if out == "" {
 		out = f.name(pfx)
 	}
 	return f.b.Op("mul", out, mil.In{"x": half, "y": g})
+}
+
+// qkNorm applies the family's per-head q/k RMSNorm to x [1,n,T,d], if it
+// has one.
+func (f *fn) qkNorm(x *mil.Var, gamma, pfx string) *mil.Var {
+	if !f.c.spec.Family.QKNorm {
+		return x
+	}
+	return f.rmsNorm(x, gamma, pfx, "")
+}
+
+// softcap is Gemma's tanh(x / c) · c.
+func (f *fn) softcap(x *mil.Var, c float64, pfx string) *mil.Var {
+	y := f.op("mul", pfx+"_in", mil.In{"x": x, "y": mil.F16(1 / c)})
+	y = f.op("tanh", pfx+"_tanh", mil.In{"x": y})
+	return f.op("mul", pfx, mil.In{"x": y, "y": mil.F16(c)})
 }
 
 // toChannels turns [1,T,H] into the conv layout [1,H,1,T].
@@ -97,7 +118,10 @@ type decoderIO struct {
 	state    *mil.Var
 	mask     *mil.Var
 	pos, end *mil.Var // current_pos and current_pos+T, int32 [1]
-	cos, sin *mil.Var // [1,1,T,d/2]
+	// rope returns RoPE table i's half-width cos and sin [1,1,T,d/2].
+	rope func(i int) (cos, sin *mil.Var)
+	// window returns the mask of a sliding window of w positions.
+	window func(w int) *mil.Var
 }
 
 // layer appends decoder layer l (global index) to x [1,T,H]. With skipMLP
@@ -113,11 +137,15 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 
 	h := f.rmsNorm(x, hp+"input_layernorm.weight", p+"_attn_norm", "")
 	hc := f.toChannels(h, p+"_attn_in")
-	q := f.conv1x1(hc, hp+"self_attn.q_proj", int64(nH*d), H, cfg.AttentionBias, p+"_q")
-	k := f.conv1x1(hc, hp+"self_attn.k_proj", int64(kvH*d), H, cfg.AttentionBias, p+"_k")
-	v := f.conv1x1(hc, hp+"self_attn.v_proj", int64(kvH*d), H, cfg.AttentionBias, p+"_v")
-	q = f.rope(f.heads(q, nH, T, p+"_q"), io.cos, io.sin, p+"_q")
-	k = f.rope(f.heads(k, kvH, T, p+"_k"), io.cos, io.sin, p+"_k")
+	sp := f.c.spec
+	la := sp.Layers[l]
+	bias := sp.Biases
+	q := f.conv1x1(hc, hp+"self_attn.q_proj", int64(nH*d), H, bias.QKV, p+"_q")
+	k := f.conv1x1(hc, hp+"self_attn.k_proj", int64(kvH*d), H, bias.QKV, p+"_k")
+	v := f.conv1x1(hc, hp+"self_attn.v_proj", int64(kvH*d), H, bias.QKV, p+"_v")
+	cos, sin := io.rope(f.c.ropeOf[l])
+	q = f.rope(f.qkNorm(f.heads(q, nH, T, p+"_q"), hp+"self_attn.q_norm.weight", p+"_q_norm"), cos, sin, p+"_q")
+	k = f.rope(f.qkNorm(f.heads(k, kvH, T, p+"_k"), hp+"self_attn.k_norm.weight", p+"_k_norm"), cos, sin, p+"_k")
 	v = f.heads(v, kvH, T, p+"_v")
 
 	// KV write: K at slot l, V at slot L+l, positions current_pos..+T.
@@ -151,8 +179,15 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 
 	// Attention with an explicit softmax.
 	sc := f.op("matmul", p+"_scores", mil.In{"x": q, "y": kc, "transpose_x": false, "transpose_y": true})
-	sc = f.op("mul", p+"_scaled", mil.In{"x": sc, "y": mil.F16(1 / math.Sqrt(float64(d)))})
-	sc = f.op("add", p+"_masked", mil.In{"x": sc, "y": io.mask})
+	sc = f.op("mul", p+"_scaled", mil.In{"x": sc, "y": mil.F16(sp.AttnScale)})
+	if c := sp.AttnSoftcap; c > 0 {
+		sc = f.softcap(sc, c, p+"_softcap")
+	}
+	mask := io.mask
+	if la.Window > 0 && la.Window < f.c.opts.StateLength {
+		mask = io.window(la.Window)
+	}
+	sc = f.op("add", p+"_masked", mil.In{"x": sc, "y": mask})
 	mx := f.op("reduce_max", p+"_max", mil.In{"x": sc, "axes": []int{-1}, "keep_dims": true})
 	ex := f.op("exp", p+"_exp", mil.In{"x": f.op("sub", p+"_shift", mil.In{"x": sc, "y": mx})})
 	sm := f.op("reduce_sum", p+"_sum", mil.In{"x": ex, "axes": []int{-1}, "keep_dims": true})
@@ -162,10 +197,13 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 	ao = f.op("reshape", p+"_attn_flat", mil.In{"x": ao, "shape": []int{1, T, nH * d}})
 	oArgs := mil.In{"x": ao, "weight": f.ws.matrix(f.b, milName(hp+"self_attn.o_proj.weight"),
 		tensorRef{Name: hp + "self_attn.o_proj.weight", Shape: []int64{H, int64(nH * d)}})}
-	if cfg.AttentionBias {
+	if bias.O {
 		oArgs["bias"] = f.ws.vector(f.b, milName(hp+"self_attn.o_proj.bias"), tensorRef{Name: hp + "self_attn.o_proj.bias", Shape: []int64{H}})
 	}
 	o := f.op("linear", p+"_o", oArgs)
+	if sp.Family.SandwichNorms {
+		o = f.rmsNorm(o, hp+"post_attention_layernorm.weight", p+"_attn_post_norm", "")
+	}
 	resName := ""
 	if skipMLP {
 		resName = out
@@ -178,16 +216,27 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 		return x
 	}
 
-	// SwiGLU MLP as 1×1 convs.
-	h = f.rmsNorm(x, hp+"post_attention_layernorm.weight", p+"_mlp_norm", "")
+	// Gated MLP (SwiGLU, or GeGLU for Gemma) as 1×1 convs.
+	mlpNorm := hp + "post_attention_layernorm.weight"
+	if sp.Family.SandwichNorms {
+		mlpNorm = hp + "pre_feedforward_layernorm.weight"
+	}
+	h = f.rmsNorm(x, mlpNorm, p+"_mlp_norm", "")
 	hc = f.toChannels(h, p+"_mlp_in")
-	g := f.conv1x1(hc, hp+"mlp.gate_proj", I, H, cfg.MLPBias, p+"_gate")
-	u := f.conv1x1(hc, hp+"mlp.up_proj", I, H, cfg.MLPBias, p+"_up")
-	g = f.op("silu", p+"_silu", mil.In{"x": g})
+	g := f.conv1x1(hc, hp+"mlp.gate_proj", I, H, bias.MLP, p+"_gate")
+	u := f.conv1x1(hc, hp+"mlp.up_proj", I, H, bias.MLP, p+"_up")
+	if sp.Activation == "gelu_pytorch_tanh" {
+		g = f.op("gelu", p+"_gelu", mil.In{"x": g, "mode": "TANH_APPROXIMATION"})
+	} else {
+		g = f.op("silu", p+"_silu", mil.In{"x": g})
+	}
 	m := f.op("mul", p+"_glu", mil.In{"x": g, "y": u})
-	dn := f.conv1x1(m, hp+"mlp.down_proj", H, I, cfg.MLPBias, p+"_down")
+	dn := f.conv1x1(m, hp+"mlp.down_proj", H, I, bias.MLP, p+"_down")
 	dn = f.op("squeeze", p+"_down_3d", mil.In{"x": dn, "axes": []int{2}})
 	dn = f.op("transpose", p+"_down_t", mil.In{"x": dn, "perm": []int{0, 2, 1}})
+	if sp.Family.SandwichNorms {
+		dn = f.rmsNorm(dn, hp+"post_feedforward_layernorm.weight", p+"_mlp_post_norm", "")
+	}
 	if out == "" {
 		out = f.name(p + "_mlp_res")
 	}
@@ -232,10 +281,55 @@ func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *we
 		return f.op("slice_by_index", nm+"_half", mil.In{"x": g, "begin": []int{0, 0, 0, 0}, "end": []int{1, 1, T, int(d / 2)}})
 	}
 	io := &decoderIO{T: T, state: state, mask: mask, pos: pos}
-	io.cos = half(c.cos, "rope_cos_to_fp16")
-	io.sin = half(c.sin, "rope_sin_to_fp16")
-	io.end = f.op("add", "current_pos_end", mil.In{"x": pos, "y": []int{T}})
+	// RoPE tables are gathered once per function, on first use, so a chunk
+	// carries only the tables of its own layers. Table 0 keeps the names
+	// of the single-table graph.
+	type cs struct{ cos, sin *mil.Var }
+	ropes := map[int]cs{}
+	io.rope = func(i int) (*mil.Var, *mil.Var) {
+		if r, ok := ropes[i]; ok {
+			return r.cos, r.sin
+		}
+		nm := "rope"
+		if i > 0 {
+			nm = fmt.Sprintf("rope%d", i)
+		}
+		r := cs{half(c.ropes[i].cos, nm+"_cos_to_fp16"), half(c.ropes[i].sin, nm+"_sin_to_fp16")}
+		ropes[i] = r
+		return r.cos, r.sin
+	}
+	// A sliding window of w masks key j for the query at position p when
+	// p − j ≥ w, on top of the causal mask: select(p ≥ j + w, −inf, mask).
+	windows := map[int]*mil.Var{}
+	io.window = func(w int) *mil.Var {
+		if m, ok := windows[w]; ok {
+			return m
+		}
+		if _, ok := windows[-1]; !ok {
+			q := f.op("reshape", "window_query_pos", mil.In{"x": rp, "shape": []int{1, 1, T, 1}})
+			windows[-1] = q
+		}
+		keys := make([]int32, C)
+		for j := range keys {
+			keys[j] = int32(j + w)
+		}
+		nm := fmt.Sprintf("window%d", w)
+		kw := ws.constValue(b, nm+"_key_limit", func() *mil.Value { return mil.Int32s([]int64{1, 1, 1, C}, keys) })
+		far := f.op("greater_equal", nm+"_far", mil.In{"x": windows[-1], "y": kw})
+		m := f.op("select", nm+"_mask", mil.In{"cond": far, "a": mil.F16(math.Inf(-1)), "b": mask})
+		windows[w] = m
+		return m
+	}
 
+	// Gather the chunk's RoPE rows and build its window masks before the
+	// layers, in layer order.
+	for l := r.Start; l < r.End; l++ {
+		io.rope(c.ropeOf[l])
+		if w := c.spec.Layers[l].Window; w > 0 && w < o.StateLength {
+			io.window(w)
+		}
+	}
+	io.end = f.op("add", "current_pos_end", mil.In{"x": pos, "y": []int{T}})
 	const outName = "output_hidden_states"
 	for l := r.Start; l < r.End; l++ {
 		lastLayer := l == r.End-1
@@ -385,7 +479,13 @@ func (c *Converter) Embeddings() (*coreml.Package, error) {
 	wrapped := f.op("add", "input_ids_wrapped", mil.In{"x": ids, "y": int(V)})
 	idx := f.op("select", "input_ids_index", mil.In{"cond": nonneg, "a": ids, "b": wrapped})
 	w := ws.matrix(b, "embed_tokens_weight_to_fp16", tensorRef{Name: "model.embed_tokens.weight", Shape: []int64{V, H}})
-	out := b.Op("gather", "hidden_states", mil.In{"x": w, "indices": idx, "axis": 0, "batch_dims": 0, "validate_indices": false})
+	var out *mil.Var
+	if sc := c.spec.EmbedScale; sc != 0 {
+		e := f.op("gather", "embeddings", mil.In{"x": w, "indices": idx, "axis": 0, "batch_dims": 0, "validate_indices": false})
+		out = b.Op("mul", "hidden_states", mil.In{"x": e, "y": mil.F16(sc)})
+	} else {
+		out = b.Op("gather", "hidden_states", mil.In{"x": w, "indices": idx, "axis": 0, "batch_dims": 0, "validate_indices": false})
+	}
 	b.Output(out)
 	fnc, err := b.Function()
 	if err != nil {
@@ -433,6 +533,9 @@ func (c *Converter) LMHead() (*coreml.Package, error) {
 		}
 		y := f.op("conv", fmt.Sprintf("lm_head%d_%d", K, i+1), args)
 		y = f.op("squeeze", fmt.Sprintf("lm_head%d_%d_3d", K, i+1), mil.In{"x": y, "axes": []int{2}})
+		if cp := c.spec.FinalSoftcap; cp > 0 {
+			y = f.softcap(y, cp, fmt.Sprintf("lm_head%d_%d_softcap", K, i+1))
+		}
 		name := "logits" + strconv.Itoa(i+1)
 		if K == 1 {
 			name = "logits"

@@ -3,6 +3,7 @@ package decoder
 import (
 	"fmt"
 
+	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/quant"
 )
@@ -15,7 +16,6 @@ var Version = "0.1.0"
 const (
 	DefaultContextLength = 512
 	DefaultBatchSize     = 64
-	DefaultPrefix        = "llama"
 	DefaultLUTGroupSize  = 8
 	// DefaultSplitLMHead is ANEMLL's LM-head split for LLaMA.
 	DefaultSplitLMHead = 8
@@ -50,7 +50,8 @@ type Options struct {
 	BatchSize int
 	// NumChunks splits the decoder layers (default 1, ≤ layer count).
 	NumChunks int
-	// Prefix starts every file name (default "llama").
+	// Prefix starts every file name (default: the family's, as ANEMLL's
+	// one-shot script picks it: "llama", "qwen", "qwen25", "gemma3", …).
 	Prefix string
 	// LUT selects palettization per part (0 = fp16).
 	LUT LUTBits
@@ -71,12 +72,18 @@ type Options struct {
 	// bytes are produced (by the package writer), possibly from several
 	// goroutines at once.
 	OnOverflow func(weight string, n int)
+	// AllowUnusedWeights turns the refusal of checkpoint tensors the
+	// conversion does not use into a warning.
+	AllowUnusedWeights bool
+	// Warn, if set, receives one-line notes and warnings made while
+	// planning (tensors left out).
+	Warn func(msg string)
 }
 
 var validLUTBits = map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true, 6: true, 8: true}
 
 // resolve fills defaults and checks the options against cfg.
-func (o Options) resolve(cfg *hf.Config) (Options, error) {
+func (o Options) resolve(cfg *hf.Config, fam *arch.Family) (Options, error) {
 	bad := func(format string, a ...any) (Options, error) {
 		return Options{}, fmt.Errorf("decoder: options: %s", fmt.Sprintf(format, a...))
 	}
@@ -97,7 +104,7 @@ func (o Options) resolve(cfg *hf.Config) (Options, error) {
 		o.NumChunks = 1
 	}
 	if o.Prefix == "" {
-		o.Prefix = DefaultPrefix
+		o.Prefix = fam.Prefix
 	}
 	if o.LUTGroupSize == 0 {
 		o.LUTGroupSize = DefaultLUTGroupSize
@@ -141,7 +148,7 @@ func (o Options) resolve(cfg *hf.Config) (Options, error) {
 		}
 	}
 	if o.SplitLMHead == 0 {
-		o.SplitLMHead = SplitFor(cfg.VocabSize)
+		o.SplitLMHead = SplitFor(cfg.VocabSize, fam.SplitLMHead)
 	}
 	if rows := (cfg.VocabSize + o.SplitLMHead - 1) / o.SplitLMHead; rows > MaxANEDim {
 		return bad("LM head split %d gives %d rows per part, over the Neural Engine's %d limit", o.SplitLMHead, rows, MaxANEDim)
@@ -149,12 +156,20 @@ func (o Options) resolve(cfg *hf.Config) (Options, error) {
 	return o, nil
 }
 
-// SplitFor picks the LM-head split for a vocabulary of v tokens: the
-// smallest K in [8, 64] dividing v with v/K ≤ 16384 (8 for LLaMA 2/3
-// vocabularies); if none divides, the smallest power of two K ≥ 8 with
-// ceil(v/K) ≤ 16384, the last part then being padded (see LMHead). Never
-// more parts than tokens.
-func SplitFor(v int) int {
+// SplitFor picks the LM-head split for a vocabulary of v tokens. A
+// family split (ANEMLL's 16 for Qwen and Gemma) is kept, doubled while a
+// part would exceed 16384 rows. Otherwise it is the smallest K in [8, 64]
+// dividing v with v/K ≤ 16384 (8 for LLaMA 2/3 vocabularies); if none
+// divides, the smallest power of two K ≥ 8 with ceil(v/K) ≤ 16384, the
+// last part then being padded (see LMHead). Never more parts than tokens.
+func SplitFor(v, family int) int {
+	if family > 0 {
+		k := family
+		for (v+k-1)/k > MaxANEDim {
+			k *= 2
+		}
+		return max(min(k, v), 1)
+	}
 	if v <= DefaultSplitLMHead {
 		return max(v, 1)
 	}

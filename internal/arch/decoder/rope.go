@@ -8,19 +8,17 @@ import (
 )
 
 // InvFreq returns the d/2 rotary inverse frequencies exactly as Hugging
-// Face's LLaMA computes them, in float64: 1/θ^(2i/d), divided by factor
-// for "linear" scaling, and reshaped per frequency band for "llama3"
-// scaling (transformers' _compute_llama3_parameters).
-func InvFreq(cfg *hf.Config) ([]float64, error) {
-	d := cfg.HeadDim
+// Face computes them, in float64: 1/θ^(2i/d), divided by factor for
+// "linear" scaling, and reshaped per frequency band for "llama3" scaling
+// (transformers' _compute_llama3_parameters).
+func InvFreq(d int, theta float64, rs *hf.RopeScaling) ([]float64, error) {
 	if d <= 0 || d%2 != 0 {
 		return nil, fmt.Errorf("decoder: rope: head_dim %d must be positive and even", d)
 	}
 	inv := make([]float64, d/2)
 	for i := range inv {
-		inv[i] = 1 / math.Pow(cfg.RopeTheta, float64(2*i)/float64(d))
+		inv[i] = 1 / math.Pow(theta, float64(2*i)/float64(d))
 	}
-	rs := cfg.RopeScaling
 	if rs == nil {
 		return inv, nil
 	}
@@ -52,18 +50,19 @@ func InvFreq(cfg *hf.Config) ([]float64, error) {
 	return inv, nil
 }
 
-// RopeTables returns row-major cos and sin tables of rows×head_dim in
-// float64: row p holds cos/sin(p·inv_freq) for the first half and again for
-// the second (Hugging Face's emb = cat(freqs, freqs)).
-func RopeTables(cfg *hf.Config, rows int) (cos, sin []float64, err error) {
-	inv, err := InvFreq(cfg)
+// RopeTables returns row-major cos and sin tables of rows×d in float64
+// for head_dim d, base theta and scaling rs: row p holds cos/sin(p·inv_freq)
+// for the first half and again for the second (Hugging Face's emb =
+// cat(freqs, freqs)).
+func RopeTables(d int, theta float64, rs *hf.RopeScaling, rows int) (cos, sin []float64, err error) {
+	inv, err := InvFreq(d, theta, rs)
 	if err != nil {
 		return nil, nil, err
 	}
 	if rows < 1 {
 		return nil, nil, fmt.Errorf("decoder: rope: %d table rows", rows)
 	}
-	d, h := cfg.HeadDim, len(inv)
+	h := len(inv)
 	cos = make([]float64, rows*d)
 	sin = make([]float64, rows*d)
 	for p := 0; p < rows; p++ {

@@ -7,27 +7,42 @@ import (
 	"unsafe"
 
 	"github.com/anemll/anemll/internal/bitpack"
+	"github.com/anemll/anemll/internal/fp16"
 	"github.com/anemll/anemll/internal/mil"
 	"github.com/anemll/anemll/internal/quant"
 )
 
 // tensorRef says how to produce one MIL weight from a checkpoint tensor:
-// rows [Row0, Row1) along axis 0 of HF tensor Name (all rows when Row1 is
-// 0), followed by PadRows zero rows, viewed with MIL shape Shape.
+// rows [Row0, Row1) along axis 0 of tensor Name (canonical name, see
+// tensorNames; all rows when Row1 is 0), followed by PadRows zero rows,
+// viewed with MIL shape Shape. PlusOne stores 1 + w (Gemma's norm gains).
 type tensorRef struct {
 	Name       string
 	Row0, Row1 int64
 	PadRows    int64
 	Shape      []int64
+	PlusOne    bool
 }
 
 // readFP16 converts the referenced rows to fp16 bit patterns, followed by
 // r.PadRows zero rows. It reads only those rows from the memory-mapped
 // checkpoint.
 func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
-	info, ok := c.ckpt.Info(r.Name)
+	name := c.names.of(r.Name)
+	info, ok := c.ckpt.Info(name)
 	if !ok {
-		return nil, fmt.Errorf("decoder: tensor %q not in checkpoint", r.Name)
+		return nil, fmt.Errorf("decoder: tensor %q not in checkpoint", name)
+	}
+	if r.PlusOne {
+		f, err := c.ckpt.Float32(name)
+		if err != nil {
+			return nil, fmt.Errorf("decoder: %w", err)
+		}
+		out := make([]uint16, len(f))
+		for i, v := range f {
+			out[i] = uint16(fp16.FromFloat32(1 + v))
+		}
+		return out, nil
 	}
 	rows := int64(1)
 	if len(info.Shape) > 0 {
@@ -43,12 +58,12 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	}
 	n := max(0, row1-row0) // Float16Rows rejects a bad range
 	out := make([]uint16, (n+r.PadRows)*per)
-	over, err := c.ckpt.Float16Rows(r.Name, row0, row1, out[:n*per])
+	over, err := c.ckpt.Float16Rows(name, row0, row1, out[:n*per])
 	if err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	if over > 0 && c.opts.OnOverflow != nil {
-		c.opts.OnOverflow(r.Name, over)
+		c.opts.OnOverflow(name, over)
 	}
 	return out, nil
 }
