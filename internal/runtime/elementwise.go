@@ -255,6 +255,27 @@ func unaryOp(f func(float64) float64) kernel {
 
 func sigmoid(v float64) float64 { return 1 / (1 + math.Exp(-v)) }
 
+// gelu formulas by the op's mode (MIL iOS15 gelu).
+var geluModes = map[string]func(float64) float64{
+	"EXACT": func(v float64) float64 { return 0.5 * v * (1 + math.Erf(v/math.Sqrt2)) },
+	"TANH_APPROXIMATION": func(v float64) float64 {
+		return 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v)))
+	},
+	"SIGMOID_APPROXIMATION": func(v float64) float64 { return v * sigmoid(1.702*v) },
+}
+
+func opGelu(c *call) error {
+	mode, err := c.str("mode", "EXACT")
+	if err != nil {
+		return err
+	}
+	f, ok := geluModes[mode]
+	if !ok {
+		return fmt.Errorf("gelu mode %q unknown (want EXACT, TANH_APPROXIMATION or SIGMOID_APPROXIMATION)", mode)
+	}
+	return unaryOp(f)(c)
+}
+
 func opRsqrt(c *call) error {
 	x, err := c.need("x")
 	if err != nil {
@@ -459,6 +480,7 @@ func registerElementwise() {
 	kernels["sin"] = unaryOp(math.Sin)
 	kernels["cos"] = unaryOp(math.Cos)
 	kernels["erf"] = unaryOp(math.Erf)
+	kernels["gelu"] = opGelu
 	kernels["identity"] = opIdentity
 	kernels["cast"] = opCast
 	kernels["select"] = opSelect

@@ -213,6 +213,27 @@ func TestUnary(t *testing.T) {
 		{"relu", func(v float64) float64 { return math.Max(v, 0) }},
 		{"abs", math.Abs},
 	}
+	// gelu's modes, written out from the MIL op definition.
+	geluTanh := func(v float64) float64 { return 0.5 * v * (1 + math.Tanh(0.7978845608028654*(v+0.044715*v*v*v))) }
+	for _, g := range []struct {
+		mode string
+		f    func(float64) float64
+	}{
+		{"EXACT", func(v float64) float64 { return 0.5 * v * (1 + math.Erf(v/math.Sqrt2)) }},
+		{"TANH_APPROXIMATION", geluTanh},
+		{"SIGMOID_APPROXIMATION", func(v float64) float64 { return v / (1 + math.Exp(-1.702*v)) }},
+	} {
+		t.Run("gelu "+g.mode, func(t *testing.T) {
+			got := runOp(t, []in{{"x", x}}, func(b *mil.Builder, v []*mil.Var) *mil.Var {
+				return b.Op("gelu", "z", mil.In{"x": v[0], "mode": g.mode})
+			})
+			want := make([]float32, len(xs))
+			for i := range xs {
+				want[i] = r16(g.f(float64(x.F[i])))
+			}
+			wantTensor(t, got, mil.Float16, []int{6}, want, nil)
+		})
+	}
 	for _, tc := range tests {
 		t.Run(tc.op, func(t *testing.T) {
 			got := runOp(t, []in{{"x", x}}, func(b *mil.Builder, v []*mil.Var) *mil.Var {
