@@ -23,8 +23,16 @@ const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
 // chunks) and, if combine is set, the combined chunks too.
 func convertTiny(t *testing.T, chunks, context int, lut decoder.LUTBits) (sep, comb *runner.Files) {
 	t.Helper()
+	return convertModel(t, pipeline.Options{Model: tinyModel, ContextLength: context, BatchSize: 64, NumChunks: chunks, LUT: lut})
+}
+
+// convertModel converts the four parts of opts.Model (opts.Output is a
+// temporary directory) and returns the separate and the combined files.
+func convertModel(t *testing.T, opts pipeline.Options) (sep, comb *runner.Files) {
+	t.Helper()
 	dir := t.TempDir()
-	s, err := pipeline.Open(pipeline.Options{Model: tinyModel, Output: dir, ContextLength: context, BatchSize: 64, NumChunks: chunks, LUT: lut})
+	opts.Output = dir
+	s, err := pipeline.Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

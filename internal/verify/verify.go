@@ -129,10 +129,33 @@ func compareMany(m *runner.Model, refs []*reference.Model, ids []int, prefillPat
 			return nil, err
 		}
 	}
+	return compareWant(m, ids, want, prefillPath)
+}
+
+// CompareLogits is Compare against precomputed reference logits: want[t]
+// are the logits predicting token t+1 after ids[:t+1] (for example Hugging
+// Face's own, saved with a checkpoint).
+func CompareLogits(m *runner.Model, ids []int, want [][]float32) (*Report, error) {
+	if len(want) != len(ids) {
+		return nil, fmt.Errorf("verify: %d rows of reference logits for %d tokens", len(want), len(ids))
+	}
+	if len(ids) > m.ContextLength {
+		return nil, fmt.Errorf("verify: %d tokens exceed the packages' context length %d", len(ids), m.ContextLength)
+	}
+	reps, err := compareWant(m, ids, [][][]float32{want}, true)
+	if err != nil {
+		return nil, err
+	}
+	return reps[0], nil
+}
+
+// compareWant runs the packages over ids on the decode path (and the
+// prefill path when prefillPath) and compares them with each entry of want.
+func compareWant(m *runner.Model, ids []int, want [][][]float32, prefillPath bool) ([]*Report, error) {
 	// path runs the packages over ids and adds each position's logits to
 	// one accumulator per reference.
 	path := func(step func(t, id int) ([]float32, error)) ([]PathStats, error) {
-		accs := make([]*accumulator, len(refs))
+		accs := make([]*accumulator, len(want))
 		for i := range accs {
 			accs[i] = newAccumulator()
 		}
@@ -158,7 +181,7 @@ func compareMany(m *runner.Model, refs []*reference.Model, ids []int, prefillPat
 	if err != nil {
 		return nil, err
 	}
-	reps := make([]*Report, len(refs))
+	reps := make([]*Report, len(want))
 	for i := range reps {
 		reps[i] = &Report{Decode: dec[i]}
 	}

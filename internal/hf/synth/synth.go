@@ -1,5 +1,5 @@
-// Package synth writes deterministic random LLaMA checkpoints in Hugging Face
-// layout (config.json plus safetensors) for tests and benchmarks. Tensors are
+// Package synth writes deterministic random checkpoints of every supported
+// model family (LLaMA, Mistral, Qwen 2/3, Gemma 3) in Hugging Face layout (config.json plus safetensors) for tests and benchmarks. Tensors are
 // generated chunk by chunk while they are written, so model-sized checkpoints
 // need little memory.
 package synth
@@ -39,7 +39,32 @@ type Options struct {
 	Shards                       int             // <= 1: model.safetensors
 	Seed                         uint64
 	Std                          float64 // weight standard deviation, default 0.02
+
+	// Family is the model family: "" or "llama", "mistral", "qwen2"
+	// (q/k/v biases), "qwen3" (q/k norms), "gemma3_text" (Gemma 3's norms,
+	// GeGLU, windows) or "gemma3" (the same decoder nested in a
+	// Gemma3ForConditionalGeneration config and weight layout).
+	Family string
+	// SlidingWindow sets sliding_window (Mistral, Gemma; 0: null).
+	SlidingWindow int
+	// SlidingPattern makes layer i global when (i+1)%SlidingPattern == 0
+	// (Gemma; written as layer_types and sliding_window_pattern).
+	SlidingPattern int
+	// QueryPreAttnScalar, AttnSoftcap, FinalSoftcap and RopeLocalBase are
+	// Gemma's keys (0: absent or null).
+	QueryPreAttnScalar, AttnSoftcap, FinalSoftcap, RopeLocalBase float64
+	// NestedPrefix is where a "gemma3" checkpoint keeps the decoder:
+	// "language_model.model." (default) or "model.language_model.".
+	NestedPrefix string
 }
+
+// archOf returns the architectures[0] of a family.
+var archOf = map[string]string{
+	"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+	"qwen3": "Qwen3ForCausalLM", "gemma3_text": "Gemma3ForCausalLM", "gemma3": "Gemma3ForConditionalGeneration",
+}
+
+func (o Options) gemma() bool { return o.Family == "gemma3_text" || o.Family == "gemma3" }
 
 // Llama1B returns the shape of Llama-3.2-1B: tied embeddings, about 2.5 GB
 // in BF16.
@@ -71,6 +96,12 @@ func (o Options) withDefaults() Options {
 	if o.Std == 0 {
 		o.Std = 0.02
 	}
+	if o.Family == "" {
+		o.Family = "llama"
+	}
+	if o.Family == "gemma3" && o.NestedPrefix == "" {
+		o.NestedPrefix = "language_model.model."
+	}
 	return o
 }
 
@@ -91,13 +122,21 @@ func ConfigJSON(o Options) ([]byte, error) {
 	if dtype == "" {
 		return nil, fmt.Errorf("synth: dtype %v is not BF16, F16 or F32", o.DType)
 	}
+	arch, ok := archOf[o.Family]
+	if !ok {
+		return nil, fmt.Errorf("synth: unknown family %q", o.Family)
+	}
+	act := "silu"
+	if o.gemma() {
+		act = "gelu_pytorch_tanh"
+	}
 	m := map[string]any{
-		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama",
+		"architectures": []string{arch}, "model_type": o.Family,
 		"hidden_size": o.Hidden, "intermediate_size": o.Intermediate, "num_hidden_layers": o.Layers,
 		"num_attention_heads": o.Heads, "num_key_value_heads": o.KVHeads, "vocab_size": o.Vocab,
 		"rms_norm_eps": o.RMSNormEps, "rope_theta": o.RopeTheta, "max_position_embeddings": o.MaxPositions,
 		"tie_word_embeddings": o.TieEmbeddings, "attention_bias": o.AttentionBias, "mlp_bias": o.MLPBias,
-		"hidden_act": "silu", "torch_dtype": dtype, "rope_scaling": nil,
+		"hidden_act": act, "torch_dtype": dtype, "rope_scaling": nil,
 		"bos_token_id": min(1, o.Vocab-1), "eos_token_id": min(2, o.Vocab-1),
 	}
 	if o.HeadDim > 0 {
@@ -111,6 +150,41 @@ func ConfigJSON(o Options) ([]byte, error) {
 			r["original_max_position_embeddings"] = rs.OriginalMaxPositionEmbeddings
 		}
 		m["rope_scaling"] = r
+	}
+	if o.SlidingWindow > 0 {
+		m["sliding_window"] = o.SlidingWindow
+	} else if o.Family == "mistral" || o.gemma() {
+		m["sliding_window"] = nil
+	}
+	if o.Family == "qwen2" || o.Family == "qwen3" {
+		m["use_sliding_window"] = false
+	}
+	if o.gemma() {
+		types := make([]string, o.Layers)
+		for i := range types {
+			types[i] = "sliding_attention"
+			if o.SlidingPattern > 0 && (i+1)%o.SlidingPattern == 0 {
+				types[i] = "full_attention"
+			}
+		}
+		delete(m, "hidden_act")
+		m["hidden_activation"] = act
+		m["layer_types"] = types
+		m["sliding_window_pattern"] = o.SlidingPattern
+		m["query_pre_attn_scalar"] = nilIfZero(o.QueryPreAttnScalar)
+		m["attn_logit_softcapping"] = nilIfZero(o.AttnSoftcap)
+		m["final_logit_softcapping"] = nilIfZero(o.FinalSoftcap)
+		m["rope_local_base_freq"] = nilIfZero(o.RopeLocalBase)
+		if m["rope_local_base_freq"] == nil {
+			m["rope_local_base_freq"] = 10000.0
+		}
+	}
+	if o.Family == "gemma3" {
+		m["model_type"] = "gemma3_text"
+		delete(m, "architectures")
+		m = map[string]any{"architectures": []string{arch}, "model_type": "gemma3", "text_config": m,
+			"tie_word_embeddings": o.TieEmbeddings, "torch_dtype": dtype,
+			"vision_config": map[string]any{"hidden_size": 16, "model_type": "siglip_vision_model"}}
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -126,12 +200,20 @@ func ConfigJSON(o Options) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+func nilIfZero(v float64) any {
+	if v == 0 {
+		return nil
+	}
+	return v
+}
+
 // kind says how a tensor's values are drawn.
 type kind int
 
 const (
 	normal kind = iota // Std·N(0,1)
 	gamma              // 1 + 0.1·N(0,1), for RMSNorm weights
+	gain               // 0.1·N(0,1), for (1 + w) RMSNorm weights (Gemma)
 )
 
 // Tensors returns the checkpoint's tensors with HF names, as streaming
@@ -142,22 +224,46 @@ func Tensors(o Options) []hf.WriteTensor {
 	h, in, v := int64(o.Hidden), int64(o.Intermediate), int64(o.Vocab)
 	q, kv := int64(o.Heads)*hd, int64(o.KVHeads)*hd
 	var ts []hf.WriteTensor
+	dec, head := "model.", "lm_head."
+	if o.Family == "gemma3" {
+		dec = o.NestedPrefix
+		if dec == "language_model.model." {
+			head = "language_model.lm_head."
+		}
+	}
+	norm := gamma
+	if o.gemma() {
+		norm = gain
+	}
 	add := func(name string, k kind, shape ...int64) {
+		if k == gamma {
+			k = norm
+		}
 		ts = append(ts, tensor(o, name, k, shape))
 	}
-	add("model.embed_tokens.weight", normal, v, h)
+	add(dec+"embed_tokens.weight", normal, v, h)
 	for i := 0; i < o.Layers; i++ {
-		p := fmt.Sprintf("model.layers.%d.", i)
+		p := fmt.Sprintf("%slayers.%d.", dec, i)
 		add(p+"input_layernorm.weight", gamma, h)
 		add(p+"post_attention_layernorm.weight", gamma, h)
+		if o.gemma() {
+			add(p+"pre_feedforward_layernorm.weight", gamma, h)
+			add(p+"post_feedforward_layernorm.weight", gamma, h)
+		}
 		add(p+"self_attn.q_proj.weight", normal, q, h)
 		add(p+"self_attn.k_proj.weight", normal, kv, h)
 		add(p+"self_attn.v_proj.weight", normal, kv, h)
 		add(p+"self_attn.o_proj.weight", normal, h, q)
-		if o.AttentionBias {
+		if o.Family == "qwen3" || o.gemma() {
+			add(p+"self_attn.q_norm.weight", gamma, hd)
+			add(p+"self_attn.k_norm.weight", gamma, hd)
+		}
+		if o.AttentionBias || o.Family == "qwen2" {
 			add(p+"self_attn.q_proj.bias", normal, q)
 			add(p+"self_attn.k_proj.bias", normal, kv)
 			add(p+"self_attn.v_proj.bias", normal, kv)
+		}
+		if o.AttentionBias && o.Family != "qwen2" {
 			add(p+"self_attn.o_proj.bias", normal, h)
 		}
 		add(p+"mlp.gate_proj.weight", normal, in, h)
@@ -169,9 +275,13 @@ func Tensors(o Options) []hf.WriteTensor {
 			add(p+"mlp.down_proj.bias", normal, h)
 		}
 	}
-	add("model.norm.weight", gamma, h)
+	add(dec+"norm.weight", gamma, h)
 	if !o.TieEmbeddings {
-		add("lm_head.weight", normal, v, h)
+		add(head+"weight", normal, v, h)
+	}
+	if o.Family == "gemma3" {
+		// A vision tower the text conversion leaves out.
+		add("vision_tower.vision_model.post_layernorm.weight", gamma, 16)
 	}
 	return ts
 }
@@ -223,8 +333,11 @@ func tensor(o Options, name string, k kind, shape []int64) hf.WriteTensor {
 
 func fill(b []byte, o Options, k kind, r *rand.Rand) {
 	std, mean := o.Std, 0.0
-	if k == gamma {
+	switch k {
+	case gamma:
 		std, mean = 0.1, 1
+	case gain:
+		std = 0.1
 	}
 	switch o.DType {
 	case hf.F32:
