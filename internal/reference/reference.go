@@ -10,8 +10,8 @@
 package reference
 
 import (
-	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/anemll/anemll/internal/hf"
 )
@@ -247,6 +247,9 @@ func (m *Model) see(l *linear, x []float32) {
 func (m *Model) tensor(name string, shape ...int) ([]float32, error) {
 	d, s, err := m.w.Tensor(name)
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "reference: ") {
+			return nil, err
+		}
 		return nil, fmt.Errorf("reference: %w", err)
 	}
 	ok := len(s) == len(shape)
@@ -287,15 +290,21 @@ func (m *Model) gain(name string, n ...int) ([]float32, error) {
 func (m *Model) loadLayer(i int) (*layerWeights, error) {
 	p := m.names.layer(i)
 	h, q, kv, sp := m.hidden, m.qDim(), m.kvDim(), m.sp
-	var errs []error
+	var first error // the first missing or misshapen tensor
 	get := func(name string, shape ...int) []float32 {
+		if first != nil {
+			return nil
+		}
 		d, err := m.tensor(name, shape...)
-		errs = append(errs, err)
+		first = err
 		return d
 	}
 	norm := func(name string, n ...int) []float32 {
+		if first != nil {
+			return nil
+		}
 		g, err := m.gain(name, n...)
-		errs = append(errs, err)
+		first = err
 		return g
 	}
 	lin := func(name string, out, in int, bias bool) linear {
@@ -326,8 +335,8 @@ func (m *Model) loadLayer(i int) (*layerWeights, error) {
 		L.qNorm = norm(p+"self_attn.q_norm.weight", m.headDim)
 		L.kNorm = norm(p+"self_attn.k_norm.weight", m.headDim)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	if first != nil {
+		return nil, first
 	}
 	return L, nil
 }
