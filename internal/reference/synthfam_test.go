@@ -26,7 +26,7 @@ var tinyDims = tinyShape{hidden: 32, inter: 48, layers: 3, heads: 4, kv: 2, hd: 
 // tinyTensors lists a decoder's tensors: name → shape, with which tensors
 // exist decided by the flags.
 type tensorSet struct {
-	prefix, headName                           string
+	prefix, headName                             string
 	qkvBias, oBias, mlpBias, qkNorm, gemma, tied bool
 }
 
