@@ -1,28 +1,44 @@
-// Package reference is a plain fp32 forward pass of Hugging Face's
-// LlamaForCausalLM, written directly from the transformers semantics and
+// Package reference is a plain fp32 forward pass of the Hugging Face causal
+// language models this project converts (LLaMA, Mistral, Qwen 2, Qwen 3,
+// Gemma 3 text), written directly from the transformers semantics and
 // sharing no code with the Core ML graph builder. It is the yardstick that
 // converted packages are checked against.
 //
 // Activations are float32; dot products, RMSNorm statistics and softmax
-// accumulate in float64.
+// accumulate in float64. One per-position decoder-layer routine serves both
+// the full-sequence Forward and the cached Session.Step.
 package reference
 
 import (
 	"fmt"
-	"math"
-	"runtime"
-	"sync"
+	"strings"
 
 	"github.com/anemll/anemll/internal/hf"
 )
 
 // Weights supplies float32 tensors by Hugging Face name
 // ("model.layers.0.self_attn.q_proj.weight", ...), with their shapes.
+//
+// Two optional methods refine how the reference reads them:
+//
+//   - Has(name string) bool reports whether a tensor exists without reading
+//     it (used to find a multimodal checkpoint's weight-name layout);
+//     without it the reference probes with Tensor.
+//   - SeparateLMHead() bool, when it returns true, makes the reference read
+//     the LM head from Tensor("lm_head.weight") even for a model with tied
+//     embeddings (for example an LM head quantized separately in a package).
 type Weights interface {
 	Tensor(name string) (data []float32, shape []int64, err error)
 }
 
-// CheckpointWeights adapts an open safetensors checkpoint to Weights.
+// hasser and separateHead are the optional capabilities of Weights.
+type (
+	hasser       interface{ Has(name string) bool }
+	separateHead interface{ SeparateLMHead() bool }
+)
+
+// CheckpointWeights adapts an open safetensors checkpoint to Weights (with
+// Has).
 func CheckpointWeights(c *hf.Checkpoint) Weights { return ckWeights{c} }
 
 type ckWeights struct{ c *hf.Checkpoint }
@@ -39,213 +55,382 @@ func (w ckWeights) Tensor(name string) ([]float32, []int64, error) {
 	return d, info.Shape, nil
 }
 
-// Model holds a LLaMA's weights as float32.
+// Has reports whether the checkpoint holds the named tensor.
+func (w ckWeights) Has(name string) bool {
+	_, ok := w.c.Info(name)
+	return ok
+}
+
+// Options refine New.
+type Options struct {
+	// Lazy keeps no layer weights in memory between uses: every pass reads
+	// each layer's tensors from Weights when it reaches the layer and
+	// releases them after, so resident memory is about one layer plus
+	// activations and the key/value cache. The numbers are the same as the
+	// eager mode's, bit for bit. Forward reads each layer once per call;
+	// Session.Step reads every layer at every step (slow, but bounded).
+	Lazy bool
+}
+
+// Model is a decoder-only language model ready to run.
 type Model struct {
 	cfg                           *hf.Config
+	sp                            *spec
 	hidden, inter, heads, kvHeads int
 	headDim, vocab                int
 	eps                           float64
-	embed, norm, lmHead           []float32
-	layers                        []layer
-	invFreq                       []float64 // per rotary pair, scaling applied
+
+	w         Weights
+	opt       Options
+	names     names
+	splitHead bool // the LM head is read from lm_head.weight
+
+	embed, norm, lmHead []float32       // embed and lmHead nil when lazy
+	layers              []*layerWeights // nil when lazy
+
+	observe func(weight string, x []float32)
 }
 
-type layer struct {
-	inNorm, postNorm []float32
-	q, k, v, o       linear
-	gate, up, down   linear
+// names are the tensor names of one checkpoint layout.
+type names struct {
+	prefix string // "model." (or a multimodal model's language tower)
+	head   string // the untied LM head
+}
+
+func (n names) embed() string      { return n.prefix + "embed_tokens.weight" }
+func (n names) layer(i int) string { return fmt.Sprintf("%slayers.%d.", n.prefix, i) }
+func (n names) finalNorm() string  { return n.prefix + "norm.weight" }
+func (m *Model) headName() string  { return m.names.head }
+func (m *Model) tiedHead() bool    { return m.cfg.TieWordEmbeddings && !m.splitHead }
+func (m *Model) embedShape() []int { return []int{m.vocab, m.hidden} }
+func (m *Model) qDim() int         { return m.heads * m.headDim }
+func (m *Model) kvDim() int        { return m.kvHeads * m.headDim }
+func (m *Model) layerCount() int   { return len(m.sp.layers) }
+
+// layerWeights are one decoder layer's tensors, gains already in the form
+// the layer multiplies by.
+type layerWeights struct {
+	// attnNorm precedes attention; attnOutNorm (Gemma) follows it.
+	attnNorm, attnOutNorm []float32
+	// mlpNorm precedes the MLP (LLaMA's post_attention_layernorm, Gemma's
+	// pre_feedforward_layernorm); mlpOutNorm (Gemma) follows it.
+	mlpNorm, mlpOutNorm []float32
+	qNorm, kNorm        []float32 // per head over head_dim, or nil
+	q, k, v, o          linear
+	gate, up, down      linear
 }
 
 // linear is y = W·x (+ b) with W stored [out, in] as in nn.Linear.
 type linear struct {
 	w, b    []float32
 	out, in int
+	name    string // HF weight name, for Observe
 }
 
-// New checks cfg and loads every weight the model needs from w.
-func New(cfg *hf.Config, w Weights) (*Model, error) {
+// New checks cfg, picks its family and loads every weight the model needs
+// from w.
+func New(cfg *hf.Config, w Weights) (*Model, error) { return NewWithOptions(cfg, w, Options{}) }
+
+// NewWithOptions is New with options.
+func NewWithOptions(cfg *hf.Config, w Weights, opt Options) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("reference: %w", err)
 	}
-	if cfg.ModelType != "llama" {
-		return nil, fmt.Errorf("reference: model_type %q: %w", cfg.ModelType, hf.ErrUnsupported)
-	}
-	if cfg.HiddenAct != "" && cfg.HiddenAct != "silu" {
-		return nil, fmt.Errorf("reference: hidden_act %q: %w", cfg.HiddenAct, hf.ErrUnsupported)
-	}
-	m := &Model{
-		cfg: cfg, hidden: cfg.HiddenSize, inter: cfg.IntermediateSize, heads: cfg.NumAttentionHeads,
-		kvHeads: cfg.NumKeyValueHeads, headDim: cfg.HeadDim, vocab: cfg.VocabSize, eps: cfg.RMSNormEps,
-	}
-	var err error
-	get := func(name string, shape ...int) []float32 {
-		if err != nil {
-			return nil
-		}
-		var d []float32
-		var s []int64
-		d, s, err = w.Tensor(name)
-		if err != nil {
-			err = fmt.Errorf("reference: %w", err)
-			return nil
-		}
-		ok := len(s) == len(shape)
-		n := 1
-		for i := range shape {
-			ok = ok && s[i] == int64(shape[i])
-			n *= shape[i]
-		}
-		if !ok || len(d) != n {
-			err = fmt.Errorf("reference: tensor %q has shape %v (%d values), want %v", name, s, len(d), shape)
-			return nil
-		}
-		return d
-	}
-	lin := func(prefix string, out, in int, bias bool) linear {
-		l := linear{w: get(prefix+".weight", out, in), out: out, in: in}
-		if bias {
-			l.b = get(prefix+".bias", out)
-		}
-		return l
-	}
-	h, q, kv := m.hidden, m.heads*m.headDim, m.kvHeads*m.headDim
-	m.embed = get("model.embed_tokens.weight", m.vocab, h)
-	for i := 0; i < cfg.NumHiddenLayers; i++ {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		ab, mb := cfg.AttentionBias, cfg.MLPBias
-		m.layers = append(m.layers, layer{
-			inNorm:   get(p+"input_layernorm.weight", h),
-			postNorm: get(p+"post_attention_layernorm.weight", h),
-			q:        lin(p+"self_attn.q_proj", q, h, ab),
-			k:        lin(p+"self_attn.k_proj", kv, h, ab),
-			v:        lin(p+"self_attn.v_proj", kv, h, ab),
-			o:        lin(p+"self_attn.o_proj", h, q, ab),
-			gate:     lin(p+"mlp.gate_proj", m.inter, h, mb),
-			up:       lin(p+"mlp.up_proj", m.inter, h, mb),
-			down:     lin(p+"mlp.down_proj", h, m.inter, mb),
-		})
-	}
-	m.norm = get("model.norm.weight", h)
-	if cfg.TieWordEmbeddings {
-		m.lmHead = m.embed
-	} else {
-		m.lmHead = get("lm_head.weight", m.vocab, h)
-	}
+	sp, err := resolveFamily(cfg)
 	if err != nil {
 		return nil, err
 	}
-	m.invFreq = InvFreq(cfg)
+	m := &Model{
+		cfg: cfg, sp: sp, hidden: cfg.HiddenSize, inter: cfg.IntermediateSize, heads: cfg.NumAttentionHeads,
+		kvHeads: cfg.NumKeyValueHeads, headDim: cfg.HeadDim, vocab: cfg.VocabSize, eps: cfg.RMSNormEps,
+		w: w, opt: opt, names: names{prefix: "model.", head: "lm_head.weight"},
+	}
+	if sh, ok := w.(separateHead); ok && sh.SeparateLMHead() {
+		m.splitHead = true
+	}
+	if sp.nested {
+		if m.names, err = m.findLayout(); err != nil {
+			return nil, err
+		}
+	}
+	if m.norm, err = m.gain(m.names.finalNorm()); err != nil {
+		return nil, err
+	}
+	if opt.Lazy {
+		// Check every tensor once (shapes and presence), then let go.
+		for i := range m.layerCount() {
+			if _, err := m.loadLayer(i); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := m.tensor(m.names.embed(), m.embedShape()...); err != nil {
+			return nil, err
+		}
+		if !m.tiedHead() {
+			if _, err := m.tensor(m.headName(), m.embedShape()...); err != nil {
+				return nil, err
+			}
+		}
+		return m, nil
+	}
+	if m.embed, err = m.tensor(m.names.embed(), m.embedShape()...); err != nil {
+		return nil, err
+	}
+	for i := range m.layerCount() {
+		L, err := m.loadLayer(i)
+		if err != nil {
+			return nil, err
+		}
+		m.layers = append(m.layers, L)
+	}
+	if m.tiedHead() {
+		m.lmHead = m.embed
+	} else if m.lmHead, err = m.tensor(m.headName(), m.embedShape()...); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// Gemma 3 multimodal checkpoints keep the text tower under one of two
+// prefixes, depending on the transformers version that saved them.
+var nestedLayouts = []names{
+	{prefix: "model.language_model.", head: "lm_head.weight"},
+	{prefix: "language_model.model.", head: "language_model.lm_head.weight"},
+}
+
+// findLayout returns the nested layout whose embedding table w holds.
+func (m *Model) findLayout() (names, error) {
+	var tried []string
+	for _, n := range nestedLayouts {
+		tried = append(tried, n.embed())
+		if h, ok := m.w.(hasser); ok {
+			if h.Has(n.embed()) {
+				return n, nil
+			}
+			continue
+		}
+		if _, _, err := m.w.Tensor(n.embed()); err == nil {
+			return n, nil
+		}
+	}
+	return names{}, fmt.Errorf("reference: %s: no text-tower embedding table (looked for %q and %q)",
+		m.cfg.ModelType, tried[0], tried[1])
 }
 
 // Config returns the model's configuration.
 func (m *Model) Config() *hf.Config { return m.cfg }
 
-// InvFreq returns the rotary inverse frequencies 1/theta^(2i/head_dim), i <
-// head_dim/2, after rope_scaling: "linear" divides them by the factor (the
-// same as dividing positions), "llama3" applies transformers'
-// _compute_llama3_parameters rule.
-func InvFreq(cfg *hf.Config) []float64 {
-	d := cfg.HeadDim
-	inv := make([]float64, d/2)
-	for i := range inv {
-		inv[i] = 1 / math.Pow(cfg.RopeTheta, float64(2*i)/float64(d))
+// Family returns the model_type whose semantics the model follows.
+func (m *Model) Family() string { return m.sp.family }
+
+// Observe installs fn to be called with the input row of every linear layer
+// just before the layer is applied, keyed by the Hugging Face name of that
+// layer's weight in the checkpoint ("model.layers.3.self_attn.q_proj.weight",
+// ...; always "lm_head.weight" for the LM head's input, the final-norm
+// output, tied or not). Calls happen on the goroutine that runs Forward or
+// Session.Step, in a deterministic order: Forward reports layer by layer,
+// each layer position by position (q, k, v, o, gate, up, down), then the LM
+// head position by position; Step reports one position layer by layer, then
+// the LM head. x is only valid during the call and must not be modified. A
+// nil fn disables observation. Observe must not be called while the model
+// is running.
+func (m *Model) Observe(fn func(weight string, x []float32)) { m.observe = fn }
+
+// see reports x as the input of the linear layer l.
+func (m *Model) see(l *linear, x []float32) {
+	if m.observe != nil {
+		m.observe(l.name, x)
 	}
-	rs := cfg.RopeScaling
-	if rs == nil {
-		return inv
-	}
-	switch rs.RopeType {
-	case "linear":
-		for i := range inv {
-			inv[i] /= rs.Factor
-		}
-	case "llama3":
-		orig := float64(rs.OriginalMaxPositionEmbeddings)
-		lowWavelen := orig / rs.LowFreqFactor
-		highWavelen := orig / rs.HighFreqFactor
-		for i, f := range inv {
-			wavelen := 2 * math.Pi / f
-			switch {
-			case wavelen > lowWavelen:
-				inv[i] = f / rs.Factor
-			case wavelen < highWavelen:
-				// high frequency: unchanged
-			default:
-				smooth := (orig/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
-				inv[i] = (1-smooth)*f/rs.Factor + smooth*f
-			}
-		}
-	}
-	return inv
 }
 
-// Forward runs the whole sequence at once (positions 0..len(ids)-1, causal
-// mask) and returns the logits of every position: row t predicts token t+1.
+// tensor reads name from the weights and checks its shape.
+func (m *Model) tensor(name string, shape ...int) ([]float32, error) {
+	d, s, err := m.w.Tensor(name)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "reference: ") {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reference: %w", err)
+	}
+	ok := len(s) == len(shape)
+	n := 1
+	for i := range shape {
+		ok = ok && s[i] == int64(shape[i])
+		n *= shape[i]
+	}
+	if !ok || len(d) != n {
+		return nil, fmt.Errorf("reference: tensor %q has shape %v (%d values), want %v", name, s, len(d), shape)
+	}
+	return d, nil
+}
+
+// gain reads a norm weight of length n (hidden size by default) and returns
+// the gain the family multiplies by: w itself, or Gemma's 1 + w computed in
+// float32 (a fresh slice: the weights are never modified).
+func (m *Model) gain(name string, n ...int) ([]float32, error) {
+	size := m.hidden
+	if len(n) > 0 {
+		size = n[0]
+	}
+	w, err := m.tensor(name, size)
+	if err != nil {
+		return nil, err
+	}
+	if !m.sp.gemma {
+		return w, nil
+	}
+	g := make([]float32, len(w))
+	for i, v := range w {
+		g[i] = 1 + v
+	}
+	return g, nil
+}
+
+// loadLayer reads decoder layer i.
+func (m *Model) loadLayer(i int) (*layerWeights, error) {
+	p := m.names.layer(i)
+	h, q, kv, sp := m.hidden, m.qDim(), m.kvDim(), m.sp
+	var first error // the first missing or misshapen tensor
+	get := func(name string, shape ...int) []float32 {
+		if first != nil {
+			return nil
+		}
+		d, err := m.tensor(name, shape...)
+		first = err
+		return d
+	}
+	norm := func(name string, n ...int) []float32 {
+		if first != nil {
+			return nil
+		}
+		g, err := m.gain(name, n...)
+		first = err
+		return g
+	}
+	lin := func(name string, out, in int, bias bool) linear {
+		l := linear{w: get(p+name+".weight", out, in), out: out, in: in, name: p + name + ".weight"}
+		if bias {
+			l.b = get(p+name+".bias", out)
+		}
+		return l
+	}
+	L := &layerWeights{
+		attnNorm: norm(p + "input_layernorm.weight"),
+		q:        lin("self_attn.q_proj", q, h, sp.qkvBias),
+		k:        lin("self_attn.k_proj", kv, h, sp.qkvBias),
+		v:        lin("self_attn.v_proj", kv, h, sp.qkvBias),
+		o:        lin("self_attn.o_proj", h, q, sp.oBias),
+		gate:     lin("mlp.gate_proj", m.inter, h, sp.mlpBias),
+		up:       lin("mlp.up_proj", m.inter, h, sp.mlpBias),
+		down:     lin("mlp.down_proj", h, m.inter, sp.mlpBias),
+	}
+	if sp.gemma {
+		L.attnOutNorm = norm(p + "post_attention_layernorm.weight")
+		L.mlpNorm = norm(p + "pre_feedforward_layernorm.weight")
+		L.mlpOutNorm = norm(p + "post_feedforward_layernorm.weight")
+	} else {
+		L.mlpNorm = norm(p + "post_attention_layernorm.weight")
+	}
+	if sp.qkNorm {
+		L.qNorm = norm(p+"self_attn.q_norm.weight", m.headDim)
+		L.kNorm = norm(p+"self_attn.k_norm.weight", m.headDim)
+	}
+	if first != nil {
+		return nil, first
+	}
+	return L, nil
+}
+
+// layerAt returns decoder layer i's weights, reading them in lazy mode.
+func (m *Model) layerAt(i int) (*layerWeights, error) {
+	if m.layers != nil {
+		return m.layers[i], nil
+	}
+	return m.loadLayer(i)
+}
+
+// embedTable and headTable return the embedding and LM-head matrices,
+// reading them in lazy mode.
+func (m *Model) embedTable() ([]float32, error) {
+	if m.embed != nil {
+		return m.embed, nil
+	}
+	return m.tensor(m.names.embed(), m.embedShape()...)
+}
+
+func (m *Model) headTable() ([]float32, error) {
+	if m.lmHead != nil {
+		return m.lmHead, nil
+	}
+	if m.tiedHead() {
+		return m.embedTable()
+	}
+	return m.tensor(m.headName(), m.embedShape()...)
+}
+
+// Forward runs the whole sequence at once (positions 0..len(ids)-1) and
+// returns the logits of every position: row t predicts token t+1. It runs
+// layer by layer, each layer position by position through the same routine
+// Session.Step uses, so both compute identical numbers.
 func (m *Model) Forward(ids []int) ([][]float32, error) {
 	if err := m.checkIDs(ids); err != nil {
 		return nil, err
 	}
 	T := len(ids)
-	h, qd, kvd := m.hidden, m.heads*m.headDim, m.kvHeads*m.headDim
-	x := make([][]float32, T)
-	for t, id := range ids {
-		x[t] = append([]float32(nil), m.embed[id*h:(id+1)*h]...)
+	x := newRows(T, m.hidden)
+	if err := m.embedInto(x, ids); err != nil {
+		return nil, err
 	}
-	hn := newRows(T, h)
-	q, k, v := newRows(T, qd), newRows(T, kvd), newRows(T, kvd)
-	attn, proj := newRows(T, qd), newRows(T, h)
-	g, u := newRows(T, m.inter), newRows(T, m.inter)
-	scale := 1 / math.Sqrt(float64(m.headDim))
-	groups := m.heads / m.kvHeads
-	scores := make([]float64, T)
-	for _, L := range m.layers {
+	wk := m.newWork()
+	for li := range m.layerCount() {
+		L, err := m.layerAt(li)
+		if err != nil {
+			return nil, err
+		}
+		var c kvCache
 		for t := range T {
-			rmsNorm(hn[t], x[t], L.inNorm, m.eps)
-			L.q.apply(q[t], hn[t])
-			L.k.apply(k[t], hn[t])
-			L.v.apply(v[t], hn[t])
-			m.rope(q[t], m.heads, t)
-			m.rope(k[t], m.kvHeads, t)
+			m.layer(L, li, &c, t, x[t], wk)
 		}
-		// Causal attention: query t sees keys 0..t.
-		for head := range m.heads {
-			kvh := head / groups
-			qo, ko := head*m.headDim, kvh*m.headDim
-			for t := range T {
-				qv := q[t][qo : qo+m.headDim]
-				for j := 0; j <= t; j++ {
-					scores[j] = dot(qv, k[j][ko:ko+m.headDim]) * scale
-				}
-				softmax(scores[:t+1])
-				out := attn[t][qo : qo+m.headDim]
-				for c := range out {
-					var s float64
-					for j := 0; j <= t; j++ {
-						s += scores[j] * float64(v[j][ko+c])
-					}
-					out[c] = float32(s)
-				}
-			}
-		}
-		for t := range T {
-			L.o.apply(proj[t], attn[t])
-			addTo(x[t], proj[t])
-			rmsNorm(hn[t], x[t], L.postNorm, m.eps)
-			L.gate.apply(g[t], hn[t])
-			L.up.apply(u[t], hn[t])
-			swiglu(g[t], u[t])
-			L.down.apply(proj[t], g[t])
-			addTo(x[t], proj[t])
-		}
+	}
+	head, err := m.headTable()
+	if err != nil {
+		return nil, err
 	}
 	logits := newRows(T, m.vocab)
-	head := linear{w: m.lmHead, out: m.vocab, in: h}
 	for t := range T {
-		rmsNorm(hn[t], x[t], m.norm, m.eps)
-		head.apply(logits[t], hn[t])
+		m.final(logits[t], x[t], head, wk)
 	}
 	return logits, nil
+}
+
+// embedInto sets x[t] to the (scaled) embedding of ids[t].
+func (m *Model) embedInto(x [][]float32, ids []int) error {
+	emb, err := m.embedTable()
+	if err != nil {
+		return err
+	}
+	h := m.hidden
+	for t, id := range ids {
+		copy(x[t], emb[id*h:(id+1)*h])
+		if s := m.sp.embedScale; s != 0 {
+			for i, v := range x[t] {
+				x[t][i] = v * s
+			}
+		}
+	}
+	return nil
+}
+
+// final sets logits to the LM head applied to the final norm of x, soft-capped
+// when the family says so.
+func (m *Model) final(logits, x, head []float32, wk *work) {
+	rmsNorm(wk.hn, x, m.norm, m.eps)
+	l := linear{w: head, out: m.vocab, in: m.hidden, name: "lm_head.weight"}
+	m.see(&l, wk.hn)
+	l.apply(logits, wk.hn)
+	if c := m.sp.finalCap; c != 0 {
+		softcap(logits, c)
+	}
 }
 
 func (m *Model) checkIDs(ids []int) error {
@@ -264,112 +449,4 @@ func newRows(n, w int) [][]float32 {
 		rows[i] = buf[i*w : (i+1)*w : (i+1)*w]
 	}
 	return rows
-}
-
-// rope rotates each head of x (heads × headDim) in place for position pos,
-// the rotate_half way: pairs are (i, i+headDim/2).
-func (m *Model) rope(x []float32, heads, pos int) {
-	half := m.headDim / 2
-	for i, f := range m.invFreq {
-		sin, cos := math.Sincos(float64(pos) * f)
-		for hh := range heads {
-			a := x[hh*m.headDim+i : hh*m.headDim+i+half+1]
-			x0, x1 := float64(a[0]), float64(a[half])
-			a[0] = float32(x0*cos - x1*sin)
-			a[half] = float32(x1*cos + x0*sin)
-		}
-	}
-}
-
-// rmsNorm sets dst = x / sqrt(mean(x²) + eps) * w.
-func rmsNorm(dst, x, w []float32, eps float64) {
-	var ss float64
-	for _, v := range x {
-		ss += float64(v) * float64(v)
-	}
-	r := 1 / math.Sqrt(ss/float64(len(x))+eps)
-	for i, v := range x {
-		dst[i] = w[i] * float32(float64(v)*r)
-	}
-}
-
-// dot returns Σ a[i]·b[i] accumulated in float64 (four partial sums).
-func dot(a, b []float32) float64 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += float64(a[i]) * float64(b[i])
-		s1 += float64(a[i+1]) * float64(b[i+1])
-		s2 += float64(a[i+2]) * float64(b[i+2])
-		s3 += float64(a[i+3]) * float64(b[i+3])
-	}
-	for ; i < len(a); i++ {
-		s0 += float64(a[i]) * float64(b[i])
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-// softmax replaces s by exp(s - max) / sum.
-func softmax(s []float64) {
-	mx := math.Inf(-1)
-	for _, v := range s {
-		mx = max(mx, v)
-	}
-	var sum float64
-	for i, v := range s {
-		s[i] = math.Exp(v - mx)
-		sum += s[i]
-	}
-	for i := range s {
-		s[i] /= sum
-	}
-}
-
-// swiglu sets g = silu(g) * u.
-func swiglu(g, u []float32) {
-	u = u[:len(g)]
-	for i, v := range g {
-		x := float64(v)
-		g[i] = float32(x / (1 + math.Exp(-x)) * float64(u[i]))
-	}
-}
-
-func addTo(x, y []float32) {
-	y = y[:len(x)]
-	for i := range x {
-		x[i] += y[i]
-	}
-}
-
-// parallelMin is the weight count below which a matrix-vector product stays
-// on one goroutine.
-const parallelMin = 1 << 17
-
-// apply sets dst = W·x + b, splitting output rows over cores for big W.
-func (l linear) apply(dst, x []float32) {
-	rows := func(lo, hi int) {
-		for o := lo; o < hi; o++ {
-			s := dot(x, l.w[o*l.in:(o+1)*l.in])
-			if l.b != nil {
-				s += float64(l.b[o])
-			}
-			dst[o] = float32(s)
-		}
-	}
-	workers := runtime.GOMAXPROCS(0)
-	if workers == 1 || l.out*l.in < parallelMin {
-		rows(0, l.out)
-		return
-	}
-	var wg sync.WaitGroup
-	step := (l.out + workers - 1) / workers
-	for lo := 0; lo < l.out; lo += step {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			rows(lo, hi)
-		}(lo, min(lo+step, l.out))
-	}
-	wg.Wait()
 }

@@ -3,6 +3,7 @@ package reference_test
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -308,8 +309,7 @@ func TestInvFreqLlama3(t *testing.T) {
 	// Llama 3.2 rope: theta 5e5, head_dim 64, llama3 scaling factor 32, low 1,
 	// high 4, original 8192. Expected values worked out separately (Python,
 	// float64) from transformers' _compute_llama3_parameters rule.
-	cfg := &hf.Config{HeadDim: 64, RopeTheta: 500000, RopeScaling: &hf.RopeScaling{
-		RopeType: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 8192}}
+	rs := &hf.RopeScaling{RopeType: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 8192}
 	want := map[int]float64{
 		0:  1.0,                    // high frequency: unchanged
 		10: 0.016560440080994446,   // unchanged
@@ -322,7 +322,10 @@ func TestInvFreqLlama3(t *testing.T) {
 		20: 8.570255489881478e-06,
 		31: 9.418306725434909e-08,
 	}
-	got := reference.InvFreq(cfg)
+	got, err := reference.InvFreq(64, 500000, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(got) != 32 {
 		t.Fatalf("%d frequencies, want 32", len(got))
 	}
@@ -332,12 +335,34 @@ func TestInvFreqLlama3(t *testing.T) {
 		}
 	}
 	// Linear scaling divides every frequency; none leaves them alone.
-	plain := reference.InvFreq(&hf.Config{HeadDim: 64, RopeTheta: 500000})
-	lin := reference.InvFreq(&hf.Config{HeadDim: 64, RopeTheta: 500000, RopeScaling: &hf.RopeScaling{RopeType: "linear", Factor: 4}})
+	plain, err1 := reference.InvFreq(64, 500000, nil)
+	lin, err2 := reference.InvFreq(64, 500000, &hf.RopeScaling{RopeType: "linear", Factor: 4})
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
 	for i := range plain {
 		if want := 1 / math.Pow(500000, float64(2*i)/64); math.Abs(plain[i]-want) > 1e-15*want || lin[i] != plain[i]/4 {
 			t.Errorf("inv_freq[%d]: plain %g linear %g", i, plain[i], lin[i])
 		}
+	}
+	// Unknown rope types and impossible shapes are errors, not ignored.
+	for _, tc := range []struct {
+		hd   int
+		base float64
+		rs   *hf.RopeScaling
+		want string
+	}{
+		{64, 1e4, &hf.RopeScaling{RopeType: "yarn", Factor: 4}, `"yarn"`},
+		{63, 1e4, nil, "head_dim 63"},
+		{64, 0, nil, "rotary base"},
+	} {
+		_, err := reference.InvFreq(tc.hd, tc.base, tc.rs)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("InvFreq(%d, %g, %v): error %v, want one naming %s", tc.hd, tc.base, tc.rs, err, tc.want)
+		}
+	}
+	if _, err := reference.InvFreq(64, 1e4, &hf.RopeScaling{RopeType: "yarn"}); !errors.Is(err, hf.ErrUnsupported) {
+		t.Errorf("unknown rope type: %v does not wrap hf.ErrUnsupported", err)
 	}
 }
 

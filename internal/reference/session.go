@@ -2,92 +2,72 @@ package reference
 
 import (
 	"fmt"
-	"math"
 	"slices"
 )
 
 // Session runs a model one token at a time with a key/value cache, the way
 // generation does. It is not safe for concurrent use.
 type Session struct {
-	m      *Model
-	pos    int
-	keys   [][]float32 // per layer: pos × kvHeads·headDim, after RoPE
-	values [][]float32
-
-	x, hn, q, k, v, attn, proj, g, u []float32
-	scores                           []float64
+	m     *Model
+	pos   int
+	cache []kvCache // per layer
+	x     []float32
+	wk    *work
 }
 
 // NewSession returns an empty session at position 0.
 func (m *Model) NewSession() *Session {
-	qd, kvd := m.heads*m.headDim, m.kvHeads*m.headDim
-	return &Session{
-		m: m, keys: make([][]float32, len(m.layers)), values: make([][]float32, len(m.layers)),
-		x: make([]float32, m.hidden), hn: make([]float32, m.hidden), q: make([]float32, qd),
-		k: make([]float32, kvd), v: make([]float32, kvd), attn: make([]float32, qd),
-		proj: make([]float32, m.hidden), g: make([]float32, m.inter), u: make([]float32, m.inter),
-	}
+	return &Session{m: m, cache: make([]kvCache, m.layerCount()), x: make([]float32, m.hidden), wk: m.newWork()}
 }
 
 // Pos returns the number of tokens the session has seen.
 func (s *Session) Pos() int { return s.pos }
 
 // Step feeds one token at the next position and returns the logits
-// predicting the token after it. The slice is owned by the caller.
+// predicting the token after it. The slice is owned by the caller. On an
+// error the session is unchanged.
 func (s *Session) Step(id int) ([]float32, error) {
 	m := s.m
 	if err := m.checkIDs([]int{id}); err != nil {
 		return nil, err
 	}
-	h, kvd := m.hidden, m.kvHeads*m.headDim
-	copy(s.x, m.embed[id*h:(id+1)*h])
-	groups := m.heads / m.kvHeads
-	scale := 1 / math.Sqrt(float64(m.headDim))
-	n := s.pos + 1
-	if cap(s.scores) < n {
-		s.scores = make([]float64, n, 2*n)
+	if err := m.embedInto([][]float32{s.x}, []int{id}); err != nil {
+		return nil, err
 	}
-	scores := s.scores[:n]
-	for li, L := range m.layers {
-		rmsNorm(s.hn, s.x, L.inNorm, m.eps)
-		L.q.apply(s.q, s.hn)
-		L.k.apply(s.k, s.hn)
-		L.v.apply(s.v, s.hn)
-		m.rope(s.q, m.heads, s.pos)
-		m.rope(s.k, m.kvHeads, s.pos)
-		s.keys[li] = append(s.keys[li], s.k...)
-		s.values[li] = append(s.values[li], s.v...)
-		keys, values := s.keys[li], s.values[li]
-		for head := range m.heads {
-			qo, ko := head*m.headDim, (head/groups)*m.headDim
-			qv := s.q[qo : qo+m.headDim]
-			for j := range n {
-				scores[j] = dot(qv, keys[j*kvd+ko:j*kvd+ko+m.headDim]) * scale
-			}
-			softmax(scores)
-			out := s.attn[qo : qo+m.headDim]
-			for c := range out {
-				var acc float64
-				for j := range n {
-					acc += scores[j] * float64(values[j*kvd+ko+c])
-				}
-				out[c] = float32(acc)
-			}
+	var head []float32
+	var err error
+	if m.layers == nil { // lazy: read everything before touching the cache
+		if head, err = m.headTable(); err != nil {
+			return nil, err
 		}
-		L.o.apply(s.proj, s.attn)
-		addTo(s.x, s.proj)
-		rmsNorm(s.hn, s.x, L.postNorm, m.eps)
-		L.gate.apply(s.g, s.hn)
-		L.up.apply(s.u, s.hn)
-		swiglu(s.g, s.u)
-		L.down.apply(s.proj, s.g)
-		addTo(s.x, s.proj)
+	}
+	for li := range m.layerCount() {
+		L, err := m.layerAt(li)
+		if err != nil {
+			s.truncate(li)
+			return nil, err
+		}
+		m.layer(L, li, &s.cache[li], s.pos, s.x, s.wk)
+	}
+	if head == nil {
+		if head, err = m.headTable(); err != nil {
+			s.truncate(m.layerCount())
+			return nil, err
+		}
 	}
 	s.pos++
-	rmsNorm(s.hn, s.x, m.norm, m.eps)
 	logits := make([]float32, m.vocab)
-	linear{w: m.lmHead, out: m.vocab, in: h}.apply(logits, s.hn)
+	m.final(logits, s.x, head, s.wk)
 	return logits, nil
+}
+
+// truncate drops the current position from the caches of layers below n.
+func (s *Session) truncate(n int) {
+	kvd := s.m.kvDim()
+	for li := range n {
+		s.cache[li].keys = s.cache[li].keys[:s.pos*kvd]
+		s.cache[li].values = s.cache[li].values[:s.pos*kvd]
+	}
 }
 
 // Prefill feeds ids in order and returns the logits after the last one.

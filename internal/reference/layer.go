@@ -1,0 +1,245 @@
+package reference
+
+import (
+	"math"
+	"runtime"
+	"sync"
+)
+
+// kvCache is one layer's keys (after RoPE) and values, one row of
+// kvHeads·headDim per position from 0.
+type kvCache struct{ keys, values []float32 }
+
+// work holds the per-position scratch rows of the layer routine.
+type work struct {
+	hn, q, k, v, attn, proj, g, u []float32
+	scores                        []float64
+}
+
+func (m *Model) newWork() *work {
+	return &work{
+		hn: make([]float32, m.hidden), q: make([]float32, m.qDim()), k: make([]float32, m.kvDim()),
+		v: make([]float32, m.kvDim()), attn: make([]float32, m.qDim()), proj: make([]float32, m.hidden),
+		g: make([]float32, m.inter), u: make([]float32, m.inter),
+	}
+}
+
+// layer runs decoder layer li (weights L) for the token at position pos,
+// updating its residual row x in place. c must hold the layer's keys and
+// values of positions 0..pos-1; the position's own are appended.
+//
+// LLaMA, Mistral, Qwen:  x += o(attn(norm(x)));          x += mlp(norm(x))
+// Gemma 3:               x += norm(o(attn(norm(x))));    x += norm(mlp(norm(x)))
+func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32, wk *work) {
+	sp := m.sp.layers[li]
+	hd, kvd := m.headDim, m.kvDim()
+	if len(c.keys) != pos*kvd {
+		panic("reference: key/value cache out of step with the position")
+	}
+	rmsNorm(wk.hn, x, L.attnNorm, m.eps)
+	m.see(&L.q, wk.hn)
+	L.q.apply(wk.q, wk.hn)
+	m.see(&L.k, wk.hn)
+	L.k.apply(wk.k, wk.hn)
+	m.see(&L.v, wk.hn)
+	L.v.apply(wk.v, wk.hn)
+	if L.qNorm != nil {
+		for h := range m.heads {
+			r := wk.q[h*hd : (h+1)*hd]
+			rmsNorm(r, r, L.qNorm, m.eps)
+		}
+		for h := range m.kvHeads {
+			r := wk.k[h*hd : (h+1)*hd]
+			rmsNorm(r, r, L.kNorm, m.eps)
+		}
+	}
+	rope(wk.q, m.heads, hd, pos, sp.invFreq)
+	rope(wk.k, m.kvHeads, hd, pos, sp.invFreq)
+	c.keys = append(c.keys, wk.k...)
+	c.values = append(c.values, wk.v...)
+
+	// Query pos sees keys lo..pos: all earlier ones, or the window.
+	lo := 0
+	if sp.window > 0 {
+		lo = max(0, pos-sp.window+1)
+	}
+	n := pos + 1 - lo
+	if cap(wk.scores) < n {
+		wk.scores = make([]float64, n, 2*n)
+	}
+	scores := wk.scores[:n]
+	groups := m.heads / m.kvHeads
+	for head := range m.heads {
+		qo, ko := head*hd, (head/groups)*hd
+		qv := wk.q[qo : qo+hd]
+		for j := range n {
+			r := (lo + j) * kvd
+			s := dot(qv, c.keys[r+ko:r+ko+hd]) * m.sp.attnScale
+			if cp := m.sp.attnCap; cp != 0 {
+				s = math.Tanh(s/cp) * cp
+			}
+			scores[j] = s
+		}
+		softmax(scores)
+		out := wk.attn[qo : qo+hd]
+		for ch := range out {
+			var acc float64
+			for j := range n {
+				acc += scores[j] * float64(c.values[(lo+j)*kvd+ko+ch])
+			}
+			out[ch] = float32(acc)
+		}
+	}
+	m.see(&L.o, wk.attn)
+	L.o.apply(wk.proj, wk.attn)
+	if L.attnOutNorm != nil {
+		rmsNorm(wk.proj, wk.proj, L.attnOutNorm, m.eps)
+	}
+	addTo(x, wk.proj)
+
+	rmsNorm(wk.hn, x, L.mlpNorm, m.eps)
+	m.see(&L.gate, wk.hn)
+	L.gate.apply(wk.g, wk.hn)
+	m.see(&L.up, wk.hn)
+	L.up.apply(wk.u, wk.hn)
+	if m.sp.act == "gelu_pytorch_tanh" {
+		geglu(wk.g, wk.u)
+	} else {
+		swiglu(wk.g, wk.u)
+	}
+	m.see(&L.down, wk.g)
+	L.down.apply(wk.proj, wk.g)
+	if L.mlpOutNorm != nil {
+		rmsNorm(wk.proj, wk.proj, L.mlpOutNorm, m.eps)
+	}
+	addTo(x, wk.proj)
+}
+
+// rope rotates each of the heads of x (heads × hd) in place for position
+// pos, the rotate_half way: pairs are (i, i+hd/2), angle pos·inv[i].
+func rope(x []float32, heads, hd, pos int, inv []float64) {
+	half := hd / 2
+	for i, f := range inv {
+		sin, cos := math.Sincos(float64(pos) * f)
+		for hh := range heads {
+			a := x[hh*hd+i : hh*hd+i+half+1]
+			x0, x1 := float64(a[0]), float64(a[half])
+			a[0] = float32(x0*cos - x1*sin)
+			a[half] = float32(x1*cos + x0*sin)
+		}
+	}
+}
+
+// rmsNorm sets dst = x / sqrt(mean(x²) + eps) * g (dst may be x).
+func rmsNorm(dst, x, g []float32, eps float64) {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	r := 1 / math.Sqrt(ss/float64(len(x))+eps)
+	for i, v := range x {
+		dst[i] = g[i] * float32(float64(v)*r)
+	}
+}
+
+// dot returns Σ a[i]·b[i] accumulated in float64 (four partial sums).
+func dot(a, b []float32) float64 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += float64(a[i]) * float64(b[i])
+		s1 += float64(a[i+1]) * float64(b[i+1])
+		s2 += float64(a[i+2]) * float64(b[i+2])
+		s3 += float64(a[i+3]) * float64(b[i+3])
+	}
+	for ; i < len(a); i++ {
+		s0 += float64(a[i]) * float64(b[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// softmax replaces s by exp(s - max) / sum.
+func softmax(s []float64) {
+	mx := math.Inf(-1)
+	for _, v := range s {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for i, v := range s {
+		s[i] = math.Exp(v - mx)
+		sum += s[i]
+	}
+	for i := range s {
+		s[i] /= sum
+	}
+}
+
+// softcap sets x = tanh(x/c)·c.
+func softcap(x []float32, c float64) {
+	for i, v := range x {
+		x[i] = float32(math.Tanh(float64(v)/c) * c)
+	}
+}
+
+// swiglu sets g = silu(g) * u.
+func swiglu(g, u []float32) {
+	u = u[:len(g)]
+	for i, v := range g {
+		x := float64(v)
+		g[i] = float32(x / (1 + math.Exp(-x)) * float64(u[i]))
+	}
+}
+
+// geglu sets g = gelu_tanh(g) * u, with PyTorch's tanh approximation
+// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+func geglu(g, u []float32) {
+	u = u[:len(g)]
+	k := math.Sqrt(2 / math.Pi)
+	for i, v := range g {
+		x := float64(v)
+		gl := 0.5 * x * (1 + math.Tanh(k*(x+0.044715*x*x*x)))
+		g[i] = float32(float64(float32(gl)) * float64(u[i]))
+	}
+}
+
+func addTo(x, y []float32) {
+	y = y[:len(x)]
+	for i := range x {
+		x[i] += y[i]
+	}
+}
+
+// parallelMin is the weight count below which a matrix-vector product stays
+// on one goroutine.
+const parallelMin = 1 << 17
+
+// apply sets dst = W·x + b, splitting output rows over cores for big W
+// (each row is computed by one goroutine, so the result does not depend on
+// the number of cores).
+func (l *linear) apply(dst, x []float32) {
+	rows := func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			s := dot(x, l.w[o*l.in:(o+1)*l.in])
+			if l.b != nil {
+				s += float64(l.b[o])
+			}
+			dst[o] = float32(s)
+		}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if workers == 1 || l.out*l.in < parallelMin {
+		rows(0, l.out)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (l.out + workers - 1) / workers
+	for lo := 0; lo < l.out; lo += step {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			rows(lo, hi)
+		}(lo, min(lo+step, l.out))
+	}
+	wg.Wait()
+}
