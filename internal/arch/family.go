@@ -195,9 +195,7 @@ func Resolve(cfg *hf.Config) (*Spec, error) {
 func roundToDtype(x float64, dtype string) float64 {
 	switch dtype {
 	case "bfloat16":
-		b := math.Float32bits(float32(x))
-		b += 0x7fff + (b>>16)&1 // round to nearest even on the top 16 bits
-		return float64(math.Float32frombits(b &^ 0xffff))
+		return float64(fp16.BF16ToFloat32(fp16.Float32ToBF16(float32(x))))
 	case "float16":
 		return float64(fp16.ToFloat32(fp16.FromFloat64(x)))
 	}

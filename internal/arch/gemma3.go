@@ -61,11 +61,18 @@ var Gemma3 = &Family{
 	Skipped: []string{"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."},
 }
 
+// Gemma3TextConfig's defaults for keys a config.json leaves out.
+const (
+	gemma3DefaultQueryScalar = 256
+	gemma3DefaultPattern     = 6
+	gemma3DefaultLocalBase   = 10000
+)
+
 func gemma3QueryScalar(cfg *hf.Config) float64 {
 	if cfg.QueryPreAttnScalar > 0 {
 		return cfg.QueryPreAttnScalar
 	}
-	return float64(cfg.HeadDim)
+	return gemma3DefaultQueryScalar
 }
 
 // gemma3Sliding reports whether layer i uses the sliding window: from
@@ -75,14 +82,18 @@ func gemma3Sliding(cfg *hf.Config, i int) bool {
 	if cfg.LayerTypes != nil {
 		return cfg.LayerTypes[i] == "sliding_attention"
 	}
-	return (i+1)%cfg.SlidingWindowPattern != 0
+	p := cfg.SlidingWindowPattern
+	if p == 0 {
+		p = gemma3DefaultPattern
+	}
+	return (i+1)%p != 0
 }
 
 func gemma3Layer(cfg *hf.Config, i int) LayerAttention {
 	if gemma3Sliding(cfg, i) {
 		base := cfg.RopeLocalBaseFreq
 		if base == 0 {
-			base = 10000
+			base = gemma3DefaultLocalBase
 		}
 		return LayerAttention{Window: cfg.SlidingWindow, RopeTheta: base}
 	}
@@ -90,11 +101,10 @@ func gemma3Layer(cfg *hf.Config, i int) LayerAttention {
 }
 
 func gemma3Check(cfg *hf.Config) error {
-	if cfg.LayerTypes == nil && cfg.SlidingWindowPattern == 0 {
-		return fmt.Errorf("gemma3 needs layer_types or sliding_window_pattern to know which layers slide")
-	}
-	if cfg.SlidingWindow <= 0 {
-		return fmt.Errorf("gemma3 needs a positive sliding_window (got %d)", cfg.SlidingWindow)
+	for i := 0; i < cfg.NumHiddenLayers; i++ {
+		if gemma3Sliding(cfg, i) && cfg.SlidingWindow <= 0 {
+			return fmt.Errorf("gemma3: layer %d uses sliding_attention but sliding_window is null or absent; set it in config.json", i)
+		}
 	}
 	return nil
 }

@@ -1,14 +1,20 @@
 package verify
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"math/rand/v2"
+
+	"github.com/anemll/anemll/internal/hf/synth"
 
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/runner"
@@ -148,6 +154,102 @@ func TestANEMLLQwenPackages(t *testing.T) {
 					t.Logf("caught as expected: %v", err)
 				}
 			})
+		}
+	}
+}
+
+// synthIDs returns n token ids drawn from a fixed seed.
+func synthIDs(n, vocab int) []int {
+	r := rand.New(rand.NewPCG(7, 11))
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = r.IntN(vocab)
+	}
+	return ids
+}
+
+// TestFamiliesSynthetic converts random checkpoints of every family in
+// shapes the bundled ones do not cover (odd layer counts over 3 chunks,
+// head_dim ≠ hidden/heads, GQA 4:1, untied heads, windows far smaller
+// than the context, soft caps) and checks both paths against the
+// reference forward pass of the checkpoint at fp16 thresholds.
+func TestFamiliesSynthetic(t *testing.T) {
+	base := synth.Options{Hidden: 64, Intermediate: 96, Layers: 5, Heads: 4, KVHeads: 1, HeadDim: 32,
+		Vocab: 300, Std: 0.08, EmbedStd: 0.5, Seed: 3}
+	tests := []struct {
+		name   string
+		edit   func(*synth.Options)
+		chunks int
+	}{
+		{"qwen3 untied, head_dim 32 with hidden 64/4 heads", func(o *synth.Options) { o.Family = "qwen3" }, 3},
+		{"qwen2 tied", func(o *synth.Options) { o.Family = "qwen2"; o.TieEmbeddings = true; o.KVHeads = 2 }, 3},
+		{"mistral window 6", func(o *synth.Options) { o.Family = "mistral"; o.SlidingWindow = 6 }, 2},
+		{"gemma3_text window 5, pattern 3, soft caps", func(o *synth.Options) {
+			o.Family, o.TieEmbeddings, o.SlidingWindow, o.SlidingPattern = "gemma3_text", true, 5, 3
+			o.QueryPreAttnScalar, o.AttnSoftcap, o.FinalSoftcap, o.RopeLocalBase = 24, 20, 15, 10000
+		}, 3},
+		{"gemma3 nested", func(o *synth.Options) {
+			o.Family, o.TieEmbeddings, o.SlidingWindow, o.SlidingPattern = "gemma3", true, 4, 2
+		}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := base
+			tc.edit(&o)
+			dir := t.TempDir()
+			if err := synth.Write(dir, o); err != nil {
+				t.Fatal(err)
+			}
+			_, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 64, BatchSize: 16, NumChunks: tc.chunks})
+			var sb strings.Builder
+			rep, err := Run(dir, comb, synthIDs(44, o.Vocab), false, &sb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("\n%s", sb.String())
+			if err := rep.Check(familyThresholds); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestGemma3LayoutsIdentical converts the same random Gemma 3 weights as
+// Gemma3ForCausalLM and as the text tower of Gemma3ForConditionalGeneration
+// in both weight-name layouts: every package byte must be equal.
+func TestGemma3LayoutsIdentical(t *testing.T) {
+	base := synth.Options{Hidden: 64, Intermediate: 96, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 16,
+		Vocab: 256, Std: 0.1, Seed: 5, TieEmbeddings: true, SlidingWindow: 4, SlidingPattern: 3}
+	var want map[string][32]byte
+	for _, tc := range []struct{ family, prefix string }{
+		{"gemma3_text", ""}, {"gemma3", "language_model.model."}, {"gemma3", "model.language_model."},
+	} {
+		o := base
+		o.Family, o.NestedPrefix = tc.family, tc.prefix
+		dir := t.TempDir()
+		if err := synth.Write(dir, o); err != nil {
+			t.Fatal(err)
+		}
+		sep, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 32, BatchSize: 8, NumChunks: 2,
+			LUT: decoder.LUTBits{FFN: 4, LMHead: 6}})
+		got := map[string][32]byte{}
+		for _, p := range []string{sep.Embeddings, sep.LMHead, sep.Chunks[0].FFN, sep.Chunks[1].Prefill, comb.Chunks[1].Combined} {
+			for _, f := range []string{"Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin"} {
+				b, err := os.ReadFile(filepath.Join(p, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[filepath.Base(p)+"/"+f] = sha256.Sum256(b)
+			}
+		}
+		if want == nil {
+			want = got
+			continue
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s %s: %s differs from the gemma3_text conversion", tc.family, tc.prefix, k)
+			}
 		}
 	}
 }

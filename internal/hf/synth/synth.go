@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/anemll/anemll/internal/fp16"
@@ -39,6 +40,9 @@ type Options struct {
 	Shards                       int             // <= 1: model.safetensors
 	Seed                         uint64
 	Std                          float64 // weight standard deviation, default 0.02
+	// EmbedStd is the standard deviation of the embedding table and LM
+	// head (default Std): larger values spread the logits.
+	EmbedStd float64
 
 	// Family is the model family: "" or "llama", "mistral", "qwen2"
 	// (q/k/v biases), "qwen3" (q/k norms), "gemma3_text" (Gemma 3's norms,
@@ -214,6 +218,7 @@ const (
 	normal kind = iota // Std·N(0,1)
 	gamma              // 1 + 0.1·N(0,1), for RMSNorm weights
 	gain               // 0.1·N(0,1), for (1 + w) RMSNorm weights (Gemma)
+	embed              // EmbedStd·N(0,1), for the embeddings and LM head
 )
 
 // Tensors returns the checkpoint's tensors with HF names, as streaming
@@ -239,9 +244,19 @@ func Tensors(o Options) []hf.WriteTensor {
 		if k == gamma {
 			k = norm
 		}
-		ts = append(ts, tensor(o, name, k, shape))
+		// Values are seeded by the canonical (LLaMA-layout) name, so a
+		// nested checkpoint holds the same weights as the flat one.
+		key := name
+		if rest, ok := strings.CutPrefix(name, dec); ok {
+			key = "model." + rest
+		} else if rest, ok := strings.CutPrefix(name, head); ok {
+			key = "lm_head." + rest
+		}
+		t := tensor(o, key, k, shape)
+		t.Name = name
+		ts = append(ts, t)
 	}
-	add(dec+"embed_tokens.weight", normal, v, h)
+	add(dec+"embed_tokens.weight", embed, v, h)
 	for i := 0; i < o.Layers; i++ {
 		p := fmt.Sprintf("%slayers.%d.", dec, i)
 		add(p+"input_layernorm.weight", gamma, h)
@@ -277,7 +292,7 @@ func Tensors(o Options) []hf.WriteTensor {
 	}
 	add(dec+"norm.weight", gamma, h)
 	if !o.TieEmbeddings {
-		add(head+"weight", normal, v, h)
+		add(head+"weight", embed, v, h)
 	}
 	if o.Family == "gemma3" {
 		// A vision tower the text conversion leaves out.
@@ -338,6 +353,10 @@ func fill(b []byte, o Options, k kind, r *rand.Rand) {
 		std, mean = 0.1, 1
 	case gain:
 		std = 0.1
+	case embed:
+		if o.EmbedStd > 0 {
+			std = o.EmbedStd
+		}
 	}
 	switch o.DType {
 	case hf.F32:
