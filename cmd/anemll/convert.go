@@ -55,21 +55,22 @@ func intAlias(fs *flag.FlagSet, p *int, def int, usage string, names ...string) 
 func runConvert(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("convert", stderr)
 	var (
-		model     = fs.String("model", "", "Hugging Face checkpoint directory (config.json + *.safetensors)")
-		output    = fs.String("output", ".", "output directory")
-		prefix    = fs.String("prefix", "", "file name prefix (default: the family's, as ANEMLL: llama, qwen, qwen25, gemma3, mistral)")
-		part      = fs.String("part", "", "convert one part: 1 (embeddings), 2 (FFN), 2_prefill, 3 (LM head); empty runs the whole pipeline")
-		stateLen  = fs.Int("state-length", 0, "KV-cache length (default: config.json state_length, else the context length)")
-		restart   = fs.Int("restart", 1, "pipeline: restart from step N (1-8)")
-		only      = fs.Int("only", 0, "pipeline: run only step N (1-8)")
-		skipCheck = fs.Bool("skip-check", false, "pipeline: skip step 8 (verification)")
-		group     = fs.Int("lut-group-size", 8, "output channels per LUT")
-		context   int
-		batch     int
-		chunks    int
-		lut, lut1 lutFlag
-		lut2      lutFlag
-		lut3      lutFlag
+		model       = fs.String("model", "", "Hugging Face checkpoint directory (config.json + *.safetensors)")
+		output      = fs.String("output", ".", "output directory")
+		prefix      = fs.String("prefix", "", "file name prefix (default: the family's, as ANEMLL: llama, qwen, qwen25, gemma3, mistral)")
+		part        = fs.String("part", "", "convert one part: 1 (embeddings), 2 (FFN), 2_prefill, 3 (LM head); empty runs the whole pipeline")
+		stateLen    = fs.Int("state-length", 0, "KV-cache length (default: config.json state_length, else the context length)")
+		restart     = fs.Int("restart", 1, "pipeline: restart from step N (1-8)")
+		only        = fs.Int("only", 0, "pipeline: run only step N (1-8)")
+		skipCheck   = fs.Bool("skip-check", false, "pipeline: skip step 8 (verification)")
+		group       = fs.Int("lut-group-size", 8, "output channels per LUT")
+		allowUnused = fs.Bool("allow-unused-weights", false, "convert even if the checkpoint holds tensors the conversion does not use (warns instead of refusing)")
+		context     int
+		batch       int
+		chunks      int
+		lut, lut1   lutFlag
+		lut2        lutFlag
+		lut3        lutFlag
 	)
 	intAlias(fs, &context, 512, "context length", "context-length", "context")
 	intAlias(fs, &batch, 64, "prefill batch size", "batch-size", "batch")
@@ -102,7 +103,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		}
 		return convertPart(*part, lut.bits, pipeline.Options{
 			Model: *model, Output: *output, Prefix: *prefix, ContextLength: context, BatchSize: batch,
-			StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group,
+			StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group, AllowUnusedWeights: *allowUnused,
 		}, stderr)
 	}
 	if lut.set {
@@ -119,7 +120,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	}
 	opts := pipeline.Options{
 		Model: *model, Output: *output, Prefix: *prefix, ContextLength: context, BatchSize: batch,
-		StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group,
+		StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group, AllowUnusedWeights: *allowUnused,
 		LUT:     decoder.LUTBits{Embeddings: lut1.bits, FFN: lut2.bits, LMHead: lut3.bits},
 		Restart: *restart, Only: *only, SkipCheck: *skipCheck, Log: stderr,
 		Verify: func(dir string) error {
@@ -149,14 +150,15 @@ func convertPart(partName string, lutBits int, opts pipeline.Options, log io.Wri
 	if st, err := os.Stat(opts.Output); err == nil && !st.IsDir() {
 		return fmt.Errorf("output %s is a file, not a directory", opts.Output)
 	}
-	if err := os.MkdirAll(opts.Output, 0o755); err != nil {
-		return err
-	}
+	opts.Log = log
 	s, err := pipeline.Open(opts)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if err := os.MkdirAll(opts.Output, 0o755); err != nil {
+		return err
+	}
 	n := 1
 	if p.Chunked() {
 		n = len(s.Conv.Layout())

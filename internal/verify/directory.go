@@ -69,7 +69,7 @@ func run(modelDir string, files *runner.Files, ids []int, packageWeights []bool,
 		var w reference.Weights = reference.CheckpointWeights(ck)
 		sources[i] = "checkpoint weights"
 		if pw {
-			if w, err = PackageWeights(files, w); err != nil {
+			if w, err = PackageWeights(files, w, cfg); err != nil {
 				return nil, err
 			}
 			sources[i] = "weights read back from the packages"

@@ -84,7 +84,7 @@ func TestAppleMadePackages(t *testing.T) {
 			}
 			var w reference.Weights = reference.CheckpointWeights(ck)
 			if tc.packageWeights {
-				if w, err = PackageWeights(&f, w); err != nil {
+				if w, err = PackageWeights(&f, w, cfg); err != nil {
 					t.Fatal(err)
 				}
 				if !w.(*packageWeights).hasLMHead() {

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/coreml"
+	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/mil"
 	"github.com/anemll/anemll/internal/reference"
 	"github.com/anemll/anemll/internal/runner"
@@ -18,6 +20,9 @@ type packageWeights struct {
 	base   reference.Weights
 	byKey  map[string]weight
 	lmHead *weight
+	// plusOne: the family stores RMSNorm gains as 1 + w (Gemma), so the
+	// packages' gains are turned back into the checkpoint's w.
+	plusOne bool
 }
 
 type weight struct {
@@ -25,13 +30,18 @@ type weight struct {
 	shape []int64
 }
 
-// PackageWeights reads the weights of every package in files. Tensors are
-// matched to Hugging Face names by their const names (dots as
-// underscores, "_to_fp16"/"_palettized" suffixes and "model_" prefixes
-// ignored); the LM head is rebuilt by joining its convolution weights in
-// order.
-func PackageWeights(files *runner.Files, base reference.Weights) (reference.Weights, error) {
+// PackageWeights reads the weights of every package in files for a model
+// of configuration cfg. Tensors are matched to Hugging Face names by their
+// const names (dots as underscores, "_to_fp16"/"_palettized" suffixes and
+// "model_"/"language_model_" prefixes ignored); the LM head is rebuilt by
+// joining its convolution weights in order, and the reference uses it even
+// when the checkpoint ties it to the embeddings, so a quantized head is
+// checked as the packages hold it.
+func PackageWeights(files *runner.Files, base reference.Weights, cfg *hf.Config) (reference.Weights, error) {
 	pw := &packageWeights{base: base, byKey: map[string]weight{}}
+	if spec, err := arch.Resolve(cfg); err == nil {
+		pw.plusOne = spec.Family.NormPlusOne
+	}
 	paths := []string{files.Embeddings}
 	for _, c := range files.Chunks {
 		for _, p := range []string{c.Combined, c.FFN, c.Prefill} {
@@ -60,10 +70,13 @@ func normKey(name string) string {
 	}
 	s := strings.TrimSuffix(string(b), "_palettized")
 	s = strings.TrimSuffix(s, "_to_fp16")
-	for strings.HasPrefix(s, "model_") {
-		s = strings.TrimPrefix(s, "model_")
+	for {
+		t := strings.TrimPrefix(strings.TrimPrefix(s, "model_"), "language_model_")
+		if t == s {
+			return s
+		}
+		s = t
 	}
-	return s
 }
 
 func (pw *packageWeights) addPackage(path string, lmHead bool) error {
@@ -196,27 +209,63 @@ func dequantize(idx []int64, ishape []int64, lut []float32, lshape []int64) ([]f
 	return out, nil
 }
 
+// isHead reports whether name is an LM head matrix ("lm_head.weight", or
+// "language_model.lm_head.weight" in a nested checkpoint).
+func isHead(name string) bool { return name == "lm_head.weight" || strings.HasSuffix(name, ".lm_head.weight") }
+
 // Tensor implements reference.Weights.
 func (pw *packageWeights) Tensor(name string) ([]float32, []int64, error) {
+	if isHead(name) && pw.lmHead != nil {
+		// The head as the package holds it, tied or not: rows beyond the
+		// vocabulary (padding of the last split) are dropped.
+		emb, ok := pw.byKey["embed_tokens_weight"]
+		if !ok || len(emb.shape) != 2 {
+			return nil, nil, fmt.Errorf("verify: the embeddings package holds no [vocab, hidden] table")
+		}
+		shape := emb.shape
+		if shape[1] != pw.lmHead.shape[1] || pw.lmHead.shape[0] < shape[0] {
+			return nil, nil, fmt.Errorf("verify: LM head %v does not cover the embeddings %v", pw.lmHead.shape, shape)
+		}
+		return pw.lmHead.data[:shape[0]*shape[1]], shape, nil
+	}
 	base, shape, err := pw.base.Tensor(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	var w *weight
-	if name == "lm_head.weight" && pw.lmHead != nil {
-		w = pw.lmHead
-	} else if got, ok := pw.byKey[normKey(name)]; ok {
-		w = &got
-	}
-	if w == nil {
+	got, ok := pw.byKey[normKey(name)]
+	if !ok {
 		return base, shape, nil
 	}
-	if int64(len(w.data)) < int64(len(base)) {
-		return nil, nil, fmt.Errorf("verify: package holds %d values for %s, the checkpoint %d", len(w.data), name, len(base))
+	if int64(len(got.data)) < int64(len(base)) {
+		return nil, nil, fmt.Errorf("verify: package holds %d values for %s, the checkpoint %d", len(got.data), name, len(base))
 	}
-	// Padded LM-head rows beyond the vocabulary are dropped; conv weights
-	// [out,in,1,1] are read as [out,in].
-	return w.data[:len(base)], shape, nil
+	// Conv weights [out,in,1,1] are read as [out,in].
+	out := got.data[:len(base)]
+	if pw.plusOne && strings.HasSuffix(name, "norm.weight") {
+		w := make([]float32, len(out))
+		for i, v := range out {
+			w[i] = v - 1
+		}
+		out = w
+	}
+	return out, shape, nil
+}
+
+// SeparateLMHead tells the reference to read the LM head from Tensor even
+// when the checkpoint ties it to the embeddings: the packages' head may be
+// quantized differently from their embedding table.
+func (pw *packageWeights) SeparateLMHead() bool { return pw.lmHead != nil }
+
+// Has implements the reference's optional name check.
+func (pw *packageWeights) Has(name string) bool {
+	if isHead(name) && pw.lmHead != nil {
+		return true
+	}
+	if h, ok := pw.base.(interface{ Has(string) bool }); ok {
+		return h.Has(name)
+	}
+	_, _, err := pw.base.Tensor(name)
+	return err == nil
 }
 
 // Tied reports whether LM head weights came from the package (for tests).
