@@ -143,6 +143,58 @@ type RuntimeResult struct {
 	PromptTokens, NewToken int
 }
 
+// runtimeRun is one measured generation of the runtime benchmark.
+type runtimeRun struct {
+	prompt, tokens []int
+	stats          runner.GenerateStats
+}
+
+// runtimeRow converts model (fp16, one chunk) into a directory under tmp
+// and generates tokens greedily after a batch-long prompt.
+func runtimeRow(tmp, model string, ctx, batch, tokens int) (*runtimeRun, error) {
+	dir, err := os.MkdirTemp(tmp, "anemll-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	s, err := pipeline.Open(pipeline.Options{Model: model, Output: dir, ContextLength: ctx, BatchSize: batch, NumChunks: 1})
+	if err != nil {
+		return nil, err
+	}
+	files := &runner.Files{Dir: dir}
+	for _, p := range []arch.Part{arch.PartEmbeddings, arch.PartLMHead, arch.PartFFN, arch.PartPrefill} {
+		path, err := s.WritePart(p, 0, dir, nil)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		switch p {
+		case arch.PartEmbeddings:
+			files.Embeddings = path
+		case arch.PartLMHead:
+			files.LMHead = path
+		case arch.PartFFN:
+			files.Chunks = []runner.ChunkFiles{{FFN: path}}
+		case arch.PartPrefill:
+			files.Chunks[0].Prefill = path
+		}
+	}
+	s.Close()
+	m, err := runner.Load(files)
+	if err != nil {
+		return nil, err
+	}
+	r := &runtimeRun{prompt: make([]int, batch)}
+	for i := range r.prompt {
+		r.prompt[i] = (i*7919 + 13) % 1000
+	}
+	r.stats, err = m.Generate(r.prompt, tokens, runner.NewSampler(runner.Sampling{}), nil, func(id int) bool {
+		r.tokens = append(r.tokens, id)
+		return true
+	})
+	return r, err
+}
+
 // Runtime converts a model (fp16, one chunk) into a temporary directory
 // and measures prefill and decode tokens per second of the CPU interpreter
 // driving it as ANEMLL's runners do: the tiny bundled model, and a random
@@ -150,47 +202,11 @@ type RuntimeResult struct {
 func Runtime(w io.Writer, tmp, tinyModel string, big bool, decodeTokens int) error {
 	fmt.Fprintf(w, "%-28s %14s %14s\n", "model", "prefill tok/s", "decode tok/s")
 	row := func(name, model string, ctx, batch, tokens int) error {
-		dir, err := os.MkdirTemp(tmp, "anemll-bench-")
+		r, err := runtimeRow(tmp, model, ctx, batch, tokens)
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		s, err := pipeline.Open(pipeline.Options{Model: model, Output: dir, ContextLength: ctx, BatchSize: batch, NumChunks: 1})
-		if err != nil {
-			return err
-		}
-		files := &runner.Files{Dir: dir}
-		for _, p := range []arch.Part{arch.PartEmbeddings, arch.PartLMHead, arch.PartFFN, arch.PartPrefill} {
-			path, err := s.WritePart(p, 0, dir, nil)
-			if err != nil {
-				s.Close()
-				return err
-			}
-			switch p {
-			case arch.PartEmbeddings:
-				files.Embeddings = path
-			case arch.PartLMHead:
-				files.LMHead = path
-			case arch.PartFFN:
-				files.Chunks = []runner.ChunkFiles{{FFN: path}}
-			case arch.PartPrefill:
-				files.Chunks[0].Prefill = path
-			}
-		}
-		s.Close()
-		m, err := runner.Load(files)
-		if err != nil {
-			return err
-		}
-		prompt := make([]int, batch)
-		for i := range prompt {
-			prompt[i] = (i*7919 + 13) % 1000
-		}
-		st, err := m.Generate(prompt, tokens, runner.NewSampler(runner.Sampling{}), nil, func(int) bool { return true })
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "%-28s %14.1f %14.1f\n", name, st.PrefillTokensPerSecond(), st.DecodeTokensPerSecond())
+		fmt.Fprintf(w, "%-28s %14.1f %14.1f\n", name, r.stats.PrefillTokensPerSecond(), r.stats.DecodeTokensPerSecond())
 		return nil
 	}
 	if err := row("tiny-llama-fortunes (fp16)", tinyModel, 512, 64, decodeTokens); err != nil {

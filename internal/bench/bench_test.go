@@ -2,9 +2,14 @@ package bench
 
 import (
 	"bytes"
+	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/reference"
 )
 
 // TestPeakRSS touches 64 MiB and checks the peak grows by about that much.
@@ -25,17 +30,48 @@ func TestPeakRSS(t *testing.T) {
 	runtime.KeepAlive(buf)
 }
 
+// TestRuntimeTinyRow checks that the runtime benchmark measures a real,
+// correct generation: a 64-token prefill and 4 greedy tokens that equal
+// the reference forward pass's greedy continuation.
 func TestRuntimeTinyRow(t *testing.T) {
-	var buf bytes.Buffer
-	if err := Runtime(&buf, t.TempDir(), "../../testdata/tiny-llama-fortunes/bf16", false, 4); err != nil {
+	const model = "../../testdata/tiny-llama-fortunes/bf16"
+	r, err := runtimeRow(t.TempDir(), model, 512, 64, 4)
+	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[1], "tiny-llama-fortunes") {
-		t.Fatalf("table:\n%s", buf.String())
+	if r.stats.PromptTokens != 64 || r.stats.NewTokens != 4 || len(r.tokens) != 4 {
+		t.Fatalf("measured %d prompt and %d new tokens (%v), want 64 and 4", r.stats.PromptTokens, r.stats.NewTokens, r.tokens)
 	}
-	f := strings.Fields(lines[1])
-	if f[len(f)-1] == "0.0" || f[len(f)-2] == "0.0" || strings.Contains(lines[1], "NaN") {
-		t.Errorf("bad speeds: %q", lines[1])
+	cfg, err := hf.LoadConfig(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := hf.OpenCheckpoint(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	ref, err := reference.New(cfg, reference.CheckpointWeights(ck))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ref.Greedy(r.prompt, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.tokens, want) {
+		t.Errorf("benchmark generated %v, the reference greedily %v", r.tokens, want)
+	}
+	for _, v := range []float64{r.stats.PrefillTokensPerSecond(), r.stats.DecodeTokensPerSecond()} {
+		if !(v > 0) || math.IsInf(v, 0) {
+			t.Errorf("speed %v is not a positive finite number", v)
+		}
+	}
+	var buf bytes.Buffer
+	if err := Runtime(&buf, t.TempDir(), model, false, 2); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(buf.String()), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "tiny-llama-fortunes") {
+		t.Errorf("table:\n%s", buf.String())
 	}
 }

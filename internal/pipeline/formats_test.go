@@ -2,9 +2,11 @@ package pipeline
 
 import (
 	"bytes"
+	"github.com/anemll/anemll/internal/quant"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch"
@@ -114,9 +116,14 @@ func TestLUTDeterministicAcrossGOMAXPROCS(t *testing.T) {
 // to its decode chunk (reusing its palettized weights) is byte-identical
 // to one palettized from scratch, and that reuse happened.
 func TestPrefillReusesDecodePalettes(t *testing.T) {
+	var calls atomic.Int32
+	count := func(req quant.Request) ([]uint8, []uint16, error) {
+		calls.Add(1)
+		return Palettize(req)
+	}
 	write := func(withFFN bool) map[string][32]byte {
 		out := t.TempDir()
-		s, err := Open(Options{Model: tinyModel, Output: out, ContextLength: 64, BatchSize: 16, NumChunks: 1, LUT: decoder.LUTBits{FFN: 4}})
+		s, err := Open(Options{Model: tinyModel, Output: out, ContextLength: 64, BatchSize: 16, NumChunks: 1, LUT: decoder.LUTBits{FFN: 4}, palettize: count})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,9 +146,15 @@ func TestPrefillReusesDecodePalettes(t *testing.T) {
 			}
 			ffn.Close()
 		}
+		calls.Store(0)
 		path, err := s.WritePart(arch.PartPrefill, 0, out, nil)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// Written after its decode chunk, the prefill chunk palettizes
+		// nothing; alone, it palettizes its 25 weights itself.
+		if want := map[bool]int32{true: 0, false: 25}[withFFN]; calls.Load() != want {
+			t.Errorf("prefill (decode chunk written first: %v) called the palettizer %d times, want %d", withFFN, calls.Load(), want)
 		}
 		return digest(t, path)
 	}

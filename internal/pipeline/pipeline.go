@@ -56,6 +56,8 @@ type Options struct {
 	// fault, if set, is called at points inside steps; an error stops the
 	// run there (tests simulate crashes with it).
 	fault func(step int, where string) error
+	// palettize, if set, replaces Palettize (tests count calls with it).
+	palettize decoder.Palettizer
 }
 
 // Steps names ANEMLL's numbered steps.

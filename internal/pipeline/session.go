@@ -54,6 +54,9 @@ func Open(opts Options) (*Session, error) {
 		Palettize: Palettize, Eligible: quant.Eligible,
 		OnOverflow: overflowWarner(opts.Log), AllowUnusedWeights: opts.AllowUnusedWeights, Warn: lineWarner(opts.Log),
 	}
+	if opts.palettize != nil {
+		lo.Palettize = opts.palettize
+	}
 	conv, err := decoder.NewConverter(cfg, ckpt, lo)
 	if err != nil {
 		ckpt.Close()

@@ -9,10 +9,11 @@ import (
 
 // TestTinyModelLUTAccuracy converts the tiny model with LUT6 FFN + LUT6 LM
 // head and LUT4 FFN + LUT6 LM head, and checks the decode path against the
-// checkpoint over 768 positions of fortune text. The bounds are what
-// ANEMLL's own coremltools-palettized packages of this model reach
-// (LUT6/LUT6: top-1 ≈ 94–95.5 %, mean KL ≈ 3.6e-3; LUT4/LUT6: top-1 ≈
-// 73–89 %, mean KL ≈ 0.05): ours must be at least as good.
+// checkpoint over 768 positions of fortune text. Measured: LUT6/LUT6 top-1
+// 96.35 %, mean KL 3.38e-3; LUT4/LUT6 top-1 82.81 %, mean KL 0.0438. The
+// bounds sit a little under those (95 % / 3.6e-3 and 80 % / 0.047), so a
+// palettizer that got worse fails; ANEMLL's own coremltools-palettized
+// packages of this model reach 94–95.5 % / 3.6e-3 and 73–89 % / 0.05.
 func TestTinyModelLUTAccuracy(t *testing.T) {
 	windows := fortuneWindows(t, 3, 256)
 	ref := tinyReference(t, nil)
@@ -22,8 +23,8 @@ func TestTinyModelLUTAccuracy(t *testing.T) {
 		maxMeanKL float64
 		minTop1   float64
 	}{
-		{"LUT6/LUT6", decoder.LUTBits{FFN: 6, LMHead: 6}, 3.6e-3, 0.94},
-		{"LUT4/LUT6", decoder.LUTBits{FFN: 4, LMHead: 6}, 0.05, 0.73},
+		{"LUT6/LUT6", decoder.LUTBits{FFN: 6, LMHead: 6}, 3.6e-3, 0.95},
+		{"LUT4/LUT6", decoder.LUTBits{FFN: 4, LMHead: 6}, 0.047, 0.80},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

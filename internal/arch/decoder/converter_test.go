@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -753,30 +754,45 @@ func TestDeterministicAndShared(t *testing.T) {
 	if fs := pkg.Program.FunctionNames(); len(fs) != 2 || fs[0] != "infer" || fs[1] != "prefill" || pkg.Description.DefaultFunction != "infer" {
 		t.Fatalf("functions %v default %q", fs, pkg.Description.DefaultFunction)
 	}
-	vals := map[*mil.Value]int{}
-	for _, f := range pkg.Program.Functions {
+	// Each function's lazy (weight) values, by the op that uses them.
+	uses := make([]map[*mil.Value]string, 2)
+	for fi, f := range pkg.Program.Functions {
+		uses[fi] = map[*mil.Value]string{}
 		for _, op := range f.Body.Ops {
 			if v := op.ConstValue(); v != nil && v.Source != nil {
-				vals[v]++
+				uses[fi][v] = op.Name
 			}
 			for _, in := range op.Inputs {
 				for _, a := range in.Args {
 					if a.Value != nil && a.Value.Source != nil {
-						vals[a.Value]++
+						uses[fi][a.Value] = op.Name + "." + in.Param
 					}
 				}
 			}
 		}
 	}
-	shared := 0
-	for _, n := range vals {
-		if n == 2 {
-			shared++
+	// Chunk 2 of 2 holds layers 3..4; prefill skips layer 4's MLP and the
+	// final norm, so every prefill weight is infer's too (one value, one
+	// blob) and infer alone has exactly those.
+	for v, name := range uses[1] {
+		if _, ok := uses[0][v]; !ok {
+			t.Errorf("prefill weight %s is not shared with infer", name)
 		}
 	}
-	// Chunk 2 of 2 holds layers 3..4; prefill skips layer 4's MLP and the
-	// final norm, so everything except those is shared.
-	if shared == 0 || shared == len(vals) {
-		t.Errorf("%d of %d lazy values shared between infer and prefill", shared, len(vals))
+	var only []string
+	for v, name := range uses[0] {
+		if _, ok := uses[1][v]; !ok {
+			only = append(only, name)
+		}
+	}
+	slices.Sort(only)
+	// (The MLP matrices are 2048 elements, under the LUT threshold: dense.)
+	want := []string{
+		"model_model_layers_4_mlp_down_proj_weight_to_fp16", "model_model_layers_4_mlp_gate_proj_weight_to_fp16",
+		"model_model_layers_4_mlp_up_proj_weight_to_fp16",
+		"model_model_layers_4_post_attention_layernorm_weight_to_fp16", "model_model_norm_weight_to_fp16",
+	}
+	if !slices.Equal(only, want) {
+		t.Errorf("weights only infer uses:\n got %q\nwant %q", only, want)
 	}
 }
