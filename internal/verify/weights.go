@@ -211,7 +211,9 @@ func dequantize(idx []int64, ishape []int64, lut []float32, lshape []int64) ([]f
 
 // isHead reports whether name is an LM head matrix ("lm_head.weight", or
 // "language_model.lm_head.weight" in a nested checkpoint).
-func isHead(name string) bool { return name == "lm_head.weight" || strings.HasSuffix(name, ".lm_head.weight") }
+func isHead(name string) bool {
+	return name == "lm_head.weight" || strings.HasSuffix(name, ".lm_head.weight")
+}
 
 // Tensor implements reference.Weights.
 func (pw *packageWeights) Tensor(name string) ([]float32, []int64, error) {
