@@ -105,7 +105,12 @@ type names struct {
 func (n names) embed() string      { return n.prefix + "embed_tokens.weight" }
 func (n names) layer(i int) string { return fmt.Sprintf("%slayers.%d.", n.prefix, i) }
 func (n names) finalNorm() string  { return n.prefix + "norm.weight" }
-func (m *Model) headName() string  { return m.names.head }
+func (m *Model) headName() string {
+	if m.splitHead {
+		return "lm_head.weight" // as SeparateLMHead promises
+	}
+	return m.names.head
+}
 func (m *Model) tiedHead() bool    { return m.cfg.TieWordEmbeddings && !m.splitHead }
 func (m *Model) embedShape() []int { return []int{m.vocab, m.hidden} }
 func (m *Model) qDim() int         { return m.heads * m.headDim }
