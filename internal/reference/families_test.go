@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,6 +148,7 @@ func TestQwenGoldens(t *testing.T) {
 					t.Fatal(err)
 				}
 				compareGolden(t, fmt.Sprintf("%s lazy=%v", sub, lazy), got, want, familyGoldenTol)
+				stepMatches(t, m, ids, got)
 			}
 		})
 	}
@@ -193,6 +195,7 @@ func TestGemma3Goldens(t *testing.T) {
 			t.Fatal(err)
 		}
 		compareGolden(t, e.File, got, want, familyGoldenTol)
+		stepMatches(t, m, ids, got)
 		for p, am := range e.ArgmaxIDs {
 			if g := reference.Argmax(got[p], 0); g != am {
 				t.Errorf("%s row %d: argmax %d, index.json %d", e.File, p, g, am)
@@ -208,4 +211,20 @@ func TestGemma3Goldens(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareGolden(t, "anemll-035 hf_logits.npy", got, readNPY(t, filepath.Join(ref, "hf_logits.npy")), familyGoldenTol)
+}
+
+// stepMatches asserts that a session fed ids one by one reproduces Forward's
+// rows bit for bit (they share the layer routine).
+func stepMatches(t *testing.T, m *reference.Model, ids []int, full [][]float32) {
+	t.Helper()
+	s := m.NewSession()
+	for p, id := range ids {
+		row, err := s.Step(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(row, full[p]) {
+			t.Fatalf("Step at position %d differs from Forward", p)
+		}
+	}
 }

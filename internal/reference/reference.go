@@ -63,12 +63,17 @@ func (w ckWeights) Has(name string) bool {
 
 // Options refine New.
 type Options struct {
-	// Lazy keeps no layer weights in memory between uses: every pass reads
-	// each layer's tensors from Weights when it reaches the layer and
-	// releases them after, so resident memory is about one layer plus
-	// activations and the key/value cache. The numbers are the same as the
-	// eager mode's, bit for bit. Forward reads each layer once per call;
-	// Session.Step reads every layer at every step (slow, but bounded).
+	// Lazy keeps no weights in memory between uses: every pass reads each
+	// layer's tensors when it reaches the layer, into one reused buffer,
+	// the embedding rows of its tokens and the LM head in blocks of rows,
+	// so resident memory is about one layer plus activations and the
+	// key/value cache. With CheckpointWeights the tensors are decoded from
+	// the memory-mapped file block by block and the mapped pages released
+	// after each layer; other Weights are asked for whole tensors each
+	// time. The numbers are the eager mode's, bit for bit. Forward reads
+	// each layer once per call; Session.Step reads every layer at every
+	// step (slow, but bounded). New checks every tensor's shape without
+	// reading the data.
 	Lazy bool
 }
 
@@ -100,7 +105,12 @@ type names struct {
 func (n names) embed() string      { return n.prefix + "embed_tokens.weight" }
 func (n names) layer(i int) string { return fmt.Sprintf("%slayers.%d.", n.prefix, i) }
 func (n names) finalNorm() string  { return n.prefix + "norm.weight" }
-func (m *Model) headName() string  { return m.names.head }
+func (m *Model) headName() string {
+	if m.splitHead {
+		return "lm_head.weight" // as SeparateLMHead promises
+	}
+	return m.names.head
+}
 func (m *Model) tiedHead() bool    { return m.cfg.TieWordEmbeddings && !m.splitHead }
 func (m *Model) embedShape() []int { return []int{m.vocab, m.hidden} }
 func (m *Model) qDim() int         { return m.heads * m.headDim }
@@ -157,19 +167,8 @@ func NewWithOptions(cfg *hf.Config, w Weights, opt Options) (*Model, error) {
 		return nil, err
 	}
 	if opt.Lazy {
-		// Check every tensor once (shapes and presence), then let go.
-		for i := range m.layerCount() {
-			if _, err := m.loadLayer(i); err != nil {
-				return nil, err
-			}
-		}
-		if _, err := m.tensor(m.names.embed(), m.embedShape()...); err != nil {
+		if err := m.checkLazy(); err != nil {
 			return nil, err
-		}
-		if !m.tiedHead() {
-			if _, err := m.tensor(m.headName(), m.embedShape()...); err != nil {
-				return nil, err
-			}
 		}
 		return m, nil
 	}
@@ -264,108 +263,96 @@ func (m *Model) tensor(name string, shape ...int) ([]float32, error) {
 	return d, nil
 }
 
-// gain reads a norm weight of length n (hidden size by default) and returns
-// the gain the family multiplies by: w itself, or Gemma's 1 + w computed in
-// float32 (a fresh slice: the weights are never modified).
-func (m *Model) gain(name string, n ...int) ([]float32, error) {
-	size := m.hidden
-	if len(n) > 0 {
-		size = n[0]
-	}
-	w, err := m.tensor(name, size)
+// gain reads the norm weight name of length hidden_size and returns the gain
+// the family multiplies by (see toGain).
+func (m *Model) gain(name string) ([]float32, error) {
+	w, err := m.tensor(name, m.hidden)
 	if err != nil {
 		return nil, err
 	}
-	if !m.sp.gemma {
-		return w, nil
-	}
-	g := make([]float32, len(w))
-	for i, v := range w {
-		g[i] = 1 + v
-	}
-	return g, nil
+	return m.toGain(w, false), nil
 }
 
-// loadLayer reads decoder layer i.
-func (m *Model) loadLayer(i int) (*layerWeights, error) {
+// req is one tensor of a decoder layer: its name and shape, where it goes,
+// and whether it is a norm weight (turned into the family's gain).
+type req struct {
+	name  string
+	shape []int
+	dst   *[]float32
+	gain  bool
+}
+
+// layerReqs lists decoder layer i's tensors, filling in L's linear shapes
+// and names.
+func (m *Model) layerReqs(i int, L *layerWeights) []req {
 	p := m.names.layer(i)
 	h, q, kv, sp := m.hidden, m.qDim(), m.kvDim(), m.sp
-	var first error // the first missing or misshapen tensor
-	get := func(name string, shape ...int) []float32 {
-		if first != nil {
-			return nil
-		}
-		d, err := m.tensor(name, shape...)
-		first = err
-		return d
+	var rs []req
+	norm := func(dst *[]float32, name string, n int) {
+		rs = append(rs, req{name: p + name + ".weight", shape: []int{n}, dst: dst, gain: true})
 	}
-	norm := func(name string, n ...int) []float32 {
-		if first != nil {
-			return nil
-		}
-		g, err := m.gain(name, n...)
-		first = err
-		return g
-	}
-	lin := func(name string, out, in int, bias bool) linear {
-		l := linear{w: get(p+name+".weight", out, in), out: out, in: in, name: p + name + ".weight"}
+	lin := func(l *linear, name string, out, in int, bias bool) {
+		l.out, l.in, l.name = out, in, p+name+".weight"
+		rs = append(rs, req{name: l.name, shape: []int{out, in}, dst: &l.w})
 		if bias {
-			l.b = get(p+name+".bias", out)
+			rs = append(rs, req{name: p + name + ".bias", shape: []int{out}, dst: &l.b})
+		} else {
+			l.b = nil
 		}
-		return l
 	}
-	L := &layerWeights{
-		attnNorm: norm(p + "input_layernorm.weight"),
-		q:        lin("self_attn.q_proj", q, h, sp.qkvBias),
-		k:        lin("self_attn.k_proj", kv, h, sp.qkvBias),
-		v:        lin("self_attn.v_proj", kv, h, sp.qkvBias),
-		o:        lin("self_attn.o_proj", h, q, sp.oBias),
-		gate:     lin("mlp.gate_proj", m.inter, h, sp.mlpBias),
-		up:       lin("mlp.up_proj", m.inter, h, sp.mlpBias),
-		down:     lin("mlp.down_proj", h, m.inter, sp.mlpBias),
-	}
-	if sp.gemma {
-		L.attnOutNorm = norm(p + "post_attention_layernorm.weight")
-		L.mlpNorm = norm(p + "pre_feedforward_layernorm.weight")
-		L.mlpOutNorm = norm(p + "post_feedforward_layernorm.weight")
-	} else {
-		L.mlpNorm = norm(p + "post_attention_layernorm.weight")
-	}
+	norm(&L.attnNorm, "input_layernorm", h)
+	lin(&L.q, "self_attn.q_proj", q, h, sp.qkvBias)
+	lin(&L.k, "self_attn.k_proj", kv, h, sp.qkvBias)
+	lin(&L.v, "self_attn.v_proj", kv, h, sp.qkvBias)
 	if sp.qkNorm {
-		L.qNorm = norm(p+"self_attn.q_norm.weight", m.headDim)
-		L.kNorm = norm(p+"self_attn.k_norm.weight", m.headDim)
+		norm(&L.qNorm, "self_attn.q_norm", m.headDim)
+		norm(&L.kNorm, "self_attn.k_norm", m.headDim)
 	}
-	if first != nil {
-		return nil, first
+	lin(&L.o, "self_attn.o_proj", h, q, sp.oBias)
+	if sp.gemma {
+		norm(&L.attnOutNorm, "post_attention_layernorm", h)
+		norm(&L.mlpNorm, "pre_feedforward_layernorm", h)
+		norm(&L.mlpOutNorm, "post_feedforward_layernorm", h)
+	} else {
+		norm(&L.mlpNorm, "post_attention_layernorm", h)
+	}
+	lin(&L.gate, "mlp.gate_proj", m.inter, h, sp.mlpBias)
+	lin(&L.up, "mlp.up_proj", m.inter, h, sp.mlpBias)
+	lin(&L.down, "mlp.down_proj", h, m.inter, sp.mlpBias)
+	return rs
+}
+
+// loadLayer reads decoder layer i into new memory.
+func (m *Model) loadLayer(i int) (*layerWeights, error) {
+	L := &layerWeights{}
+	for _, r := range m.layerReqs(i, L) {
+		d, err := m.tensor(r.name, r.shape...)
+		if err != nil {
+			return nil, err
+		}
+		if r.gain {
+			d = m.toGain(d, false)
+		}
+		*r.dst = d
 	}
 	return L, nil
 }
 
-// layerAt returns decoder layer i's weights, reading them in lazy mode.
-func (m *Model) layerAt(i int) (*layerWeights, error) {
-	if m.layers != nil {
-		return m.layers[i], nil
+// toGain turns a norm weight into the gain the family multiplies by: w
+// itself, or Gemma's 1 + w computed in float32 (in place when the slice is
+// the reference's own, else in a fresh slice: weights are never modified).
+func (m *Model) toGain(w []float32, owned bool) []float32 {
+	if !m.sp.gemma {
+		return w
 	}
-	return m.loadLayer(i)
-}
-
-// embedTable and headTable return the embedding and LM-head matrices,
-// reading them in lazy mode.
-func (m *Model) embedTable() ([]float32, error) {
-	if m.embed != nil {
-		return m.embed, nil
+	g := w
+	if !owned {
+		g = make([]float32, len(w))
 	}
-	return m.tensor(m.names.embed(), m.embedShape()...)
-}
-
-func (m *Model) headTable() ([]float32, error) {
-	if m.lmHead != nil {
-		return m.lmHead, nil
+	for i, v := range w {
+		g[i] = 1 + v
 	}
-	if m.tiedHead() {
-		return m.embedTable()
-	}
-	return m.tensor(m.headName(), m.embedShape()...)
+	return g
 }
 
 // Forward runs the whole sequence at once (positions 0..len(ids)-1) and
@@ -382,8 +369,9 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 		return nil, err
 	}
 	wk := m.newWork()
+	var buf layerWeights // lazy mode: every layer is read into this memory
 	for li := range m.layerCount() {
-		L, err := m.layerAt(li)
+		L, err := m.layerAt(li, &buf)
 		if err != nil {
 			return nil, err
 		}
@@ -392,27 +380,38 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 			m.layer(L, li, &c, t, x[t], wk)
 		}
 	}
-	head, err := m.headTable()
-	if err != nil {
-		return nil, err
+	hn := newRows(T, m.hidden)
+	for t := range T {
+		m.finalNorm(hn[t], x[t])
 	}
 	logits := newRows(T, m.vocab)
-	for t := range T {
-		m.final(logits[t], x[t], head, wk)
+	if err := m.head(logits, hn); err != nil {
+		return nil, err
 	}
 	return logits, nil
 }
 
+// layerAt returns decoder layer i's weights; in lazy mode it reads them into
+// buf's memory.
+func (m *Model) layerAt(i int, buf *layerWeights) (*layerWeights, error) {
+	if !m.opt.Lazy {
+		return m.layers[i], nil
+	}
+	return m.loadLayerInto(i, buf)
+}
+
 // embedInto sets x[t] to the (scaled) embedding of ids[t].
 func (m *Model) embedInto(x [][]float32, ids []int) error {
-	emb, err := m.embedTable()
-	if err != nil {
+	h := m.hidden
+	if !m.opt.Lazy {
+		for t, id := range ids {
+			copy(x[t], m.embed[id*h:(id+1)*h])
+		}
+	} else if err := m.lazyEmbed(x, ids); err != nil {
 		return err
 	}
-	h := m.hidden
-	for t, id := range ids {
-		copy(x[t], emb[id*h:(id+1)*h])
-		if s := m.sp.embedScale; s != 0 {
+	if s := m.sp.embedScale; s != 0 {
+		for t := range x {
 			for i, v := range x[t] {
 				x[t][i] = v * s
 			}
@@ -421,16 +420,31 @@ func (m *Model) embedInto(x [][]float32, ids []int) error {
 	return nil
 }
 
-// final sets logits to the LM head applied to the final norm of x, soft-capped
-// when the family says so.
-func (m *Model) final(logits, x, head []float32, wk *work) {
-	rmsNorm(wk.hn, x, m.norm, m.eps)
-	l := linear{w: head, out: m.vocab, in: m.hidden, name: "lm_head.weight"}
-	m.see(&l, wk.hn)
-	l.apply(logits, wk.hn)
-	if c := m.sp.finalCap; c != 0 {
-		softcap(logits, c)
+// finalNorm sets hn to the final norm of x: the LM head's input.
+func (m *Model) finalNorm(hn, x []float32) {
+	rmsNorm(hn, x, m.norm, m.eps)
+	if m.observe != nil {
+		m.observe("lm_head.weight", hn)
 	}
+}
+
+// head sets logits[t] to the LM head applied to hn[t], soft-capped when the
+// family says so.
+func (m *Model) head(logits, hn [][]float32) error {
+	if !m.opt.Lazy {
+		l := linear{w: m.lmHead, out: m.vocab, in: m.hidden}
+		for t := range hn {
+			l.apply(logits[t], hn[t])
+		}
+	} else if err := m.lazyHead(logits, hn); err != nil {
+		return err
+	}
+	if c := m.sp.finalCap; c != 0 {
+		for _, row := range logits {
+			softcap(row, c)
+		}
+	}
+	return nil
 }
 
 func (m *Model) checkIDs(ids []int) error {

@@ -13,6 +13,7 @@ type Session struct {
 	cache []kvCache // per layer
 	x     []float32
 	wk    *work
+	buf   layerWeights // lazy mode: the memory layers are read into
 }
 
 // NewSession returns an empty session at position 0.
@@ -34,30 +35,21 @@ func (s *Session) Step(id int) ([]float32, error) {
 	if err := m.embedInto([][]float32{s.x}, []int{id}); err != nil {
 		return nil, err
 	}
-	var head []float32
-	var err error
-	if m.layers == nil { // lazy: read everything before touching the cache
-		if head, err = m.headTable(); err != nil {
-			return nil, err
-		}
-	}
 	for li := range m.layerCount() {
-		L, err := m.layerAt(li)
+		L, err := m.layerAt(li, &s.buf)
 		if err != nil {
 			s.truncate(li)
 			return nil, err
 		}
 		m.layer(L, li, &s.cache[li], s.pos, s.x, s.wk)
 	}
-	if head == nil {
-		if head, err = m.headTable(); err != nil {
-			s.truncate(m.layerCount())
-			return nil, err
-		}
+	m.finalNorm(s.wk.hn, s.x)
+	logits := make([]float32, m.vocab)
+	if err := m.head([][]float32{logits}, [][]float32{s.wk.hn}); err != nil {
+		s.truncate(m.layerCount())
+		return nil, err
 	}
 	s.pos++
-	logits := make([]float32, m.vocab)
-	m.final(logits, s.x, head, s.wk)
 	return logits, nil
 }
 

@@ -270,3 +270,65 @@ func TestFamilyErrors(t *testing.T) {
 		})
 	}
 }
+
+// failingWeights fails to read the tensors named in fail.
+type failingWeights struct {
+	mapWeights
+	fail map[string]bool
+}
+
+func (w failingWeights) Tensor(name string) ([]float32, []int64, error) {
+	if w.fail[name] {
+		return nil, nil, errors.New("disk error reading " + name)
+	}
+	return w.mapWeights.Tensor(name)
+}
+
+// TestLazyReadError: a read that fails mid-step (lazy mode) returns the
+// error and leaves the session where it was, so stepping on after the
+// error gives the same logits as an undisturbed run.
+func TestLazyReadError(t *testing.T) {
+	d := tinyDims
+	ts := tensorSet{prefix: "model.", headName: "lm_head.weight"}
+	shapes := ts.shapes(d)
+	tensors := randomTensors(shapes, false, 77)
+	cfg, err := hf.ParseConfig(mustJSON(t, with(baseConfig("mistral", "MistralForCausalLM", d), "sliding_window", 4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := failingWeights{mapWeights{t: tensors, s: shapes}, map[string]bool{}}
+	m, err := reference.NewWithOptions(cfg, w, reference.Options{Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := m.Forward(synthIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSession()
+	for p, id := range synthIDs {
+		if p == 6 {
+			for _, bad := range []string{"model.layers.2.mlp.up_proj.weight", "lm_head.weight"} {
+				w.fail[bad] = true
+				if _, err := s.Step(id); err == nil || !strings.Contains(err.Error(), bad) {
+					t.Fatalf("failing %s: error %v", bad, err)
+				}
+				if s.Pos() != p {
+					t.Fatalf("after a failed step the session is at %d, want %d", s.Pos(), p)
+				}
+				delete(w.fail, bad)
+			}
+		}
+		row, err := s.Step(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(row, full[p]) {
+			t.Fatalf("position %d differs from Forward after the failed steps", p)
+		}
+	}
+	w.fail["model.layers.0.self_attn.k_proj.weight"] = true
+	if _, err := m.Forward(synthIDs); err == nil {
+		t.Error("Forward with an unreadable tensor succeeded")
+	}
+}
