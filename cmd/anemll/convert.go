@@ -57,7 +57,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	var (
 		model       = fs.String("model", "", "Hugging Face checkpoint directory (config.json + *.safetensors)")
 		output      = fs.String("output", ".", "output directory")
-		prefix      = fs.String("prefix", "", "file name prefix (default: the family's, as ANEMLL: llama, qwen, qwen25, gemma3, mistral)")
+		prefix      = fs.String("prefix", "", "file name prefix (default: the family's, as ANEMLL: llama, qwen, qwen25, gemma3, )")
 		part        = fs.String("part", "", "convert one part: 1 (embeddings), 2 (FFN), 2_prefill, 3 (LM head); empty runs the whole pipeline")
 		stateLen    = fs.Int("state-length", 0, "KV-cache length (default: config.json state_length, else the context length)")
 		restart     = fs.Int("restart", 1, "pipeline: restart from step N (1-8)")

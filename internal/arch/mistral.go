@@ -8,9 +8,10 @@ var Mistral = &Family{
 	Name:          "mistral",
 	ModelType:     "mistral",
 	Architectures: []string{"MistralForCausalLM"},
-	Prefix:        "mistral",
-	Activations:   []string{"silu"},
-	Biases:        Llama.Biases,
+	Prefix:        "llama", // ANEMLL's one-shot script converts Mistral as LLaMA
+
+	Activations: []string{"silu"},
+	Biases:      Llama.Biases,
 	Layer: func(cfg *hf.Config, i int) LayerAttention {
 		return LayerAttention{Window: cfg.SlidingWindow, RopeTheta: cfg.RopeTheta, RopeScaling: cfg.RopeScaling}
 	},

@@ -124,7 +124,7 @@ type rawConfig struct {
 	Dtype                 string          `json:"dtype"`
 	StateLength           *int            `json:"state_length"`
 
-	SlidingWindow         *int            `json:"sliding_window"`
+	SlidingWindow         json.RawMessage `json:"sliding_window"`
 	UseSlidingWindow      *bool           `json:"use_sliding_window"`
 	MaxWindowLayers       *int            `json:"max_window_layers"`
 	LayerTypes            []string        `json:"layer_types"`
@@ -207,7 +207,63 @@ func ParseConfig(b []byte) (*Config, error) {
 	return c, nil
 }
 
+// gemma3TextDefaults are transformers' Gemma3TextConfig defaults, which a
+// config.json may leave out (Gemma3ForConditionalGeneration checkpoints
+// save only the text_config keys that differ from them).
+func gemma3TextDefaults(r *rawConfig) {
+	setInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setIntPtr := func(p **int, v int) {
+		if *p == nil {
+			*p = &v
+		}
+	}
+	setFloat := func(p **float64, v float64) {
+		if *p == nil {
+			*p = &v
+		}
+	}
+	setRaw := func(p *json.RawMessage, v string) {
+		if len(*p) == 0 {
+			*p = json.RawMessage(v)
+		}
+	}
+	setInt(&r.VocabSize, 262208)
+	setInt(&r.HiddenSize, 2304)
+	setInt(&r.IntermediateSize, 9216)
+	setInt(&r.NumHiddenLayers, 26)
+	setInt(&r.NumAttentionHeads, 8)
+	setIntPtr(&r.NumKeyValueHeads, 4)
+	setIntPtr(&r.HeadDim, 256)
+	setIntPtr(&r.MaxPositionEmbeddings, 131072)
+	setRaw(&r.SlidingWindow, "4096") // only when absent: an explicit null stays null
+	setIntPtr(&r.BOSTokenID, 2)
+	setIntPtr(&r.PadTokenID, 0)
+	setRaw(&r.EOSTokenID, "1")
+	setFloat(&r.RMSNormEps, 1e-6)
+	setFloat(&r.RopeTheta, 1e6)
+	setRaw(&r.QueryPreAttnScalar, "256")
+	setRaw(&r.RopeLocalBaseFreq, "10000")
+	if r.TieWordEmbeddings == nil {
+		t := true
+		r.TieWordEmbeddings = &t
+	}
+	if r.HiddenActivation == nil && r.HiddenAct == nil {
+		a := "gelu_pytorch_tanh"
+		r.HiddenActivation = &a
+	}
+	if r.LayerTypes == nil && r.SlidingWindowPattern == nil && r.OldSlidingPattern == nil {
+		setIntPtr(&r.SlidingWindowPattern, 6)
+	}
+}
+
 func parseRaw(r *rawConfig) (*Config, error) {
+	if r.ModelType == "gemma3_text" {
+		gemma3TextDefaults(r)
+	}
 	c := &Config{
 		Architectures:     r.Architectures,
 		ModelType:         r.ModelType,
@@ -257,8 +313,10 @@ func parseRaw(r *rawConfig) (*Config, error) {
 	} else if r.HiddenAct != nil {
 		c.HiddenAct = *r.HiddenAct
 	}
-	if r.SlidingWindow != nil {
-		c.SlidingWindow = *r.SlidingWindow
+	if !isNull(r.SlidingWindow) {
+		if err := json.Unmarshal(r.SlidingWindow, &c.SlidingWindow); err != nil {
+			return nil, fmt.Errorf("parse config: sliding_window must be an integer or null, got %s", r.SlidingWindow)
+		}
 	}
 	if r.UseSlidingWindow != nil {
 		c.UseSlidingWindow = *r.UseSlidingWindow

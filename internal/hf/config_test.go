@@ -255,3 +255,32 @@ func TestConfigRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestGemma3SparseTextConfig reads a Gemma-3-4B-style multimodal config,
+// whose text_config keeps only the keys that differ from Gemma3TextConfig's
+// defaults: the rest must take those defaults, not LLaMA's.
+func TestGemma3SparseTextConfig(t *testing.T) {
+	c := parse(t, map[string]any{
+		"architectures": []any{"Gemma3ForConditionalGeneration"}, "model_type": "gemma3",
+		"text_config": map[string]any{"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+			"num_hidden_layers": 34, "rope_scaling": map[string]any{"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+		"vision_config": map[string]any{"hidden_size": 1152}, "torch_dtype": "bfloat16",
+	})
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.NumAttentionHeads != 8 || c.NumKeyValueHeads != 4 || c.HeadDim != 256 || c.VocabSize != 262208 ||
+		c.RopeTheta != 1e6 || c.RMSNormEps != 1e-6 || c.QueryPreAttnScalar != 256 || c.RopeLocalBaseFreq != 10000 ||
+		c.SlidingWindow != 1024 || c.SlidingWindowPattern != 6 || c.HiddenAct != "gelu_pytorch_tanh" ||
+		!c.TieWordEmbeddings || c.RopeScaling == nil || c.RopeScaling.Factor != 8 || c.TorchDtype != "bfloat16" ||
+		c.BOSTokenID == nil || *c.BOSTokenID != 2 || !reflect.DeepEqual(c.EOSTokenIDs, []int{1}) {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	// An explicit null window stays null (the family refuses it); an
+	// absent one is Gemma3TextConfig's 4096.
+	n := parse(t, map[string]any{"model_type": "gemma3_text", "sliding_window": nil})
+	a := parse(t, map[string]any{"model_type": "gemma3_text"})
+	if n.SlidingWindow != 0 || a.SlidingWindow != 4096 {
+		t.Errorf("sliding_window null → %d, absent → %d; want 0 and 4096", n.SlidingWindow, a.SlidingWindow)
+	}
+}

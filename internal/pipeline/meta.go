@@ -22,6 +22,15 @@ type MetaInfo struct {
 	Prefix                           string
 	// SplitLMHead is the number of logits outputs of the LM head.
 	SplitLMHead int
+	// VocabSize and LMHeadChunkSizes (the rows of each LM-head split, the
+	// last one padded when the split does not divide the vocabulary) are
+	// written as ANEMLL 0.3.5 writes them.
+	VocabSize        int
+	LMHeadChunkSizes []int
+	// SlidingWindow, when positive, is the model's attention window; the
+	// packages keep one unified KV cache and apply it inside the graph, so
+	// meta.yaml also says single_cache (no rotate functions).
+	SlidingWindow int
 }
 
 func lutString(bits int) string {
@@ -69,6 +78,20 @@ func (m MetaInfo) Marshal() []byte {
 	fmt.Fprintf(&b, "    lm_head: %s_lm_head%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTLMHead))
 	fmt.Fprintf(&b, "    ffn: %s_FFN_PF%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTFFN))
 	fmt.Fprintf(&b, "    split_lm_head: %d\n", m.SplitLMHead)
+	if m.VocabSize > 0 {
+		fmt.Fprintf(&b, "    vocab_size: %d\n", m.VocabSize)
+	}
+	if len(m.LMHeadChunkSizes) > 0 {
+		sizes := make([]string, len(m.LMHeadChunkSizes))
+		for i, n := range m.LMHeadChunkSizes {
+			sizes[i] = strconv.Itoa(n)
+		}
+		fmt.Fprintf(&b, "    lm_head_chunk_sizes: [%s]\n", strings.Join(sizes, ", "))
+	}
+	if m.SlidingWindow > 0 {
+		fmt.Fprintf(&b, "    sliding_window: %d\n", m.SlidingWindow)
+		fmt.Fprintf(&b, "    single_cache: true\n")
+	}
 	return []byte(b.String())
 }
 

@@ -78,6 +78,8 @@ type Converter interface {
 	FileName(p arch.Part, chunk int) (string, error)
 	Layout() []arch.Range
 	Options() decoder.Options
+	Spec() *arch.Spec
+	LMHeadChunkSizes() []int
 }
 
 // Palettize adapts internal/quant to the converter's LUT hook.
@@ -249,6 +251,10 @@ func Run(opts Options) (*Result, error) {
 				Architecture: s.Config.ModelType, ContextLength: lo.ContextLength, BatchSize: lo.BatchSize,
 				LUTEmbeddings: lo.LUT.Embeddings, LUTFFN: lo.LUT.FFN, LUTLMHead: lo.LUT.LMHead,
 				NumChunks: chunks, Prefix: lo.Prefix, SplitLMHead: lo.SplitLMHead,
+				VocabSize: s.Config.VocabSize, LMHeadChunkSizes: s.Conv.LMHeadChunkSizes(),
+			}
+			if w := s.Conv.Spec().MaxWindow(); w > 0 && w < lo.StateLength {
+				meta.SlidingWindow = w
 			}
 			return writeFileAtomic(filepath.Join(opts.Output, "meta.yaml"), meta.Marshal())
 		},

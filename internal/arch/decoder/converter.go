@@ -176,6 +176,16 @@ func toHalf(f []float64) []uint16 {
 	return h
 }
 
+// LMHeadChunkSizes returns the rows of each LM-head split (all equal; the
+// last split's rows beyond the vocabulary are padding with −Inf logits).
+func (c *Converter) LMHeadChunkSizes() []int {
+	out := make([]int, c.opts.SplitLMHead)
+	for i := range out {
+		out[i] = c.lmPartRows()
+	}
+	return out
+}
+
 // lmPartRows is the number of vocabulary rows per LM-head part.
 func (c *Converter) lmPartRows() int {
 	k := c.opts.SplitLMHead
