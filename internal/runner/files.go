@@ -25,12 +25,32 @@ type Files struct {
 	Chunks []ChunkFiles
 	// Dir is the directory holding them (and usually the tokenizer).
 	Dir string
+	// SlidingWindow is meta.yaml's sliding_window (0 when absent): with
+	// packages that have *_rotate functions the runner switches to them at
+	// this position, as ANEMLL's chat.py does.
+	SlidingWindow int
 }
 
 // ChunkFiles are the packages of one chunk of decoder layers.
 type ChunkFiles struct {
+	// Combined is a multifunction package: infer and prefill, and with
+	// ANEMLL 0.3.5's Gemma 3 also infer_rotate and prefill_rotate.
 	Combined     string
 	FFN, Prefill string
+	// FFNRotate and PrefillRotate are ANEMLL 0.3.5's separate rotate
+	// packages (…_FFN_rotate_chunk_…, …_prefill_rotate_chunk_…), if any.
+	FFNRotate, PrefillRotate string
+}
+
+// Paths returns the chunk's package paths that are set.
+func (c ChunkFiles) Paths() []string {
+	var ps []string
+	for _, p := range []string{c.Combined, c.FFN, c.Prefill, c.FFNRotate, c.PrefillRotate} {
+		if p != "" {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }
 
 // Meta is the part of meta.yaml the runners read.
@@ -47,6 +67,7 @@ type Meta struct {
 			FFN           string `yaml:"ffn"`
 			SplitLMHead   int    `yaml:"split_lm_head"`
 			TokenizerPath string `yaml:"tokenizer_path"`
+			SlidingWindow int    `yaml:"sliding_window"`
 		} `yaml:"parameters"`
 	} `yaml:"model_info"`
 }
@@ -79,9 +100,13 @@ func packagePath(dir, name string) (string, error) {
 	return p, nil
 }
 
+// chunkSuffixRE matches the _chunk_XXofYY an ffn entry of meta.yaml may
+// already carry (ANEMLL 0.3.5 writes the first chunk's name).
+var chunkSuffixRE = regexp.MustCompile(`_chunk_\d+of\d+$`)
+
 // FilesFromMeta resolves the packages named by a meta.yaml, as ANEMLL's
-// runners do: the ffn entry has no chunk suffix; _chunk_XXofYY is appended
-// (with one chunk the bare name is also tried).
+// runners do: _chunk_XXofYY is appended to the ffn entry (replacing the
+// suffix it may already have; with one chunk the bare name is also tried).
 func FilesFromMeta(path string) (*Files, error) {
 	m, err := ReadMeta(path)
 	if err != nil {
@@ -89,7 +114,10 @@ func FilesFromMeta(path string) (*Files, error) {
 	}
 	dir := filepath.Dir(path)
 	p := m.ModelInfo.Parameters
-	f := &Files{Dir: dir}
+	if p.SlidingWindow < 0 {
+		return nil, fmt.Errorf("runner: %s: sliding_window %d must be positive", path, p.SlidingWindow)
+	}
+	f := &Files{Dir: dir, SlidingWindow: p.SlidingWindow}
 	if f.Embeddings, err = packagePath(dir, p.Embeddings); err != nil {
 		return nil, err
 	}
@@ -101,6 +129,7 @@ func FilesFromMeta(path string) (*Files, error) {
 		n = 1
 	}
 	stem := strings.TrimSuffix(strings.TrimSuffix(p.FFN, ".mlmodelc"), ".mlpackage")
+	stem = chunkSuffixRE.ReplaceAllString(stem, "")
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("%s_chunk_%02dof%02d", stem, i, n)
 		c, err := packagePath(dir, name)
@@ -115,11 +144,14 @@ func FilesFromMeta(path string) (*Files, error) {
 	return f, nil
 }
 
-var chunkRE = regexp.MustCompile(`^(.*)_(FFN_PF|FFN|prefill)(_lut\d+)?_chunk_(\d+)of(\d+)\.mlpackage$`)
+var chunkRE = regexp.MustCompile(`^(.*)_(FFN_PF|FFN_rotate|FFN|prefill_rotate|prefill)(_lut\d+)?_chunk_(\d+)of(\d+)\.mlpackage$`)
 
 // FindFiles discovers a model's packages in dir without meta.yaml. It
 // prefers combined FFN_PF chunks and refuses ambiguous directories (two
-// embeddings or LM heads, mixed chunk counts).
+// embeddings or LM heads, mixed chunk counts). With separate FFN and
+// prefill chunks, complete sets of FFN_rotate and prefill_rotate chunks
+// (ANEMLL 0.3.5's Gemma 3) are added to them; one without the other is
+// refused.
 func FindFiles(dir string) (*Files, error) {
 	if _, err := os.Stat(filepath.Join(dir, "meta.yaml")); err == nil {
 		return FilesFromMeta(filepath.Join(dir, "meta.yaml"))
@@ -201,11 +233,32 @@ func FindFiles(dir string) (*Files, error) {
 	if !okf || !okp || nf != np {
 		return nil, fmt.Errorf("runner: %s has no complete set of FFN_PF chunks, nor matching FFN and prefill chunks", dir)
 	}
+	present := func(kind string) bool {
+		for k := range chunks {
+			if k.kind == kind {
+				return true
+			}
+		}
+		return false
+	}
+	rotate := present("FFN_rotate") || present("prefill_rotate")
+	if rotate {
+		nfr, okfr := complete("FFN_rotate")
+		npr, okpr := complete("prefill_rotate")
+		if !okfr || !okpr || nfr != nf || npr != nf {
+			return nil, fmt.Errorf("runner: %s has %d FFN and prefill chunks but no complete matching set of FFN_rotate and prefill_rotate chunks; add the missing ones or remove the rotate packages", dir, nf)
+		}
+	}
 	for i := 1; i <= nf; i++ {
-		f.Chunks = append(f.Chunks, ChunkFiles{
+		c := ChunkFiles{
 			FFN:     filepath.Join(dir, chunks[key{"FFN", nf}][i]),
 			Prefill: filepath.Join(dir, chunks[key{"prefill", np}][i]),
-		})
+		}
+		if rotate {
+			c.FFNRotate = filepath.Join(dir, chunks[key{"FFN_rotate", nf}][i])
+			c.PrefillRotate = filepath.Join(dir, chunks[key{"prefill_rotate", nf}][i])
+		}
+		f.Chunks = append(f.Chunks, c)
 	}
 	return f, nil
 }

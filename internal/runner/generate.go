@@ -127,6 +127,9 @@ func (s GenerateStats) DecodeTokensPerSecond() float64 {
 // one; emit returns false to stop. Generation also stops after an EOS
 // token (emitted) or when the context is full. As in ANEMLL's runners the
 // last prompt token is run again in decode mode to get the first logits.
+// With ANEMLL 0.3.5's rotate packages this is chat.py's behaviour exactly,
+// including its defect: past the window the re-run rotates the window
+// cache a second time.
 func (m *Model) Generate(prompt []int, maxTokens int, sm *Sampler, eos func(int) bool, emit func(id int) bool) (GenerateStats, error) {
 	st := GenerateStats{PromptTokens: len(prompt)}
 	if len(prompt) == 0 {

@@ -19,11 +19,22 @@ type Model struct {
 	infer   []*runtime.Function
 	prefill []*runtime.Function
 	state   *runtime.State
+	// inferRot and prefillRot are ANEMLL 0.3.5's infer_rotate and
+	// prefill_rotate functions per chunk (nil for packages without them).
+	inferRot, prefillRot []*runtime.Function
+	rotate               []rotateFuncs     // as loaded, per chunk
+	stateFrom            *runtime.Function // declares every state of every function
 
 	// ContextLength C, StateLength S, BatchSize B, Hidden H.
 	ContextLength, StateLength, BatchSize, Hidden int
 	// Metadata of the first FFN chunk (com.anemll.* keys).
 	Metadata coreml.Metadata
+	// SlidingWindow is the position from which the *_rotate functions are
+	// used (0 when the packages have none); see Driver.
+	SlidingWindow int
+	// Driver says how Prefill runs a prompt (DriverChatPy for packages with
+	// *_rotate functions, else DriverPadded).
+	Driver Driver
 
 	mask []float32 // scratch causal-mask row(s)
 }
@@ -63,27 +74,36 @@ func loadFunction(path, fn string) (*runtime.Function, *coreml.Package, error) {
 	return f, pkg, nil
 }
 
-// loadChunk loads the decode and prefill functions of one chunk.
-func loadChunk(c ChunkFiles) (infer, prefill *runtime.Function, meta coreml.Metadata, err error) {
+// loadChunk loads the decode and prefill functions of one chunk, and the
+// rotate functions when the chunk has them.
+func loadChunk(c ChunkFiles) (infer, prefill *runtime.Function, rot rotateFuncs, meta coreml.Metadata, err error) {
 	if c.Combined != "" {
 		m, pkg, err := openModel(c.Combined)
 		if err != nil {
-			return nil, nil, meta, err
+			return nil, nil, rot, meta, err
 		}
 		if infer, err = m.Function("infer"); err != nil {
-			return nil, nil, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
+			return nil, nil, rot, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
 		}
 		if prefill, err = m.Function("prefill"); err != nil {
-			return nil, nil, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
+			return nil, nil, rot, meta, fmt.Errorf("runner: %s: %w", c.Combined, err)
 		}
-		return infer, prefill, pkg.Description.Metadata, nil
+		if rot, err = combinedRotate(c.Combined, m); err != nil {
+			return nil, nil, rot, meta, err
+		}
+		return infer, prefill, rot, pkg.Description.Metadata, nil
 	}
 	infer, pkg, err := loadFunction(c.FFN, "")
 	if err != nil {
-		return nil, nil, meta, err
+		return nil, nil, rot, meta, err
 	}
-	prefill, _, err = loadFunction(c.Prefill, "")
-	return infer, prefill, pkg.Description.Metadata, err
+	if prefill, _, err = loadFunction(c.Prefill, ""); err != nil {
+		return nil, nil, rot, meta, err
+	}
+	if rot, err = separateRotate(c); err != nil {
+		return nil, nil, rot, meta, err
+	}
+	return infer, prefill, rot, pkg.Description.Metadata, nil
 }
 
 // dim returns dimension i of a function input, or an error.
@@ -121,7 +141,7 @@ func Load(files *Files) (*Model, error) {
 		return nil, err
 	}
 	for i, c := range files.Chunks {
-		inf, pre, meta, err := loadChunk(c)
+		inf, pre, rot, meta, err := loadChunk(c)
 		if err != nil {
 			return nil, err
 		}
@@ -130,6 +150,7 @@ func Load(files *Files) (*Model, error) {
 		}
 		m.infer = append(m.infer, inf)
 		m.prefill = append(m.prefill, pre)
+		m.rotate = append(m.rotate, rot)
 	}
 	for _, o := range m.head.Outputs() {
 		if strings.HasPrefix(o, "logits") {
@@ -153,7 +174,10 @@ func Load(files *Files) (*Model, error) {
 	if m.Hidden, err = dim(m.infer[0], "hidden_states", 2); err != nil {
 		return nil, err
 	}
-	if m.StateLength, err = dim(m.prefill[0], "model_model_kv_cache_0", 2); err != nil {
+	if err := m.setupStates(); err != nil {
+		return nil, err
+	}
+	if err := m.setupRotate(files); err != nil {
 		return nil, err
 	}
 	if m.BatchSize > m.ContextLength {
@@ -163,9 +187,10 @@ func Load(files *Files) (*Model, error) {
 	return m, nil
 }
 
-// Reset starts a new conversation: a zeroed state made from the first
-// chunk's prefill function, as ANEMLL's runners do.
-func (m *Model) Reset() { m.state = m.prefill[0].NewState() }
+// Reset starts a new conversation: a zeroed state holding every state the
+// functions declare, made (as ANEMLL's runners do) from the first chunk's
+// prefill function when it declares them all.
+func (m *Model) Reset() { m.state = m.stateFrom.NewState() }
 
 // maskRows fills rows [start, start+n) of the C×C causal mask (0 where
 // column ≤ row, −Inf elsewhere).
@@ -205,9 +230,15 @@ func (m *Model) embedTokens(ids []int) (*runtime.Tensor, error) {
 // BatchSize (zero-padded), filling the KV cache for positions
 // 0..len(ids)−1. The last batch is moved back so it ends inside the
 // context; tokens it repeats get the same keys and values again.
+//
+// With Driver DriverChatPy the prompt is split as ANEMLL's chat.py splits
+// it instead (see PrefillChatPy).
 func (m *Model) Prefill(ids []int) error {
 	if len(ids) > m.ContextLength {
 		return fmt.Errorf("runner: prompt of %d tokens exceeds the context length %d", len(ids), m.ContextLength)
+	}
+	if m.Driver == DriverChatPy {
+		return m.PrefillChatPy(ids)
 	}
 	b := m.BatchSize
 	for pos := 0; pos < len(ids); pos += b {
@@ -241,8 +272,20 @@ func (m *Model) Prefill(ids []int) error {
 
 // Decode runs token id at position pos through the decode functions and
 // the LM head, updating the KV cache, and returns the logits predicting
-// position pos+1.
+// position pos+1. Packages with infer_rotate functions use them from
+// position SlidingWindow on, as ANEMLL's chat.py does.
 func (m *Model) Decode(id, pos int) ([]float32, error) {
+	h, err := m.decodeHidden(id, pos)
+	if err != nil {
+		return nil, err
+	}
+	return m.Logits(h)
+}
+
+// decodeHidden runs token id at position pos through the decode functions
+// (infer, or infer_rotate past the window) and returns the last chunk's
+// hidden state.
+func (m *Model) decodeHidden(id, pos int) (*runtime.Tensor, error) {
 	if pos < 0 || pos >= m.ContextLength {
 		return nil, fmt.Errorf("runner: position %d is outside the context (0..%d)", pos, m.ContextLength-1)
 	}
@@ -252,7 +295,7 @@ func (m *Model) Decode(id, pos int) ([]float32, error) {
 	}
 	p := runtime.NewInt32([]int{1}, []int32{int32(pos)})
 	in := map[string]*runtime.Tensor{"position_ids": p, "current_pos": p, "causal_mask": m.maskRows(pos, 1)}
-	for i, f := range m.infer {
+	for i, f := range m.inferFuncs(pos) {
 		in["hidden_states"] = h
 		out, err := f.Predict(in, m.state)
 		if err != nil {
@@ -260,7 +303,7 @@ func (m *Model) Decode(id, pos int) ([]float32, error) {
 		}
 		h = out["output_hidden_states"]
 	}
-	return m.Logits(h)
+	return h, nil
 }
 
 // Logits runs the LM head on a [1,1,H] hidden state and joins the logits
