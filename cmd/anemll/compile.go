@@ -35,11 +35,7 @@ func runCompile(args []string, stdout, stderr io.Writer) error {
 	}
 	pkgs := []string{files.Embeddings, files.LMHead}
 	for _, c := range files.Chunks {
-		for _, p := range []string{c.Combined, c.FFN, c.Prefill} {
-			if p != "" {
-				pkgs = append(pkgs, p)
-			}
-		}
+		pkgs = append(pkgs, c.Paths()...)
 	}
 	if err := pipeline.Compile(pkgs, *output, nil, stderr); err != nil {
 		return err

@@ -360,3 +360,32 @@ func TestGemma3OwnPackagesChatPyDriver(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyFlagsANEMLLGemma3Prefill runs verify's own comparison on
+// ANEMLL's four-function Gemma 3 packages: the decode path passes at fp16
+// thresholds, the prefill path (prompt of 24 tokens prefilled as chat.py
+// does, then predicting the rest) fails clearly.
+func TestVerifyFlagsANEMLLGemma3Prefill(t *testing.T) {
+	ids, want := gemma035Want(t)
+	m, err := runner.Load(gemma035Files(t)["combined"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := CompareLogits(m, ids, want[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	rep.Write(&sb)
+	t.Logf("\n%s", sb.String())
+	if rep.Decode.Positions != 48 || rep.Prefill.Positions != 25 {
+		t.Errorf("measured %d decode and %d prefill positions, want 48 and 25", rep.Decode.Positions, rep.Prefill.Positions)
+	}
+	if err := checkPath("decode", rep.Decode, familyThresholds); err != nil {
+		t.Errorf("decode path should pass: %v", err)
+	}
+	err = rep.Check(familyThresholds)
+	if err == nil || !strings.Contains(err.Error(), "prefill") || rep.Prefill.MeanKL < 100*familyThresholds.MaxMeanKL {
+		t.Errorf("verify did not flag the prefill path clearly: %v (mean KL %g)", err, rep.Prefill.MeanKL)
+	}
+}

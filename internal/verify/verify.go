@@ -164,6 +164,9 @@ func compareWant(m *runner.Model, ids []int, want [][][]float32, prefillPath boo
 			if err != nil {
 				return nil, err
 			}
+			if got == nil {
+				continue // position not measured on this path
+			}
 			for i, a := range accs {
 				if err := a.add(t, want[i][t], got); err != nil {
 					return nil, err
@@ -188,18 +191,43 @@ func compareWant(m *runner.Model, ids []int, want [][][]float32, prefillPath boo
 	if !prefillPath {
 		return reps, nil
 	}
-	m.Reset()
-	if err := m.Prefill(ids); err != nil {
-		return nil, err
-	}
-	snap := m.Snapshot()
-	pre, err := path(func(t, id int) ([]float32, error) {
-		got, err := m.Decode(id, t)
-		m.Restore(snap)
-		return got, err
-	})
-	if err != nil {
-		return nil, err
+	var pre []PathStats
+	if m.HasRotate() {
+		// Packages with rotating window caches (ANEMLL 0.3.5's Gemma 3):
+		// a cache prefilled past position t no longer holds what a prompt
+		// of t+1 tokens leaves, so the prefill path is what a chat does:
+		// prefill the first half of ids as the prompt, re-run its last
+		// token in decode (as ANEMLL's runners do) and predict the rest.
+		p := max(1, len(ids)/2)
+		m.Reset()
+		if err := m.Prefill(ids[:p]); err != nil {
+			return nil, err
+		}
+		stats, err := path(func(t, id int) ([]float32, error) {
+			if t < p-1 {
+				return nil, nil
+			}
+			return m.Decode(id, t)
+		})
+		if err != nil {
+			return nil, err
+		}
+		pre = stats
+	} else {
+		m.Reset()
+		if err := m.Prefill(ids); err != nil {
+			return nil, err
+		}
+		snap := m.Snapshot()
+		stats, err := path(func(t, id int) ([]float32, error) {
+			got, err := m.Decode(id, t)
+			m.Restore(snap)
+			return got, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		pre = stats
 	}
 	for i := range reps {
 		reps[i].Prefill = pre[i]
