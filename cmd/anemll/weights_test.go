@@ -20,8 +20,14 @@ import (
 // config.json.
 func rewriteCheckpoint(t *testing.T, drop func(string) bool, extra []hf.WriteTensor, edit func(dir string)) string {
 	t.Helper()
-	dir := copyModel(t, nil)
-	ck, err := hf.OpenCheckpoint(tinyModel)
+	return rewriteFrom(t, tinyModel, copyModel(t, nil), drop, extra, edit)
+}
+
+// rewriteFrom rewrites dir's model.safetensors from src's tensors, dropping
+// and adding as rewriteCheckpoint does.
+func rewriteFrom(t *testing.T, src, dir string, drop func(string) bool, extra []hf.WriteTensor, edit func(dir string)) string {
+	t.Helper()
+	ck, err := hf.OpenCheckpoint(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,6 +244,94 @@ func TestUnusedWeights(t *testing.T) {
 			}
 			if _, err := os.Stat(out); !os.IsNotExist(err) {
 				t.Errorf("refusal created the output directory %s", out)
+			}
+		})
+	}
+}
+
+// withConfig returns a new directory holding src's config.json.
+func withConfig(t *testing.T, src string) string {
+	t.Helper()
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(src, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestFamilyBadInputs checks the refusals of Qwen and Gemma 3 checkpoints:
+// one line naming the key or tensor, a non-zero exit, nothing written.
+func TestFamilyBadInputs(t *testing.T) {
+	mk := func(t *testing.T, o synth.Options) string {
+		dir := t.TempDir()
+		if err := synth.Write(dir, o); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	qwen3 := synth.Options{Family: "qwen3", Hidden: 64, Intermediate: 96, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32, Vocab: 256}
+	gemma := synth.Options{Family: "gemma3_text", Hidden: 64, Intermediate: 96, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 16,
+		Vocab: 256, TieEmbeddings: true, SlidingWindow: 4, SlidingPattern: 3}
+	tests := []struct {
+		name  string
+		model func(t *testing.T) string
+		want  []string
+	}{
+		{"qwen2 with use_sliding_window", func(t *testing.T) string {
+			o := qwen3
+			o.Family, o.HeadDim = "qwen2", 0
+			d := mk(t, o)
+			editConfig(t, d, "use_sliding_window", true)
+			return d
+		}, []string{"use_sliding_window"}},
+		{"qwen3 without a q_norm tensor", func(t *testing.T) string {
+			d := mk(t, qwen3)
+			return rewriteFrom(t, d, withConfig(t, d), func(n string) bool { return n == "model.layers.1.self_attn.q_norm.weight" }, nil, nil)
+		}, []string{"model.layers.1.self_attn.q_norm.weight"}},
+		{"head_dim that does not match q_proj", func(t *testing.T) string {
+			d := mk(t, qwen3)
+			editConfig(t, d, "head_dim", 16)
+			return d
+		}, []string{"q_proj.weight", "[128 64]"}},
+		{"unknown layer_types entry", func(t *testing.T) string {
+			d := mk(t, gemma)
+			editConfig(t, d, "layer_types", []any{"sliding_attention", "chunked_attention", "full_attention"})
+			return d
+		}, []string{"layer_types[1]", "chunked_attention"}},
+		{"missing post_feedforward norm", func(t *testing.T) string {
+			d := mk(t, gemma)
+			return rewriteFrom(t, d, withConfig(t, d), func(n string) bool { return n == "model.layers.2.post_feedforward_layernorm.weight" }, nil, nil)
+		}, []string{"model.layers.2.post_feedforward_layernorm.weight"}},
+		{"soft cap that is not a number", func(t *testing.T) string {
+			d := mk(t, gemma)
+			editConfig(t, d, "final_logit_softcapping", "thirty")
+			return d
+		}, []string{"final_logit_softcapping", "number"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			model := tc.model(t)
+			out := filepath.Join(t.TempDir(), "out")
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"convert", "--model", model, "--output", out, "--context", "64", "--batch", "16"}, &stdout, &stderr)
+			msg := strings.TrimSpace(stderr.String())
+			if code == 0 {
+				t.Fatalf("accepted:\n%s", msg)
+			}
+			if strings.Count(msg, "\n") != 0 {
+				t.Errorf("want one line, got %q", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q lacks %q", msg, w)
+				}
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("refusal created %s", out)
 			}
 		})
 	}

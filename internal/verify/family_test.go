@@ -253,3 +253,122 @@ func TestGemma3LayoutsIdentical(t *testing.T) {
 		}
 	}
 }
+
+// readF32Rows reads raw little-endian float32 rows of width cols.
+func readF32Rows(t *testing.T, path string, cols int) [][]float32 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b)%(4*cols) != 0 {
+		t.Fatalf("%s: %d bytes is not rows of %d float32", path, len(b), cols)
+	}
+	rows := make([][]float32, len(b)/(4*cols))
+	for r := range rows {
+		rows[r] = make([]float32, cols)
+		for c := range rows[r] {
+			rows[r][c] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*(r*cols+c):]))
+		}
+	}
+	return rows
+}
+
+// TestGemma3AgainstGoldenLogits converts the tiny random Gemma 3 (6 layers,
+// window 8, layer 5 global) at context 64 with a prefill batch of 16 (twice
+// the window) at 1, 2 and 3 chunks, and checks both 40-token golden
+// sequences of an independent PyTorch implementation on both paths; most
+// positions are past the window. With LUT4/LUT6 the packages must match the
+// reference running on their own weights at the same thresholds.
+func TestGemma3AgainstGoldenLogits(t *testing.T) {
+	const model = "../../testdata/tiny-gemma3-random"
+	type seq struct {
+		ids  []int
+		want [][]float32
+	}
+	var seqs []seq
+	for _, n := range []string{"0", "1"} {
+		seqs = append(seqs, seq{readIDs(t, filepath.Join(model, "golden", "ids_"+n+".txt")),
+			readF32Rows(t, filepath.Join(model, "golden", "logits_"+n+".f32"), 512)})
+	}
+	for _, chunks := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("fp16 chunk%d", chunks), func(t *testing.T) {
+			_, comb := convertModel(t, pipeline.Options{Model: model, ContextLength: 64, BatchSize: 16, NumChunks: chunks})
+			rm, err := runner.Load(comb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range seqs {
+				rep, err := CompareLogits(rm, s.ids, s.want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var sb strings.Builder
+				rep.Write(&sb)
+				t.Logf("sequence %d:\n%s", i, sb.String())
+				if err := rep.Check(familyThresholds); err != nil {
+					t.Errorf("sequence %d: %v", i, err)
+				}
+			}
+		})
+	}
+	t.Run("LUT4/LUT6 chunk2 against its own weights", func(t *testing.T) {
+		_, comb := convertModel(t, pipeline.Options{Model: model, ContextLength: 64, BatchSize: 16, NumChunks: 2,
+			LUT: decoder.LUTBits{FFN: 4, LMHead: 6}})
+		for i, s := range seqs {
+			var sb strings.Builder
+			rep, err := Run(model, comb, s.ids, true, &sb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("sequence %d:\n%s", i, sb.String())
+			if err := rep.Check(familyThresholds); err != nil {
+				t.Errorf("sequence %d: %v", i, err)
+			}
+		}
+	})
+}
+
+// TestMistralWithoutWindowIsLlama converts the same random weights declared
+// as llama and as mistral with sliding_window null or at least the state
+// length: the packages must be byte-identical (the window changes nothing
+// there, so the graph is exactly LLaMA's).
+func TestMistralWithoutWindowIsLlama(t *testing.T) {
+	base := synth.Options{Hidden: 64, Intermediate: 96, Layers: 3, Heads: 4, KVHeads: 2, Vocab: 256, Seed: 4}
+	hashes := func(o synth.Options) map[string][32]byte {
+		dir := t.TempDir()
+		if err := synth.Write(dir, o); err != nil {
+			t.Fatal(err)
+		}
+		sep, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 32, BatchSize: 8, NumChunks: 2,
+			LUT: decoder.LUTBits{FFN: 4, LMHead: 6}})
+		out := map[string][32]byte{}
+		for _, p := range []string{sep.Embeddings, sep.LMHead, sep.Chunks[0].FFN, sep.Chunks[1].Prefill, comb.Chunks[0].Combined} {
+			for _, f := range []string{"Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin"} {
+				b, err := os.ReadFile(filepath.Join(p, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[filepath.Base(p)+"/"+f] = sha256.Sum256(b)
+			}
+		}
+		return out
+	}
+	want := hashes(base)
+	for _, w := range []int{0, 32, 4096} {
+		o := base
+		o.Family, o.SlidingWindow = "mistral", w
+		got := hashes(o)
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("mistral, sliding_window %d: %s differs from the llama conversion", w, k)
+			}
+		}
+	}
+	// A window under the context changes the graph.
+	o := base
+	o.Family, o.SlidingWindow = "mistral", 8
+	if got := hashes(o); got["llama_FFN_lut4_chunk_01of02.mlpackage/Data/com.apple.CoreML/model.mlmodel"] == want["llama_FFN_lut4_chunk_01of02.mlpackage/Data/com.apple.CoreML/model.mlmodel"] {
+		t.Error("a window of 8 in a context of 32 left the decode graph unchanged")
+	}
+}
