@@ -64,6 +64,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		only        = fs.Int("only", 0, "pipeline: run only step N (1-8)")
 		skipCheck   = fs.Bool("skip-check", false, "pipeline: skip step 8 (verification)")
 		group       = fs.Int("lut-group-size", 8, "output channels per LUT")
+		fp16Scale   = fs.String("fp16-scale", "auto", "residual-stream scale against fp16 overflow: auto (measure families known to overflow, Gemma 3), measure (any family), none, or a number in (0, 1]")
 		allowUnused = fs.Bool("allow-unused-weights", false, "convert even if the checkpoint holds tensors the conversion does not use (warns instead of refusing)")
 		context     int
 		batch       int
@@ -104,6 +105,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return convertPart(*part, lut.bits, pipeline.Options{
 			Model: *model, Output: *output, Prefix: *prefix, ContextLength: context, BatchSize: batch,
 			StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group, AllowUnusedWeights: *allowUnused,
+			FP16Scale: *fp16Scale,
 		}, stderr)
 	}
 	if lut.set {
@@ -121,8 +123,9 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	opts := pipeline.Options{
 		Model: *model, Output: *output, Prefix: *prefix, ContextLength: context, BatchSize: batch,
 		StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group, AllowUnusedWeights: *allowUnused,
-		LUT:     decoder.LUTBits{Embeddings: lut1.bits, FFN: lut2.bits, LMHead: lut3.bits},
-		Restart: *restart, Only: *only, SkipCheck: *skipCheck, Log: stderr,
+		FP16Scale: *fp16Scale,
+		LUT:       decoder.LUTBits{Embeddings: lut1.bits, FFN: lut2.bits, LMHead: lut3.bits},
+		Restart:   *restart, Only: *only, SkipCheck: *skipCheck, Log: stderr,
 		Verify: func(dir string) error {
 			return verify.Directory(*model, dir, stdout)
 		},

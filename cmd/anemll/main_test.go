@@ -76,6 +76,7 @@ func TestBadInputs(t *testing.T) {
 		{"chunks beyond layers", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--chunk", "5"}, []string{"chunk", "4"}},
 		{"batch beyond context", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--batch", "128", "--context", "64"}, []string{"batch", "128", "64"}},
 		{"bad lut", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--lut2", "5"}, []string{"LUT bits"}},
+		{"bad fp16 scale", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--fp16-scale", "2"}, []string{"--fp16-scale", "(0, 1]"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,6 +57,9 @@ type Family struct {
 	// checkpoint, tried in order; the decoder's canonical names start with
 	// "model." and the LM head is "lm_head.weight". Empty means "model.".
 	WeightPrefixes []WeightPrefix
+	// FP16Risk marks families whose residual stream is known to exceed
+	// fp16's range (Gemma 3): the pipeline's --fp16-scale auto measures it.
+	FP16Risk bool
 	// Skipped are checkpoint tensor-name prefixes the conversion leaves
 	// out on purpose (a vision tower), with what to tell the user.
 	Skipped []string

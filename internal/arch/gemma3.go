@@ -22,6 +22,7 @@ var Gemma3Text = &Family{
 	SandwichNorms:   true,
 	NormPlusOne:     true,
 	ScaleEmbeddings: true,
+	FP16Risk:        true,
 	Biases: func(cfg *hf.Config) Biases {
 		return Biases{QKV: cfg.AttentionBias, O: cfg.AttentionBias}
 	},
@@ -45,6 +46,7 @@ var Gemma3 = &Family{
 	SandwichNorms:   true,
 	NormPlusOne:     true,
 	ScaleEmbeddings: true,
+	FP16Risk:        true,
 	Biases:          Gemma3Text.Biases,
 	Layer:           gemma3Layer,
 	AttnScale:       Gemma3Text.AttnScale,

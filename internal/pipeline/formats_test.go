@@ -160,3 +160,13 @@ func TestPrefillReusesDecodePalettes(t *testing.T) {
 	}
 	sameTree(t, write(false), write(true), "prefill with and without reuse")
 }
+
+func TestScaleFor(t *testing.T) {
+	for _, tc := range []struct{ peak, want float64 }{
+		{0, 1}, {100, 1}, {16376, 1}, {16377, 0.5}, {65504, 0.25}, {9.165e4, 0.125}, {1e6, 1.0 / 64},
+	} {
+		if got := ScaleFor(tc.peak); got != tc.want {
+			t.Errorf("ScaleFor(%g) = %g, want %g", tc.peak, got, tc.want)
+		}
+	}
+}

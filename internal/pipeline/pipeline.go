@@ -40,6 +40,9 @@ type Options struct {
 	Restart, Only int
 	// SkipCheck skips step 8 (verification).
 	SkipCheck bool
+	// FP16Scale is --fp16-scale: "auto" (default), "measure", "none" or
+	// a number in (0, 1] (see resolveFP16Scale).
+	FP16Scale string
 	// AllowUnusedWeights converts a checkpoint that holds tensors the
 	// conversion does not use, with a warning, instead of refusing it.
 	AllowUnusedWeights bool

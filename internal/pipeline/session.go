@@ -41,11 +41,21 @@ func Open(opts Options) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if _, err := arch.Lookup(cfg); err != nil {
+	fam, err := arch.Lookup(cfg)
+	if err != nil {
 		return nil, err
 	}
 	ckpt, err := hf.OpenCheckpoint(opts.Model)
 	if err != nil {
+		return nil, err
+	}
+	log := opts.Log
+	if log == nil {
+		log = io.Discard
+	}
+	alpha, err := resolveFP16Scale(opts.FP16Scale, cfg, fam, ckpt, opts.Model, log)
+	if err != nil {
+		ckpt.Close()
 		return nil, err
 	}
 	lo := decoder.Options{
@@ -53,6 +63,7 @@ func Open(opts Options) (*Session, error) {
 		NumChunks: opts.NumChunks, Prefix: opts.Prefix, LUT: opts.LUT, LUTGroupSize: opts.LUTGroupSize,
 		Palettize: Palettize, Eligible: quant.Eligible,
 		OnOverflow: overflowWarner(opts.Log), AllowUnusedWeights: opts.AllowUnusedWeights, Warn: lineWarner(opts.Log),
+		ResidualScale: alpha,
 	}
 	if opts.palettize != nil {
 		lo.Palettize = opts.palettize

@@ -96,6 +96,7 @@ func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32,
 		rmsNorm(wk.proj, wk.proj, L.attnOutNorm, m.eps)
 	}
 	addTo(x, wk.proj)
+	m.seeResidual(li, x)
 
 	rmsNorm(wk.hn, x, L.mlpNorm, m.eps)
 	m.see(&L.gate, wk.hn)
@@ -113,6 +114,7 @@ func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32,
 		rmsNorm(wk.proj, wk.proj, L.mlpOutNorm, m.eps)
 	}
 	addTo(x, wk.proj)
+	m.seeResidual(li, x)
 }
 
 // rope rotates each of the heads of x (heads × hd) in place for position

@@ -177,3 +177,55 @@ func TestObserve(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveResidual checks that the residual observer sees each layer
+// twice per position, in order, and that its last row is the final-norm
+// input: normalising it with model.norm.weight gives the LM head's
+// observed input.
+func TestObserveResidual(t *testing.T) {
+	m := loadTiny(t, "f32")
+	var layers []int
+	var last []float32
+	m.ObserveResidual(func(l int, x []float32) {
+		layers = append(layers, l)
+		last = append(last[:0], x...)
+	})
+	var head []float32
+	m.Observe(func(w string, x []float32) {
+		if w == "lm_head.weight" {
+			head = append(head[:0], x...)
+		}
+	})
+	if _, err := m.NewSession().Step(5); err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.Config()
+	L := cfg.NumHiddenLayers
+	if len(layers) != 2*L {
+		t.Fatalf("saw %d residual rows, want %d", len(layers), 2*L)
+	}
+	for i, l := range layers {
+		if l != i/2 {
+			t.Fatalf("residual calls out of layer order: %v", layers)
+		}
+	}
+	ck, err := hf.OpenCheckpoint("../../testdata/tiny-llama-fortunes/f32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	w, err := ck.Float32("model.norm.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ss float64
+	for _, v := range last {
+		ss += float64(v) * float64(v)
+	}
+	r := 1 / math.Sqrt(ss/float64(len(last))+cfg.RMSNormEps)
+	for i, v := range last {
+		if want := float64(w[i]) * float64(v) * r; math.Abs(want-float64(head[i])) > 1e-5 {
+			t.Fatalf("normalised last residual %g, head input %g at %d", want, head[i], i)
+		}
+	}
+}

@@ -94,6 +94,8 @@ type Model struct {
 	layers              []*layerWeights // nil when lazy
 
 	observe func(weight string, x []float32)
+	// residual, when set, sees the residual stream after each add.
+	residual func(layer int, x []float32)
 }
 
 // names are the tensor names of one checkpoint layout.
@@ -234,6 +236,19 @@ func (m *Model) Family() string { return m.sp.family }
 // nil fn disables observation. Observe must not be called while the model
 // is running.
 func (m *Model) Observe(fn func(weight string, x []float32)) { m.observe = fn }
+
+// ObserveResidual installs fn to be called with the residual stream of a
+// position after each residual add of layer i (twice per layer: after
+// attention and after the MLP), so a caller can find its peak magnitude
+// (fp16 safety). x is only valid during the call; nil disables it. Calls
+// happen on the goroutine running Forward or Step; Observe's rules apply.
+func (m *Model) ObserveResidual(fn func(layer int, x []float32)) { m.residual = fn }
+
+func (m *Model) seeResidual(li int, x []float32) {
+	if m.residual != nil {
+		m.residual(li, x)
+	}
+}
 
 // see reports x as the input of the linear layer l.
 func (m *Model) see(l *linear, x []float32) {

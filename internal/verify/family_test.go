@@ -372,3 +372,66 @@ func TestMistralWithoutWindowIsLlama(t *testing.T) {
 		t.Error("a window of 8 in a context of 32 left the decode graph unchanged")
 	}
 }
+
+// TestFP16ScalePreservesFunction converts the trained model with the
+// residual stream scaled by 1/4 (an explicit --fp16-scale): the packages
+// must still match the checkpoint at fp16 thresholds on both paths, and the
+// reference on their own weights (α divided back out) too.
+func TestFP16ScalePreservesFunction(t *testing.T) {
+	ids := fortuneWindows(t, 1, 128)[0]
+	_, comb := convertModel(t, pipeline.Options{Model: tinyModel, ContextLength: 128, BatchSize: 32, NumChunks: 2, FP16Scale: "0.25"})
+	for _, pw := range []bool{false, true} {
+		var sb strings.Builder
+		rep, err := Run(tinyModel, comb, ids, pw, &sb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("package weights %v:\n%s", pw, sb.String())
+		if err := rep.Check(familyThresholds); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestFP16ScaleGemmaOverflow builds a Gemma 3 checkpoint whose residual
+// stream exceeds fp16 (embeddings up to ~13000, times sqrt(64) = 8): without
+// a scale the packages overflow and verify says so; with auto the
+// conversion measures the stream, picks a power-of-two α and passes.
+func TestFP16ScaleGemmaOverflow(t *testing.T) {
+	o := synth.Options{Family: "gemma3_text", Hidden: 64, Intermediate: 96, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 16,
+		Vocab: 256, TieEmbeddings: true, SlidingWindow: 8, SlidingPattern: 3, Std: 0.08, EmbedStd: 3000, FinalSoftcap: 30, Seed: 6}
+	dir := t.TempDir()
+	if err := synth.Write(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	ids := synthIDs(40, o.Vocab)
+	for _, tc := range []struct {
+		scale string
+		ok    bool
+	}{{"none", false}, {"auto", true}} {
+		t.Run(tc.scale, func(t *testing.T) {
+			var log strings.Builder
+			_, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 64, BatchSize: 16, NumChunks: 1, FP16Scale: tc.scale, Log: &log})
+			var sb strings.Builder
+			rep, err := Run(dir, comb, ids, false, &sb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s\n%s", log.String(), sb.String())
+			// fp16 thresholds: values near 10^4 keep only 11 bits.
+			err = rep.Check(DefaultThresholds)
+			if tc.ok {
+				if err != nil {
+					t.Error(err)
+				}
+				if !strings.Contains(log.String(), "fp16 scale: α = 0.") {
+					t.Errorf("conversion did not name the scale it chose:\n%s", log.String())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "fp16 overflow") || !strings.Contains(sb.String(), "fp16 overflow") {
+				t.Errorf("overflow not reported: %v\n%s", err, sb.String())
+			}
+		})
+	}
+}

@@ -24,6 +24,9 @@ type PathStats struct {
 	MaxAbsLogit float64
 	// Misses lists positions whose argmax differs.
 	Misses []int
+	// Overflow lists positions whose package logits were not finite
+	// (an fp16 overflow inside the packages: ±Inf, then NaN after a norm).
+	Overflow []int
 }
 
 // Report holds both paths.
@@ -47,6 +50,9 @@ func (r *Report) Check(t Thresholds) error {
 		name string
 		s    PathStats
 	}{{"decode", r.Decode}, {"prefill", r.Prefill}} {
+		if n := len(p.s.Overflow); n > 0 {
+			return fmt.Errorf("verify: %s path: fp16 overflow, %d of %d positions gave non-finite logits (first at %d); convert with --fp16-scale measure or a value such as 0.25", p.name, n, p.s.Positions, p.s.Overflow[0])
+		}
 		if p.s.MeanKL > t.MaxMeanKL {
 			return fmt.Errorf("verify: %s path mean KL %.3g exceeds %.3g", p.name, p.s.MeanKL, t.MaxMeanKL)
 		}
@@ -82,6 +88,14 @@ func (r *Report) Write(w io.Writer) {
 			more = fmt.Sprintf(" (+%d more)", len(p.s.Misses)-len(shown))
 		}
 		fmt.Fprintf(w, "%s top-1 misses at positions %v%s\n", p.name, shown, more)
+	}
+	for _, p := range []struct {
+		name string
+		s    PathStats
+	}{{"decode", r.Decode}, {"prefill", r.Prefill}} {
+		if n := len(p.s.Overflow); n > 0 {
+			fmt.Fprintf(w, "%s: fp16 overflow in the packages at %d positions (first %d): logits not finite\n", p.name, n, p.s.Overflow[0])
+		}
 	}
 }
 
@@ -247,6 +261,12 @@ func (a *accumulator) add(pos int, want, got []float32) error {
 		return fmt.Errorf("verify: packages give %d logits, the reference %d", len(got), len(want))
 	}
 	got = got[:len(want)]
+	for _, v := range got {
+		if math.IsInf(float64(v), 0) && v > 0 || math.IsNaN(float64(v)) {
+			a.s.Overflow = append(a.s.Overflow, pos)
+			break
+		}
+	}
 	kl, maxAbs := KL(want, got)
 	a.s.Positions++
 	a.klSum += kl

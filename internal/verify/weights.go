@@ -2,6 +2,7 @@ package verify
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/anemll/anemll/internal/arch"
@@ -23,6 +24,10 @@ type packageWeights struct {
 	// plusOne: the family stores RMSNorm gains as 1 + w (Gemma), so the
 	// packages' gains are turned back into the checkpoint's w.
 	plusOne bool
+	// alpha is the packages' fp16 residual scale (com.anemll-go.fp16_scale,
+	// 0: none); branch lists the weights it multiplies.
+	alpha  float64
+	branch []string
 }
 
 type weight struct {
@@ -41,6 +46,10 @@ func PackageWeights(files *runner.Files, base reference.Weights, cfg *hf.Config)
 	pw := &packageWeights{base: base, byKey: map[string]weight{}}
 	if spec, err := arch.Resolve(cfg); err == nil {
 		pw.plusOne = spec.Family.NormPlusOne
+		pw.branch = []string{"self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"}
+		if spec.Family.SandwichNorms {
+			pw.branch = []string{"post_attention_layernorm.weight", "post_feedforward_layernorm.weight"}
+		}
 	}
 	paths := []string{files.Embeddings}
 	for _, c := range files.Chunks {
@@ -85,6 +94,13 @@ func (pw *packageWeights) addPackage(path string, lmHead bool) error {
 		return err
 	}
 	defer pkg.Close()
+	if v, ok := pkg.Description.Metadata.UserDefined["com.anemll-go.fp16_scale"]; ok {
+		a, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(a > 0 && a <= 1) {
+			return fmt.Errorf("verify: %s: com.anemll-go.fp16_scale %q is not a number in (0, 1]", path, v)
+		}
+		pw.alpha = a
+	}
 	for _, f := range pkg.Program.Functions {
 		producers := map[string]*mil.Op{}
 		for _, op := range f.Body.Ops {
@@ -241,12 +257,26 @@ func (pw *packageWeights) Tensor(name string) ([]float32, []int64, error) {
 	if int64(len(got.data)) < int64(len(base)) {
 		return nil, nil, fmt.Errorf("verify: package holds %d values for %s, the checkpoint %d", len(got.data), name, len(base))
 	}
-	// Conv weights [out,in,1,1] are read as [out,in].
+	// Conv weights [out,in,1,1] are read as [out,in]. A residual branch
+	// stored times α is divided back; Gemma's gains 1 + w become w.
 	out := got.data[:len(base)]
-	if pw.plusOne && strings.HasSuffix(name, "norm.weight") {
+	scale := 1.0
+	if pw.alpha > 0 && strings.Contains(name, "layers.") {
+		for _, b := range pw.branch {
+			if strings.HasSuffix(name, b) {
+				scale = pw.alpha
+			}
+		}
+	}
+	plusOne := pw.plusOne && strings.HasSuffix(name, "norm.weight")
+	if scale != 1 || plusOne {
 		w := make([]float32, len(out))
 		for i, v := range out {
-			w[i] = v - 1
+			x := float64(v) / scale
+			if plusOne {
+				x--
+			}
+			w[i] = float32(x)
 		}
 		out = w
 	}

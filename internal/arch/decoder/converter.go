@@ -299,6 +299,9 @@ func (c *Converter) metadata(short string, ws *weightSet, extra map[string]strin
 		"com.anemll.state_length":   strconv.Itoa(c.opts.StateLength),
 		"com.anemll-go.version":     Version,
 	}
+	if a := c.opts.ResidualScale; a != 0 && a != 1 {
+		ud["com.anemll-go.fp16_scale"] = strconv.FormatFloat(a, 'g', -1, 64)
+	}
 	if ws.bits > 0 {
 		ud["com.anemll.lut_bits"] = strconv.Itoa(ws.bits)
 		ud["com.anemll-go.dense_weights"] = strings.Join(ws.dense, ",")

@@ -33,13 +33,19 @@ func (f *fn) i32(prefix string, v ...int) *mil.Var {
 // rmsNorm is ANEMLL's RMSNorm over the last axis of x (size D): layer_norm
 // over concat([x, −x]) (whose mean is 0, so it divides by the root mean
 // square), keep the first half, scale by gamma (1 + w for families with
-// NormPlusOne). out names the result ("" for automatic).
-func (f *fn) rmsNorm(x *mil.Var, gamma, pfx, out string) *mil.Var {
+// NormPlusOne). residual says x is the residual stream, which --fp16-scale
+// multiplies by α: its epsilon is then scaled by α² so the norm computes
+// the same function. out names the result ("" for automatic).
+func (f *fn) rmsNorm(x *mil.Var, gamma string, residual bool, pfx, out string) *mil.Var {
+	eps := f.c.cfg.RMSNormEps
+	if a := f.c.opts.ResidualScale; residual && a != 0 {
+		eps *= a * a
+	}
 	shape := x.Type.Shape
 	D := shape[len(shape)-1]
 	neg := f.op("mul", pfx+"_neg", mil.In{"x": x, "y": mil.F16(-1)})
 	cat := f.op("concat", pfx+"_cat", mil.In{"values": []*mil.Var{x, neg}, "axis": -1, "interleave": false})
-	ln := f.op("layer_norm", pfx+"_ln", mil.In{"x": cat, "axes": []int{-1}, "epsilon": mil.F16(f.c.cfg.RMSNormEps)})
+	ln := f.op("layer_norm", pfx+"_ln", mil.In{"x": cat, "axes": []int{-1}, "epsilon": mil.F16(eps)})
 	begin, end := make([]int, len(shape)), make([]int, len(shape))
 	for i, d := range shape {
 		end[i] = int(d)
@@ -58,7 +64,7 @@ func (f *fn) qkNorm(x *mil.Var, gamma, pfx string) *mil.Var {
 	if !f.c.spec.Family.QKNorm {
 		return x
 	}
-	return f.rmsNorm(x, gamma, pfx, "")
+	return f.rmsNorm(x, gamma, false, pfx, "")
 }
 
 // softcap is Gemma's tanh(x / c) · c.
@@ -135,7 +141,7 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 	p := fmt.Sprintf("layers_%d", l)
 	hp := fmt.Sprintf("model.layers.%d.", l)
 
-	h := f.rmsNorm(x, hp+"input_layernorm.weight", p+"_attn_norm", "")
+	h := f.rmsNorm(x, hp+"input_layernorm.weight", true, p+"_attn_norm", "")
 	hc := f.toChannels(h, p+"_attn_in")
 	sp := f.c.spec
 	la := sp.Layers[l]
@@ -202,7 +208,7 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 	}
 	o := f.op("linear", p+"_o", oArgs)
 	if sp.Family.SandwichNorms {
-		o = f.rmsNorm(o, hp+"post_attention_layernorm.weight", p+"_attn_post_norm", "")
+		o = f.rmsNorm(o, hp+"post_attention_layernorm.weight", false, p+"_attn_post_norm", "")
 	}
 	resName := ""
 	if skipMLP {
@@ -221,7 +227,7 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 	if sp.Family.SandwichNorms {
 		mlpNorm = hp + "pre_feedforward_layernorm.weight"
 	}
-	h = f.rmsNorm(x, mlpNorm, p+"_mlp_norm", "")
+	h = f.rmsNorm(x, mlpNorm, true, p+"_mlp_norm", "")
 	hc = f.toChannels(h, p+"_mlp_in")
 	g := f.conv1x1(hc, hp+"mlp.gate_proj", I, H, bias.MLP, p+"_gate")
 	u := f.conv1x1(hc, hp+"mlp.up_proj", I, H, bias.MLP, p+"_up")
@@ -235,7 +241,7 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 	dn = f.op("squeeze", p+"_down_3d", mil.In{"x": dn, "axes": []int{2}})
 	dn = f.op("transpose", p+"_down_t", mil.In{"x": dn, "perm": []int{0, 2, 1}})
 	if sp.Family.SandwichNorms {
-		dn = f.rmsNorm(dn, hp+"post_feedforward_layernorm.weight", p+"_mlp_post_norm", "")
+		dn = f.rmsNorm(dn, hp+"post_feedforward_layernorm.weight", false, p+"_mlp_post_norm", "")
 	}
 	if out == "" {
 		out = f.name(p + "_mlp_res")
@@ -346,7 +352,7 @@ func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *we
 		x = f.layer(l, x, io, false, out)
 	}
 	if last && !prefill {
-		x = f.rmsNorm(x, "model.norm.weight", "final_norm", outName)
+		x = f.rmsNorm(x, "model.norm.weight", true, "final_norm", outName)
 	}
 	if !prefill {
 		// Decode does not read position_ids (RoPE uses current_pos, as in
@@ -480,7 +486,14 @@ func (c *Converter) Embeddings() (*coreml.Package, error) {
 	idx := f.op("select", "input_ids_index", mil.In{"cond": nonneg, "a": ids, "b": wrapped})
 	w := ws.matrix(b, "embed_tokens_weight_to_fp16", tensorRef{Name: "model.embed_tokens.weight", Shape: []int64{V, H}})
 	var out *mil.Var
-	if sc := c.spec.EmbedScale; sc != 0 {
+	sc := c.spec.EmbedScale
+	if a := c.opts.ResidualScale; a != 0 && a != 1 {
+		if sc == 0 {
+			sc = 1
+		}
+		sc *= a
+	}
+	if sc != 0 {
 		e := f.op("gather", "embeddings", mil.In{"x": w, "indices": idx, "axis": 0, "batch_dims": 0, "validate_indices": false})
 		out = b.Op("mul", "hidden_states", mil.In{"x": e, "y": mil.F16(sc)})
 	} else {

@@ -72,6 +72,14 @@ type Options struct {
 	// bytes are produced (by the package writer), possibly from several
 	// goroutines at once.
 	OnOverflow func(weight string, n int)
+	// ResidualScale α (0 or 1: none) multiplies the residual stream so
+	// activations that would overflow fp16 stay in range (a power of two is
+	// exact in fp16; the pipeline's auto mode picks one):
+	// the embeddings are scaled by α and every residual branch (o_proj and
+	// down_proj, or Gemma's post-attention and post-feedforward norm gains)
+	// by α too. RMSNorm is scale-invariant, so the function is unchanged
+	// up to the norm epsilon's weight (far below fp16 rounding).
+	ResidualScale float64
 	// AllowUnusedWeights turns the refusal of checkpoint tensors the
 	// conversion does not use into a warning.
 	AllowUnusedWeights bool
@@ -123,6 +131,8 @@ func (o Options) resolve(cfg *hf.Config, fam *arch.Family) (Options, error) {
 	case 2*max(o.ContextLength, o.StateLength) > MaxANEDim:
 		return bad("RoPE table of 2·max(context %d, state %d) rows exceeds the Neural Engine's %d-element dimension limit",
 			o.ContextLength, o.StateLength, MaxANEDim)
+	case !(o.ResidualScale >= 0 && o.ResidualScale <= 1):
+		return bad("fp16 residual scale %g must be in (0, 1]", o.ResidualScale)
 	case o.LUTGroupSize < 1:
 		return bad("LUT group size %d must be positive", o.LUTGroupSize)
 	case o.SplitLMHead < 0 || o.SplitLMHead > cfg.VocabSize:

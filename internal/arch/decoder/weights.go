@@ -3,6 +3,7 @@ package decoder
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -33,6 +34,7 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	if !ok {
 		return nil, fmt.Errorf("decoder: tensor %q not in checkpoint", name)
 	}
+	scale := c.residualScale(r.Name)
 	if r.PlusOne {
 		f, err := c.ckpt.Float32(name)
 		if err != nil {
@@ -40,7 +42,7 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 		}
 		out := make([]uint16, len(f))
 		for i, v := range f {
-			out[i] = uint16(fp16.FromFloat32(1 + v))
+			out[i] = uint16(fp16.FromFloat32((1 + v) * scale))
 		}
 		return out, nil
 	}
@@ -65,7 +67,33 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 	if over > 0 && c.opts.OnOverflow != nil {
 		c.opts.OnOverflow(name, over)
 	}
+	if scale != 1 {
+		// A power of two: exact in fp16 but for values pushed into the
+		// subnormal range.
+		for i, h := range out[:n*per] {
+			out[i] = uint16(fp16.FromFloat32(fp16.ToFloat32(fp16.Bits(h)) * scale))
+		}
+	}
 	return out, nil
+}
+
+// residualScale is the factor weight name (canonical) is stored with: α
+// for the tensors that end a residual branch, 1 for the others.
+func (c *Converter) residualScale(name string) float32 {
+	a := c.opts.ResidualScale
+	if a == 0 || a == 1 {
+		return 1
+	}
+	var branch []string
+	if c.spec.Family.SandwichNorms {
+		branch = []string{"post_attention_layernorm.weight", "post_feedforward_layernorm.weight"}
+	} else {
+		branch = []string{"self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"}
+	}
+	if strings.HasPrefix(name, "model.layers.") && hasAnySuffix(name, branch) {
+		return float32(a)
+	}
+	return 1
 }
 
 // littleEndianHost reports whether this machine stores uint16 as Core ML
