@@ -55,6 +55,11 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, addGenerationPrompt bo
 // none". The templates of the supported families only test these together
 // ("is defined and is not none"), where this makes no difference. tojson
 // output may also differ from Python's json.dumps in spacing and key order.
+// gonja's parser takes a conditional expression ("a if c else b") only as a
+// whole {{ }} output or {% set %} value; the source is rewritten first so
+// that conditionals work wherever Jinja allows them (inside parentheses, as
+// Gemma 3's template writes them, in call arguments, list items and dict
+// values, and chained), except inside a slice; see rewriteConditionals.
 func (t *Tokenizer) RenderChat(messages []Message, opts ChatOptions) (string, error) {
 	src := opts.Template
 	if src == "" {
@@ -127,7 +132,7 @@ func renderTemplate(src string, vars map[string]any, now func() time.Time) (stri
 		ControlStructures: builtins.ControlStructures,
 		Methods:           builtins.Methods,
 	}
-	tpl, err := exec.NewTemplate(rootTemplate, cfg, &singleLoader{src: []byte(lstripBlocks(src))}, env)
+	tpl, err := exec.NewTemplate(rootTemplate, cfg, &singleLoader{src: []byte(rewriteConditionals(lstripBlocks(src)))}, env)
 	if err != nil {
 		return "", fmt.Errorf("parse: %w", err)
 	}

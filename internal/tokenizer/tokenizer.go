@@ -1,6 +1,6 @@
 // Package tokenizer reproduces Hugging Face tokenizers for the model families
 // anemll converts: byte-level BPE (GPT-2, Llama 3, Qwen) and SentencePiece
-// style BPE with byte fallback (Llama 2, Mistral). It loads tokenizer.json
+// style BPE with byte fallback (Llama 2, Mistral, Gemma 3). It loads tokenizer.json
 // and its companions from a checkpoint directory, encodes and decodes text
 // exactly as the tokenizers library does, streams decoded text for chat, and
 // renders the chat_template of tokenizer_config.json.
