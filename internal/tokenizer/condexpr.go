@@ -7,7 +7,7 @@ import "strings"
 // conditional only as the whole of a {{ }} output or a {% set %} value, and
 // then without nesting; Jinja accepts one wherever an expression goes, so
 // templates write "'<start_of_turn>' + role + '\n' + (prefix if loop.first
-// else ”)" (Gemma 3), conditionals in call arguments, list items and dict
+// else "")" (Gemma 3), conditionals in call arguments, list items and dict
 // values, and chains "a if b else c if d else e".
 //
 // Each conditional inside a bracket group ((), [], {}) of any tag, and at the
