@@ -54,6 +54,12 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stops := tok.EOS()
+	if len(stops) == 0 {
+		fmt.Fprintf(stderr, "note: %s names no end-of-generation token (eos_token_id in generation_config.json or config.json, eos_token in tokenizer_config.json); chat stops at --max-tokens or a full context\n", td)
+	} else {
+		fmt.Fprintf(stderr, "stop tokens: %s\n", describeTokens(tok, stops))
+	}
 	fmt.Fprintf(stderr, "loading %s ...\n", files.Dir)
 	m, err := runner.Load(files)
 	if err != nil {
@@ -157,4 +163,17 @@ func (c *chatSession) turn(user string) error {
 			tokenizer.Message{Role: "assistant", Content: c.tok.Decode(answer, true)})
 	}
 	return nil
+}
+
+// describeTokens lists ids with their token strings: "<eos> (1), ...".
+func describeTokens(tok *tokenizer.Tokenizer, ids []int) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		name, ok := tok.Token(id)
+		if !ok {
+			name = "?"
+		}
+		parts[i] = fmt.Sprintf("%s (%d)", name, id)
+	}
+	return strings.Join(parts, ", ")
 }

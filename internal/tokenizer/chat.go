@@ -76,14 +76,10 @@ func (t *Tokenizer) RenderChat(messages []Message, opts ChatOptions) (string, er
 		"messages":              msgs,
 		"add_generation_prompt": opts.AddGenerationPrompt,
 		"bos_token":             t.specialName(t.bos, t.hasBOS),
-		"eos_token":             "",
+		"eos_token":             t.eosToken,
 		// transformers passes these as None when not given.
 		"tools":     nil,
 		"documents": nil,
-	}
-	if len(t.eos) > 0 {
-		// The tokenizer's own eos_token is the last one EOS lists.
-		vars["eos_token"] = t.specialName(t.eos[len(t.eos)-1], true)
 	}
 	for k, v := range opts.Vars {
 		vars[k] = v
