@@ -176,12 +176,68 @@ func (e *fileError) Error() string { return e.file + ": " + e.err.Error() }
 func (e *fileError) Unwrap() error { return e.err }
 
 type rawTokenizer struct {
-	AddedTokens   []AddedToken    `json:"added_tokens"`
-	Normalizer    json.RawMessage `json:"normalizer"`
-	PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
-	PostProcessor json.RawMessage `json:"post_processor"`
-	Decoder       json.RawMessage `json:"decoder"`
-	Model         *rawBPE         `json:"model"`
+	AddedTokens   []AddedToken
+	Normalizer    json.RawMessage
+	PreTokenizer  json.RawMessage
+	PostProcessor json.RawMessage
+	Decoder       json.RawMessage
+	Model         *rawBPE
+}
+
+// splitTokenizerJSON cuts a tokenizer.json into the members Load uses (see
+// fastjson.go). The model's vocabulary and merges are left raw.
+func splitTokenizerJSON(data []byte) (*rawTokenizer, error) {
+	top, err := splitObject(data)
+	if err != nil {
+		return nil, fmt.Errorf("decode JSON: %w", err)
+	}
+	raw := &rawTokenizer{
+		Normalizer:    top["normalizer"],
+		PreTokenizer:  top["pre_tokenizer"],
+		PostProcessor: top["post_processor"],
+		Decoder:       top["decoder"],
+	}
+	if v := top["added_tokens"]; !isNull(v) {
+		if err := json.Unmarshal(v, &raw.AddedTokens); err != nil {
+			return nil, fmt.Errorf("added_tokens: %w", err)
+		}
+	}
+	mv := top["model"]
+	if isNull(mv) {
+		return nil, errors.New("no model")
+	}
+	model, err := splitObject(mv)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	rm := &rawBPE{RawVocab: model["vocab"]}
+	if m := model["merges"]; !isNull(m) {
+		rm.mergesJSON = m
+	}
+	for _, f := range []struct {
+		key string
+		dst any
+	}{
+		{"type", &rm.Type},
+		{"dropout", &rm.Dropout},
+		{"unk_token", &rm.UnkToken},
+		{"continuing_subword_prefix", &rm.Prefix},
+		{"end_of_word_suffix", &rm.Suffix},
+		{"fuse_unk", &rm.FuseUnk},
+		{"byte_fallback", &rm.ByteFall},
+		{"ignore_merges", &rm.IgnoreMerge},
+	} {
+		if v, ok := model[f.key]; ok {
+			if err := json.Unmarshal(v, f.dst); err != nil {
+				return nil, fmt.Errorf("model %s: %w", f.key, err)
+			}
+		}
+	}
+	if rm.Type == "" && rm.mergesJSON != nil {
+		rm.Type = "BPE"
+	}
+	raw.Model = rm
+	return raw, nil
 }
 
 func parseFiles(files Files) (*Tokenizer, error) {
@@ -199,25 +255,18 @@ func parseTokenizerJSON(data []byte) (*Tokenizer, error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty file")
 	}
-	var raw rawTokenizer
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("decode JSON: %w", err)
-	}
-	if raw.Model == nil {
-		return nil, errors.New("no model")
+	raw, err := splitTokenizerJSON(data)
+	if err != nil {
+		return nil, err
 	}
 	rm := raw.Model
-	if rm.Type == "" && rm.Merges != nil {
-		rm.Type = "BPE"
-	}
 	if rm.Type != "BPE" {
 		return nil, &UnsupportedError{Component: "model", Type: rm.Type}
 	}
-	if err := json.Unmarshal(rm.RawVocab, &rm.Vocab); err != nil {
-		return nil, fmt.Errorf("model BPE vocab: %w", err)
+	if rm.Vocab, err = parseVocab(rm.RawVocab); err != nil {
+		return nil, fmt.Errorf("model BPE %w", err)
 	}
 	t := &Tokenizer{addedByID: map[int]*AddedToken{}, addedByS: map[string]*AddedToken{}, now: time.Now}
-	var err error
 	if t.model, err = parseBPE(rm); err != nil {
 		return nil, err
 	}
