@@ -67,16 +67,31 @@ func TestStopIDs(t *testing.T) {
 		{"llama3 tokenizer only", "llama3", "", "", []int{128001, 128009}},
 		{"mistral tokenizer only", "mistral", "", "", []int{2}},
 	}
+	// tokenizer.json is parsed once per family; each case then applies its
+	// config files to a copy, as parseFiles does after parsing.
+	parsed := map[string]*Tokenizer{}
+	configs := map[string][]byte{}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			files := readFamilyFiles(t, tc.family)
-			files.GenerationConfig = []byte(tc.gen)
-			files.ModelConfig = []byte(tc.cfg)
-			tk, err := Parse(files)
+			base, ok := parsed[tc.family]
+			if !ok {
+				files := readFamilyFiles(t, tc.family)
+				var err error
+				if base, err = parseTokenizerJSON(files.Tokenizer); err != nil {
+					t.Fatal(err)
+				}
+				parsed[tc.family], configs[tc.family] = base, files.TokenizerConfig
+			}
+			tk := *base
+			err := tk.applyConfigs(Files{
+				TokenizerConfig:  configs[tc.family],
+				GenerationConfig: []byte(tc.gen),
+				ModelConfig:      []byte(tc.cfg),
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkStop(t, tk, tc.want)
+			checkStop(t, &tk, tc.want)
 		})
 	}
 	t.Run("tiny bundled model", func(t *testing.T) {
