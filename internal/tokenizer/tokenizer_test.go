@@ -153,7 +153,7 @@ func TestDecodeSkipSpecial(t *testing.T) {
 
 func TestStreamDecoder(t *testing.T) {
 	v := readVectors(t)
-	for _, family := range []string{"llama3", "qwen3", "mistral", "tiny"} {
+	for _, family := range []string{"llama3", "qwen3", "mistral", "gemma3", "tiny"} {
 		tk := loadTestdata(t, family)
 		for i, text := range v.Texts {
 			ids := tk.Encode(text, false)
