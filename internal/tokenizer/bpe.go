@@ -97,11 +97,11 @@ func parseBPE(r *rawBPE) (*bpe, error) {
 		if err != nil {
 			return nil, fmt.Errorf("model BPE: %w", err)
 		}
+		// Inserted from the last rank down, so a pair listed twice keeps
+		// its first (lowest) rank with one map operation per merge.
 		m.merges = make(map[uint64]merge, len(res))
-		for rank, rm := range res {
-			if _, dup := m.merges[rm.key]; !dup {
-				m.merges[rm.key] = merge{rank: rank, id: int(rm.id)}
-			}
+		for rank := len(res) - 1; rank >= 0; rank-- {
+			m.merges[res[rank].key] = merge{rank: rank, id: int(res[rank].id)}
 		}
 		return m, nil
 	}

@@ -205,3 +205,18 @@ func TestResolveMergesWorkers(t *testing.T) {
 		t.Errorf("err = %v, want merge 40000's", err)
 	}
 }
+
+// TestDuplicateMergeKeepsFirstRank parses a tokenizer.json that lists the
+// pair "b c" twice: the first rank (0, before "a b") decides.
+func TestDuplicateMergeKeepsFirstRank(t *testing.T) {
+	for _, merges := range []string{`["b c", "a b", "b c"]`, `[["b", "c"], ["a", "b"], ["b", "c"]]`} {
+		tj := `{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4}, "merges": ` + merges + `}}`
+		tk, err := Parse(Files{Tokenizer: []byte(tj)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tk.Encode("abc", false); !slices.Equal(got, []int{0, 4}) {
+			t.Errorf("merges %s: Encode(abc) = %v, want [0 4] (a, bc)", merges, got)
+		}
+	}
+}
