@@ -59,7 +59,10 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, addGenerationPrompt bo
 // whole {{ }} output or {% set %} value; the source is rewritten first so
 // that conditionals work wherever Jinja allows them (inside parentheses, as
 // Gemma 3's template writes them, in call arguments, list items and dict
-// values, and chained), except inside a slice; see rewriteConditionals.
+// values, and chained), except inside a slice, and transformers'
+// {% generation %} block is accepted; see rewriteConditionals. Still
+// unsupported: Python string formatting ("'%s' % x" is an error) and
+// none | string, which renders "" where Jinja writes "None".
 func (t *Tokenizer) RenderChat(messages []Message, opts ChatOptions) (string, error) {
 	src := opts.Template
 	if src == "" {
@@ -106,7 +109,14 @@ func (e *TemplateError) Error() string { return "raise_exception: " + e.Msg }
 
 // renderTemplate renders a Jinja source with gonja in a sandbox: the
 // template cannot include, import or extend other templates.
-func renderTemplate(src string, vars map[string]any, now func() time.Time) (string, error) {
+func renderTemplate(src string, vars map[string]any, now func() time.Time) (out string, err error) {
+	// gonja panics on some inputs (such as "'%s' % x", a modulo of a
+	// string); a template comes from a checkpoint, so that is an error.
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("template engine failed: %v", r)
+		}
+	}()
 	cfg := config.New()
 	cfg.TrimBlocks = true
 	// lstrip_blocks is done by lstripBlocks: gonja's LeftStripBlocks also
@@ -132,7 +142,7 @@ func renderTemplate(src string, vars map[string]any, now func() time.Time) (stri
 	if err != nil {
 		return "", fmt.Errorf("parse: %w", err)
 	}
-	out, err := tpl.ExecuteToString(exec.NewContext(vars))
+	out, err = tpl.ExecuteToString(exec.NewContext(vars))
 	if raised != nil {
 		return "", raised
 	}

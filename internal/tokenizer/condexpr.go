@@ -18,8 +18,11 @@ import "strings"
 // evaluated, as in Jinja. Text outside tags, comments, string literals and
 // {% raw %} sections are left alone; a conditional inside a slice
 // ("x[a if c else b:]") is left as written.
+//
+// The same pass turns transformers' {% generation %} ... {% endgeneration %}
+// block, which gonja does not know, into {% if true %} ... {% endif %}.
 func rewriteConditionals(src string) string {
-	if !strings.Contains(src, "if") {
+	if !strings.Contains(src, "if") && !strings.Contains(src, "generation") {
 		return src
 	}
 	var out strings.Builder
@@ -52,9 +55,16 @@ func rewriteConditionals(src string) string {
 		if len(body) > 0 && (body[len(body)-1] == '-' || body[len(body)-1] == '+') {
 			close, body = tag[len(tag)-3:], body[:len(body)-1]
 		}
-		if kind == '{' {
+		switch {
+		case kind == '{':
 			body = rewriteCondExpr(body)
-		} else {
+		case strings.TrimSpace(body) == "generation":
+			// transformers' {% generation %} marks assistant text for
+			// its masks and renders its body unchanged.
+			body = " if true "
+		case strings.TrimSpace(body) == "endgeneration":
+			body = " endif "
+		default:
 			body = rewriteGroups(body)
 		}
 		out.WriteString(open)

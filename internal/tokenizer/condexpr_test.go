@@ -46,6 +46,9 @@ func TestRewriteConditionals(t *testing.T) {
 		{`{{ [1, 2, 3][1:] | join(',') }}`, "2,3"},
 		{`{# ('x' if y else z) #}ok`, "ok"},
 		{`{% raw %}{{ (a if b else c) }}{% endraw %}`, "{{ (a if b else c) }}"},
+		// transformers' generation block renders its body.
+		{"{% for m in messages %}{%- generation -%}\n {{ m.content }}{% endgeneration %}{% endfor %}", "hi"},
+		{"a\n  {% generation %}\nb{% endgeneration %}\nc", "a\nbc"},
 	}
 	for _, tc := range tests {
 		got, err := renderTemplate(tc.src, vars, nil)
