@@ -155,8 +155,12 @@ func (c *chatSession) turn(user string) error {
 		return err
 	}
 	if c.stats {
+		stop := st.Stop
+		if stop == "eos" {
+			stop += " " + describeTokens(c.tok, []int{st.StopID})
+		}
 		fmt.Fprintf(c.log, "[%d prompt tokens, prefill %.1f tok/s; %d new tokens, decode %.1f tok/s; stop: %s]\n",
-			st.PromptTokens, st.PrefillTokensPerSecond(), st.NewTokens, st.DecodeTokensPerSecond(), st.Stop)
+			st.PromptTokens, st.PrefillTokensPerSecond(), st.NewTokens, st.DecodeTokensPerSecond(), stop)
 	}
 	if c.template {
 		c.history = append(c.history, tokenizer.Message{Role: "user", Content: user},
