@@ -1,9 +1,10 @@
 // Package tokenizer reproduces Hugging Face tokenizers for the model families
 // anemll converts: byte-level BPE (GPT-2, Llama 3, Qwen) and SentencePiece
-// style BPE with byte fallback (Llama 2, Mistral, Gemma 3). It loads tokenizer.json
-// and its companions from a checkpoint directory, encodes and decodes text
-// exactly as the tokenizers library does, streams decoded text for chat, and
-// renders the chat_template of tokenizer_config.json.
+// style BPE with byte fallback (Llama 2, Mistral, Gemma 3). It loads
+// tokenizer.json and its companions from a checkpoint directory, encodes and
+// decodes text exactly as the tokenizers library does, streams decoded text
+// for chat, renders the chat_template of tokenizer_config.json, and decides
+// which ids end generation (Tokenizer.EOS).
 //
 // Decode does not apply transformers' clean_up_tokenization_spaces, matching
 // the tokenizers library rather than transformers' post-processing of text.
