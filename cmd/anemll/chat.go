@@ -54,6 +54,12 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stops := tok.EOS()
+	if len(stops) == 0 {
+		fmt.Fprintf(stderr, "note: %s names no end-of-generation token (eos_token_id in generation_config.json or config.json, eos_token in tokenizer_config.json); chat stops at --max-tokens or a full context\n", td)
+	} else {
+		fmt.Fprintf(stderr, "stop tokens: %s\n", describeTokens(tok, stops))
+	}
 	fmt.Fprintf(stderr, "loading %s ...\n", files.Dir)
 	m, err := runner.Load(files)
 	if err != nil {
@@ -149,12 +155,29 @@ func (c *chatSession) turn(user string) error {
 		return err
 	}
 	if c.stats {
+		stop := st.Stop
+		if stop == "eos" {
+			stop += " " + describeTokens(c.tok, []int{st.StopID})
+		}
 		fmt.Fprintf(c.log, "[%d prompt tokens, prefill %.1f tok/s; %d new tokens, decode %.1f tok/s; stop: %s]\n",
-			st.PromptTokens, st.PrefillTokensPerSecond(), st.NewTokens, st.DecodeTokensPerSecond(), st.Stop)
+			st.PromptTokens, st.PrefillTokensPerSecond(), st.NewTokens, st.DecodeTokensPerSecond(), stop)
 	}
 	if c.template {
 		c.history = append(c.history, tokenizer.Message{Role: "user", Content: user},
 			tokenizer.Message{Role: "assistant", Content: c.tok.Decode(answer, true)})
 	}
 	return nil
+}
+
+// describeTokens lists ids with their token strings: "<eos> (1), ...".
+func describeTokens(tok *tokenizer.Tokenizer, ids []int) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		name, ok := tok.Token(id)
+		if !ok {
+			name = "?"
+		}
+		parts[i] = fmt.Sprintf("%s (%d)", name, id)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -38,3 +38,22 @@ func TestPromptTrimsOldExchanges(t *testing.T) {
 		t.Errorf("%d of 6 old answers kept; want some but not all", n)
 	}
 }
+
+// TestChatStopTokens checks that chat stops on the ids of the tokenizer's
+// stop rule: Gemma 3's <end_of_turn> and <eos>, and the bundled model's
+// <|end_of_text|>, as the startup line lists them.
+func TestChatStopTokens(t *testing.T) {
+	tests := []struct{ dir, want string }{
+		{tinyModel, "<|end_of_text|> (1017)"},
+		{"../../internal/tokenizer/testdata/gemma3", "<end_of_turn> (106), <eos> (1)"},
+	}
+	for _, tc := range tests {
+		tok, err := tokenizer.Load(tc.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := describeTokens(tok, tok.EOS()); got != tc.want {
+			t.Errorf("%s: stop tokens %q, want %q", tc.dir, got, tc.want)
+		}
+	}
+}

@@ -95,11 +95,15 @@ func (m MetaInfo) Marshal() []byte {
 	return []byte(b.String())
 }
 
-// TokenizerFiles are copied from the checkpoint to the output when present.
+// TokenizerFiles are copied from the checkpoint to the output when present:
+// the tokenizer itself, chat_template.jinja (newer checkpoints keep the chat
+// template there instead of in tokenizer_config.json), and
+// generation_config.json and config.json, whose eos_token_id lists are part
+// of the rule for when chat stops (tokenizer.Tokenizer.EOS).
 var TokenizerFiles = []string{
 	"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
 	"special_tokens_map.json", "added_tokens.json", "tokenizer.model",
-	"generation_config.json", "config.json",
+	"chat_template.jinja", "generation_config.json", "config.json",
 }
 
 // copyTokenizer copies the tokenizer (and config) files present in src to

@@ -110,6 +110,8 @@ type GenerateStats struct {
 	// Stop says why generation ended: "eos", "max-tokens", "context" or
 	// "caller".
 	Stop string
+	// StopID is the end-of-generation id that ended it (Stop "eos").
+	StopID int
 }
 
 // PrefillTokensPerSecond is the prompt throughput.
@@ -124,8 +126,10 @@ func (s GenerateStats) DecodeTokensPerSecond() float64 {
 
 // Generate prefills prompt from an empty cache and then generates up to
 // maxTokens tokens (0 = until the context is full), calling emit with each
-// one; emit returns false to stop. Generation also stops after an EOS
-// token (emitted) or when the context is full. As in ANEMLL's runners the
+// one; emit returns false to stop. Generation also stops after a token for
+// which eos reports true (emitted; chat passes tokenizer.Tokenizer.IsEOS,
+// which holds every end-of-generation id of the checkpoint) or when the
+// context is full. As in ANEMLL's runners the
 // last prompt token is run again in decode mode to get the first logits.
 // With ANEMLL 0.3.5's rotate packages this is chat.py's behaviour exactly,
 // including its defect: past the window the re-run rotates the window
@@ -159,7 +163,7 @@ func (m *Model) Generate(prompt []int, maxTokens int, sm *Sampler, eos func(int)
 			break
 		}
 		if eos != nil && eos(tok) {
-			st.Stop = "eos"
+			st.Stop, st.StopID = "eos", tok
 			break
 		}
 		if maxTokens > 0 && st.NewTokens >= maxTokens {

@@ -1,6 +1,9 @@
 package runner
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestSampler(t *testing.T) {
 	logits := []float32{0, 2, 1, 2.5, -1}
@@ -35,5 +38,62 @@ func TestSampler(t *testing.T) {
 	}
 	if count[4] >= count[0] {
 		t.Errorf("counts %v: token 4 (logit -1) drawn as often as token 0 (logit 0)", count)
+	}
+}
+
+// TestGenerateStops runs the Apple-made fp16 packages of the tiny random
+// model greedily, then again with a set of end-of-generation ids taken from
+// that run: generation must stop right after the first of them, report it,
+// and have emitted the same tokens up to it.
+func TestGenerateStops(t *testing.T) {
+	files, err := FindFiles("../../testdata/anemll-tiny-random/packages-fp16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int{1, 17, 42, 99, 250, 7}
+	run := func(maxTokens int, eos func(int) bool) ([]int, GenerateStats) {
+		var out []int
+		st, err := m.Generate(prompt, maxTokens, NewSampler(Sampling{}), eos, func(id int) bool {
+			out = append(out, id)
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, st
+	}
+	free, st := run(24, nil)
+	if len(free) != 24 || st.Stop != "max-tokens" || st.NewTokens != 24 {
+		t.Fatalf("free run: %d tokens, stop %q", len(free), st.Stop)
+	}
+	// Stop ids: one that first appears at k ≥ 3, one first appearing later.
+	k := -1
+	for i := 3; i < len(free) && k < 0; i++ {
+		if !slices.Contains(free[:i], free[i]) {
+			k = i
+		}
+	}
+	if k < 0 {
+		t.Skip("greedy run repeats one token; no stop id to pick")
+	}
+	later := -1
+	for i := k + 1; i < len(free); i++ {
+		if !slices.Contains(free[:i], free[i]) {
+			later = free[i]
+			break
+		}
+	}
+	stops := []int{later, free[k]}
+	t.Logf("greedy run %v; stop ids %v (first at %d)", free, stops, k)
+	got, st := run(24, func(id int) bool { return slices.Contains(stops, id) })
+	if !slices.Equal(got, free[:k+1]) {
+		t.Errorf("with stop ids %v: emitted %v, want %v", stops, got, free[:k+1])
+	}
+	if st.Stop != "eos" || st.StopID != free[k] || st.NewTokens != k+1 {
+		t.Errorf("stats %+v, want stop eos on %d after %d tokens", st, free[k], k+1)
 	}
 }

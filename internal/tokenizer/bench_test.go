@@ -21,7 +21,7 @@ func benchText(b *testing.B) string {
 // is warm after the first iteration, as in a long-running process.
 func BenchmarkEncode(b *testing.B) {
 	text := benchText(b)
-	for _, name := range []string{"llama3", "qwen3", "mistral", "tiny"} {
+	for _, name := range []string{"llama3", "qwen3", "mistral", "gemma3", "tiny"} {
 		b.Run(name, func(b *testing.B) {
 			tk := loadTestdata(b, name)
 			b.SetBytes(int64(len(text)))
@@ -37,7 +37,7 @@ func BenchmarkEncode(b *testing.B) {
 // before every iteration, so each distinct word runs the BPE merges.
 func BenchmarkEncodeColdCache(b *testing.B) {
 	text := benchText(b)
-	for _, name := range []string{"llama3", "mistral"} {
+	for _, name := range []string{"llama3", "mistral", "gemma3"} {
 		b.Run(name, func(b *testing.B) {
 			tk := loadTestdata(b, name)
 			b.SetBytes(int64(len(text)))
@@ -54,7 +54,7 @@ func BenchmarkEncodeColdCache(b *testing.B) {
 // BenchmarkDecode measures Decode throughput in bytes of text produced.
 func BenchmarkDecode(b *testing.B) {
 	text := benchText(b)
-	for _, name := range []string{"llama3", "mistral"} {
+	for _, name := range []string{"llama3", "mistral", "gemma3"} {
 		b.Run(name, func(b *testing.B) {
 			tk := loadTestdata(b, name)
 			ids := tk.Encode(text, false)
@@ -74,7 +74,7 @@ func BenchmarkEncodeShort(b *testing.B) {
 	for _, s := range texts {
 		total += len(s)
 	}
-	for _, name := range []string{"llama3", "qwen3", "mistral", "tiny"} {
+	for _, name := range []string{"llama3", "qwen3", "mistral", "gemma3", "tiny"} {
 		b.Run(name, func(b *testing.B) {
 			tk := loadTestdata(b, name)
 			b.SetBytes(int64(total))

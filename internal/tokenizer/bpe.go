@@ -1,8 +1,10 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -40,6 +42,7 @@ type rawBPE struct {
 	RawVocab    json.RawMessage   `json:"vocab"` // decoded into Vocab for BPE only
 	Vocab       map[string]int    `json:"-"`
 	Merges      []json.RawMessage `json:"merges"`
+	mergesJSON  []byte            // the raw merges array; when set, used instead of Merges
 	UnkToken    *string           `json:"unk_token"`
 	FuseUnk     bool              `json:"fuse_unk"`
 	ByteFall    bool              `json:"byte_fallback"`
@@ -89,27 +92,111 @@ func parseBPE(r *rawBPE) (*bpe, error) {
 			m.byteTok[b] = id
 		}
 	}
+	if r.mergesJSON != nil {
+		res, err := resolveMergesJSON(r.mergesJSON, r.Vocab, m.prefix)
+		if err != nil {
+			return nil, fmt.Errorf("model BPE: %w", err)
+		}
+		// Inserted from the last rank down, so a pair listed twice keeps
+		// its first (lowest) rank with one map operation per merge.
+		m.merges = make(map[uint64]merge, len(res))
+		for rank := len(res) - 1; rank >= 0; rank-- {
+			m.merges[res[rank].key] = merge{rank: rank, id: int(res[rank].id)}
+		}
+		return m, nil
+	}
+	var joined []byte
 	for rank, raw := range r.Merges {
 		a, b, err := parseMerge(raw)
 		if err != nil {
 			return nil, fmt.Errorf("model BPE: merge %d: %w", rank, err)
 		}
-		ida, oka := r.Vocab[a]
-		idb, okb := r.Vocab[b]
-		if !oka || !okb {
-			return nil, fmt.Errorf("model BPE: merge %d (%q %q): token not in vocab", rank, a, b)
+		rm, err := resolveMerge(rank, []byte(a), []byte(b), r.Vocab, m.prefix, &joined)
+		if err != nil {
+			return nil, fmt.Errorf("model BPE: %w", err)
 		}
-		joined := a + strings.TrimPrefix(b, m.prefix)
-		id, ok := r.Vocab[joined]
-		if !ok {
-			return nil, fmt.Errorf("model BPE: merge %d (%q %q): result %q not in vocab", rank, a, b, joined)
-		}
-		key := uint64(ida)<<32 | uint64(idb)
-		if _, dup := m.merges[key]; !dup {
-			m.merges[key] = merge{rank: rank, id: id}
+		if _, dup := m.merges[rm.key]; !dup {
+			m.merges[rm.key] = merge{rank: rank, id: int(rm.id)}
 		}
 	}
 	return m, nil
+}
+
+// resolvedMerge is a merge as ids: key is left<<32 | right.
+type resolvedMerge struct {
+	key uint64
+	id  int32
+}
+
+// resolveMerge looks up the ids of a merge's two tokens and of their
+// concatenation (the right one without continuing_subword_prefix). joined
+// is scratch space.
+func resolveMerge(rank int, a, b []byte, vocab map[string]int, prefix string, joined *[]byte) (resolvedMerge, error) {
+	// string(x) in a map index does not allocate.
+	ida, oka := vocab[string(a)]
+	idb, okb := vocab[string(b)]
+	if !oka || !okb {
+		return resolvedMerge{}, fmt.Errorf("merge %d (%q %q): token not in vocab", rank, a, b)
+	}
+	rest := b
+	if prefix != "" && bytes.HasPrefix(rest, []byte(prefix)) {
+		rest = rest[len(prefix):]
+	}
+	j := append(append((*joined)[:0], a...), rest...)
+	*joined = j
+	id, ok := vocab[string(j)]
+	if !ok {
+		return resolvedMerge{}, fmt.Errorf("merge %d (%q %q): result %q not in vocab", rank, a, b, j)
+	}
+	return resolvedMerge{key: uint64(ida)<<32 | uint64(idb), id: int32(id)}, nil
+}
+
+// parallelMerges is the number of merges above which resolveMergesJSON
+// splits the work between goroutines.
+const parallelMerges = 1 << 15
+
+// resolveMergesJSON parses and resolves a JSON array of merges, in rank
+// order. The map lookups dominate loading a large tokenizer, so contiguous
+// rank ranges are resolved by up to GOMAXPROCS goroutines; the result (and
+// the error reported, that of the lowest bad rank) does not depend on how
+// many run.
+func resolveMergesJSON(data []byte, vocab map[string]int, prefix string) ([]resolvedMerge, error) {
+	offs, err := mergeOffsets(data)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]resolvedMerge, len(offs))
+	workers := 1
+	if len(offs) > parallelMerges {
+		workers = min(runtime.GOMAXPROCS(0), 8, len(offs)/parallelMerges)
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := len(offs)*w/workers, len(offs)*(w+1)/workers
+		wg.Go(func() {
+			var joined []byte
+			for rank := lo; rank < hi; rank++ {
+				a, b, err := mergeAt(data, offs[rank])
+				if err == nil {
+					res[rank], err = resolveMerge(rank, a, b, vocab, prefix, &joined)
+				} else {
+					err = fmt.Errorf("merge %d: %w", rank, err)
+				}
+				if err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 // parseMerge accepts both merge encodings: "a b" and ["a", "b"].

@@ -55,6 +55,14 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, addGenerationPrompt bo
 // none". The templates of the supported families only test these together
 // ("is defined and is not none"), where this makes no difference. tojson
 // output may also differ from Python's json.dumps in spacing and key order.
+// gonja's parser takes a conditional expression ("a if c else b") only as a
+// whole {{ }} output or {% set %} value; the source is rewritten first so
+// that conditionals work wherever Jinja allows them (inside parentheses, as
+// Gemma 3's template writes them, in call arguments, list items and dict
+// values, and chained), except inside a slice, and transformers'
+// {% generation %} block is accepted; see rewriteConditionals. Still
+// unsupported: Python string formatting ("'%s' % x" is an error) and
+// none | string, which renders "" where Jinja writes "None".
 func (t *Tokenizer) RenderChat(messages []Message, opts ChatOptions) (string, error) {
 	src := opts.Template
 	if src == "" {
@@ -71,14 +79,10 @@ func (t *Tokenizer) RenderChat(messages []Message, opts ChatOptions) (string, er
 		"messages":              msgs,
 		"add_generation_prompt": opts.AddGenerationPrompt,
 		"bos_token":             t.specialName(t.bos, t.hasBOS),
-		"eos_token":             "",
+		"eos_token":             t.eosToken,
 		// transformers passes these as None when not given.
 		"tools":     nil,
 		"documents": nil,
-	}
-	if len(t.eos) > 0 {
-		// The tokenizer's own eos_token is the last one EOS lists.
-		vars["eos_token"] = t.specialName(t.eos[len(t.eos)-1], true)
 	}
 	for k, v := range opts.Vars {
 		vars[k] = v
@@ -105,7 +109,14 @@ func (e *TemplateError) Error() string { return "raise_exception: " + e.Msg }
 
 // renderTemplate renders a Jinja source with gonja in a sandbox: the
 // template cannot include, import or extend other templates.
-func renderTemplate(src string, vars map[string]any, now func() time.Time) (string, error) {
+func renderTemplate(src string, vars map[string]any, now func() time.Time) (out string, err error) {
+	// gonja panics on some inputs (such as "'%s' % x", a modulo of a
+	// string); a template comes from a checkpoint, so that is an error.
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("template engine failed: %v", r)
+		}
+	}()
 	cfg := config.New()
 	cfg.TrimBlocks = true
 	// lstrip_blocks is done by lstripBlocks: gonja's LeftStripBlocks also
@@ -127,11 +138,11 @@ func renderTemplate(src string, vars map[string]any, now func() time.Time) (stri
 		ControlStructures: builtins.ControlStructures,
 		Methods:           builtins.Methods,
 	}
-	tpl, err := exec.NewTemplate(rootTemplate, cfg, &singleLoader{src: []byte(lstripBlocks(src))}, env)
+	tpl, err := exec.NewTemplate(rootTemplate, cfg, &singleLoader{src: []byte(rewriteConditionals(lstripBlocks(src)))}, env)
 	if err != nil {
 		return "", fmt.Errorf("parse: %w", err)
 	}
-	out, err := tpl.ExecuteToString(exec.NewContext(vars))
+	out, err = tpl.ExecuteToString(exec.NewContext(vars))
 	if raised != nil {
 		return "", raised
 	}

@@ -1,8 +1,12 @@
 package tokenizer
 
 import (
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,6 +59,16 @@ func TestApplyChatTemplate(t *testing.T) {
 			want: "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\nChecking.<|im_end|>\n" +
 				"<|im_start|>user\n<tool_response>\n20C\n</tool_response>\n<tool_response>\ndry\n</tool_response><|im_end|>\n" +
 				"<|im_start|>assistant\n",
+		},
+		{
+			// Gemma 3 folds the system prompt into the first user turn,
+			// names the assistant "model" and trims content.
+			name: "gemma3 system folded", tok: "gemma3", msgs: sysUser, addGen: true,
+			want: "<bos><start_of_turn>user\nYou are terse.\n\nHi!<end_of_turn>\n<start_of_turn>model\n",
+		},
+		{
+			name: "gemma3 no system", tok: "gemma3", msgs: []Message{{"user", "Hi"}, {"assistant", " Hello "}},
+			want: "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n",
 		},
 		{
 			name: "tiny with prompt", tok: "tiny", msgs: []Message{{"user", " Tell me a fortune. "}}, addGen: true,
@@ -146,7 +160,8 @@ func TestChatTemplateFunctions(t *testing.T) {
 			t.Errorf("%q: got %q, want %q", tc.tpl, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"{% for %}", "{{ 1 +", "{% include 'x.jinja' %}", "{% extends '/etc/passwd' %}"} {
+	// gonja panics on a string modulo; that must come back as an error.
+	for _, bad := range []string{"{% for %}", "{{ 1 +", "{% include 'x.jinja' %}", "{% extends '/etc/passwd' %}", "{{ '%s' % 'x' }}"} {
 		if out, err := tk.RenderChat(nil, ChatOptions{Template: bad}); err == nil {
 			t.Errorf("%q: no error (got %q)", bad, out)
 		}
@@ -167,6 +182,71 @@ func TestChatEncodeLlama3(t *testing.T) {
 		return i
 	}
 	want := []int{128000, 128006, id("user"), 128007, id("ĊĊ"), id("Hi"), id("!"), 128009, 128006, id("assistant"), 128007, id("ĊĊ")}
+	if got := tk.Encode(s, false); !slices.Equal(got, want) {
+		t.Errorf("Encode(%q) = %v, want %v", s, got, want)
+	}
+}
+
+// TestChatExamples renders each family's chat_example.json (system, user,
+// assistant, user; add_generation_prompt true) and compares with
+// chat_example.txt, the string a reference Jinja engine produced from the
+// same template (see testdata/README.md).
+func TestChatExamples(t *testing.T) {
+	for _, family := range []string{"gemma3", "qwen3", "llama3"} {
+		t.Run(family, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata", family, "chat_example.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile(filepath.Join("testdata", family, "chat_example.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var msgs []struct{ Role, Content string }
+			if err := json.Unmarshal(raw, &msgs); err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != 4 {
+				t.Fatalf("chat_example.json: %d messages, want 4", len(msgs))
+			}
+			var m []Message
+			for _, x := range msgs {
+				m = append(m, Message{Role: x.Role, Content: x.Content})
+			}
+			tk := loadTestdata(t, family)
+			got, err := tk.ApplyChatTemplate(m, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("got  %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+// TestChatGemma3 checks Gemma 3's role check and the ids of a rendered
+// prompt: <bos> from the template (not added again), turn markers as single
+// added tokens.
+func TestChatGemma3(t *testing.T) {
+	tk := loadTestdata(t, "gemma3")
+	_, err := tk.ApplyChatTemplate([]Message{{"user", "a"}, {"user", "b"}}, true)
+	var te *TemplateError
+	if !errors.As(err, &te) || !strings.Contains(te.Msg, "must alternate") {
+		t.Errorf("two user turns: err = %v, want the template's raise_exception", err)
+	}
+	s, err := tk.ApplyChatTemplate([]Message{{"user", "Hi"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := func(tok string) int {
+		i, ok := tk.TokenID(tok)
+		if !ok {
+			t.Fatalf("no token %q", tok)
+		}
+		return i
+	}
+	want := []int{2, 105, id("user"), 107, id("Hi"), 106, 107, 105, id("model"), 107}
 	if got := tk.Encode(s, false); !slices.Equal(got, want) {
 		t.Errorf("Encode(%q) = %v, want %v", s, got, want)
 	}

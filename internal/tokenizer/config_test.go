@@ -22,8 +22,11 @@ func TestConfigFiles(t *testing.T) {
 		renderOut string
 	}{
 		{
+			// <|end_of_text|> is a special token: it stops generation
+			// even when no config file names it.
 			name:     "tokenizer.json only",
 			files:    Files{Tokenizer: tj},
+			eos:      []int{1017},
 			encodeHi: []int{1016, 72, 105},
 		},
 		{
@@ -53,12 +56,14 @@ func TestConfigFiles(t *testing.T) {
 			files: Files{Tokenizer: tj,
 				TokenizerConfig: []byte(`{"chat_template":[{"name":"tool_use","template":"T"},{"name":"default","template":"D{{ messages[0].content }}"}]}`),
 				ChatTemplate:    []byte("ignored")},
+			eos:      []int{1017},
 			encodeHi: []int{1016, 72, 105},
 			template: "D{{ messages[0].content }}", renderOut: "Dx",
 		},
 		{
 			name:     "chat_template.jinja when the config has none",
 			files:    Files{Tokenizer: tj, TokenizerConfig: []byte(`{}`), ChatTemplate: []byte("J{{ add_generation_prompt }}")},
+			eos:      []int{1017},
 			encodeHi: []int{1016, 72, 105},
 			template: "J{{ add_generation_prompt }}", renderOut: "JTrue",
 		},

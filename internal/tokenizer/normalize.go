@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -100,7 +101,9 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 	return nil, &UnsupportedError{Component: "normalizer", Type: r.Type}
 }
 
+// isNull reports whether raw is absent, blank or JSON null (without copying
+// raw, which may be a large part of a tokenizer.json).
 func isNull(raw json.RawMessage) bool {
-	s := strings.TrimSpace(string(raw))
-	return s == "" || s == "null"
+	t := bytes.TrimSpace(raw)
+	return len(t) == 0 || string(t) == "null"
 }

@@ -1,9 +1,10 @@
 // Package tokenizer reproduces Hugging Face tokenizers for the model families
 // anemll converts: byte-level BPE (GPT-2, Llama 3, Qwen) and SentencePiece
-// style BPE with byte fallback (Llama 2, Mistral). It loads tokenizer.json
-// and its companions from a checkpoint directory, encodes and decodes text
-// exactly as the tokenizers library does, streams decoded text for chat, and
-// renders the chat_template of tokenizer_config.json.
+// style BPE with byte fallback (Llama 2, Mistral, Gemma 3). It loads
+// tokenizer.json and its companions from a checkpoint directory, encodes and
+// decodes text exactly as the tokenizers library does, streams decoded text
+// for chat, renders the chat_template of tokenizer_config.json, and decides
+// which ids end generation (Tokenizer.EOS).
 //
 // Decode does not apply transformers' clean_up_tokenization_spaces, matching
 // the tokenizers library rather than transformers' post-processing of text.
@@ -56,7 +57,8 @@ type Tokenizer struct {
 
 	bos          int
 	hasBOS       bool
-	eos          []int
+	eos          []int  // ids that end generation (see stopIDs)
+	eosToken     string // tokenizer_config.json's eos_token ("" if none)
 	chatTemplate string
 	now          func() time.Time // clock for strftime_now; tests replace it
 }
@@ -68,12 +70,14 @@ const (
 	GenerationConfigFile = "generation_config.json"
 	SpecialTokensMapFile = "special_tokens_map.json"
 	ChatTemplateFile     = "chat_template.jinja"
+	ModelConfigFile      = "config.json"
 )
 
 // Load reads a tokenizer from a Hugging Face checkpoint directory:
 // tokenizer.json (required; tokenizer.json.gz is accepted too),
-// tokenizer_config.json, generation_config.json, special_tokens_map.json
-// and chat_template.jinja (all optional).
+// tokenizer_config.json, generation_config.json, special_tokens_map.json,
+// chat_template.jinja and config.json (all optional; config.json is read
+// only for eos_token_id).
 func Load(dir string) (*Tokenizer, error) {
 	tj, err := readMaybeGzip(filepath.Join(dir, TokenizerFile))
 	if err != nil {
@@ -98,6 +102,7 @@ func Load(dir string) (*Tokenizer, error) {
 		{GenerationConfigFile, &files.GenerationConfig},
 		{SpecialTokensMapFile, &files.SpecialTokensMap},
 		{ChatTemplateFile, &files.ChatTemplate},
+		{ModelConfigFile, &files.ModelConfig},
 	} {
 		if *f.dst, err = opt(f.name); err != nil {
 			return nil, err
@@ -146,6 +151,7 @@ type Files struct {
 	GenerationConfig []byte // generation_config.json
 	SpecialTokensMap []byte // special_tokens_map.json
 	ChatTemplate     []byte // chat_template.jinja
+	ModelConfig      []byte // config.json (only eos_token_id is read)
 }
 
 // Parse builds a tokenizer from file contents (see Load).
@@ -171,12 +177,68 @@ func (e *fileError) Error() string { return e.file + ": " + e.err.Error() }
 func (e *fileError) Unwrap() error { return e.err }
 
 type rawTokenizer struct {
-	AddedTokens   []AddedToken    `json:"added_tokens"`
-	Normalizer    json.RawMessage `json:"normalizer"`
-	PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
-	PostProcessor json.RawMessage `json:"post_processor"`
-	Decoder       json.RawMessage `json:"decoder"`
-	Model         *rawBPE         `json:"model"`
+	AddedTokens   []AddedToken
+	Normalizer    json.RawMessage
+	PreTokenizer  json.RawMessage
+	PostProcessor json.RawMessage
+	Decoder       json.RawMessage
+	Model         *rawBPE
+}
+
+// splitTokenizerJSON cuts a tokenizer.json into the members Load uses (see
+// fastjson.go). The model's vocabulary and merges are left raw.
+func splitTokenizerJSON(data []byte) (*rawTokenizer, error) {
+	top, err := splitObject(data)
+	if err != nil {
+		return nil, fmt.Errorf("decode JSON: %w", err)
+	}
+	raw := &rawTokenizer{
+		Normalizer:    top["normalizer"],
+		PreTokenizer:  top["pre_tokenizer"],
+		PostProcessor: top["post_processor"],
+		Decoder:       top["decoder"],
+	}
+	if v := top["added_tokens"]; !isNull(v) {
+		if err := json.Unmarshal(v, &raw.AddedTokens); err != nil {
+			return nil, fmt.Errorf("added_tokens: %w", err)
+		}
+	}
+	mv := top["model"]
+	if isNull(mv) {
+		return nil, errors.New("no model")
+	}
+	model, err := splitObject(mv)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	rm := &rawBPE{RawVocab: model["vocab"]}
+	if m := model["merges"]; !isNull(m) {
+		rm.mergesJSON = m
+	}
+	for _, f := range []struct {
+		key string
+		dst any
+	}{
+		{"type", &rm.Type},
+		{"dropout", &rm.Dropout},
+		{"unk_token", &rm.UnkToken},
+		{"continuing_subword_prefix", &rm.Prefix},
+		{"end_of_word_suffix", &rm.Suffix},
+		{"fuse_unk", &rm.FuseUnk},
+		{"byte_fallback", &rm.ByteFall},
+		{"ignore_merges", &rm.IgnoreMerge},
+	} {
+		if v, ok := model[f.key]; ok {
+			if err := json.Unmarshal(v, f.dst); err != nil {
+				return nil, fmt.Errorf("model %s: %w", f.key, err)
+			}
+		}
+	}
+	if rm.Type == "" && rm.mergesJSON != nil {
+		rm.Type = "BPE"
+	}
+	raw.Model = rm
+	return raw, nil
 }
 
 func parseFiles(files Files) (*Tokenizer, error) {
@@ -194,25 +256,18 @@ func parseTokenizerJSON(data []byte) (*Tokenizer, error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty file")
 	}
-	var raw rawTokenizer
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("decode JSON: %w", err)
-	}
-	if raw.Model == nil {
-		return nil, errors.New("no model")
+	raw, err := splitTokenizerJSON(data)
+	if err != nil {
+		return nil, err
 	}
 	rm := raw.Model
-	if rm.Type == "" && rm.Merges != nil {
-		rm.Type = "BPE"
-	}
 	if rm.Type != "BPE" {
 		return nil, &UnsupportedError{Component: "model", Type: rm.Type}
 	}
-	if err := json.Unmarshal(rm.RawVocab, &rm.Vocab); err != nil {
-		return nil, fmt.Errorf("model BPE vocab: %w", err)
+	if rm.Vocab, err = parseVocab(rm.RawVocab); err != nil {
+		return nil, fmt.Errorf("model BPE %w", err)
 	}
 	t := &Tokenizer{addedByID: map[int]*AddedToken{}, addedByS: map[string]*AddedToken{}, now: time.Now}
-	var err error
 	if t.model, err = parseBPE(rm); err != nil {
 		return nil, err
 	}
@@ -405,29 +460,33 @@ func (t *Tokenizer) applyConfigs(files Files) error {
 			t.bos, t.hasBOS = id, true
 		}
 	}
-	var gen struct {
-		BOS json.RawMessage `json:"bos_token_id"`
-		EOS json.RawMessage `json:"eos_token_id"`
-	}
-	if len(files.GenerationConfig) > 0 {
+	if len(files.GenerationConfig) > 0 && !t.hasBOS {
+		var gen struct {
+			BOS json.RawMessage `json:"bos_token_id"`
+		}
 		if err := json.Unmarshal(files.GenerationConfig, &gen); err != nil {
 			return &fileError{GenerationConfigFile, fmt.Errorf("decode JSON: %w", err)}
 		}
-		ids, err := intOrList(gen.EOS)
-		if err != nil {
-			return &fileError{GenerationConfigFile, fmt.Errorf("eos_token_id: %w", err)}
-		}
-		t.eos = ids
-		if !t.hasBOS {
-			if b, err := intOrList(gen.BOS); err == nil && len(b) == 1 {
-				t.bos, t.hasBOS = b[0], true
-			}
+		if b, err := intOrList(gen.BOS); err == nil && len(b) == 1 {
+			t.bos, t.hasBOS = b[0], true
 		}
 	}
 	if name, ok := lookup("eos_token"); ok {
-		if id, found := t.TokenID(name); found && !slices.Contains(t.eos, id) {
-			t.eos = append(t.eos, id)
+		if _, found := t.TokenID(name); found {
+			t.eosToken = name
 		}
+	}
+	var err error
+	t.eos, err = stopIDs(stopSources{
+		generationConfig: files.GenerationConfig,
+		modelConfig:      files.ModelConfig,
+		eosToken:         t.eosToken,
+	}, t.TokenID, func(name string) bool {
+		a, ok := t.addedByS[name]
+		return ok && a.Special
+	})
+	if err != nil {
+		return err
 	}
 
 	// transformers rebuilds the post-processor from add_bos_token /
@@ -589,12 +648,22 @@ func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
 // the tokenizer has none (Qwen).
 func (t *Tokenizer) BOS() (id int, ok bool) { return t.bos, t.hasBOS }
 
-// EOS returns the end-of-sequence ids: generation_config.json's
-// eos_token_id (an integer or a list) followed by tokenizer_config.json's
-// eos_token when not already listed.
+// EOS returns every id that ends generation, by the rule of stopIDs:
+// generation_config.json's eos_token_id (an integer or a list), config.json's
+// eos_token_id, tokenizer_config.json's eos_token, and the end-of-turn
+// tokens of the supported chat formats that the vocabulary has as special
+// tokens (Gemma's <end_of_turn> and <eos>, Llama 3's <|eot_id|> and
+// <|end_of_text|>, ChatML's <|im_end|> and <|endoftext|>), in that order
+// without repeats.
 func (t *Tokenizer) EOS() []int { return slices.Clone(t.eos) }
 
-// IsEOS reports whether id is one of EOS().
+// EOSToken returns tokenizer_config.json's (or special_tokens_map.json's)
+// eos_token, the one chat templates see as eos_token; ok is false when
+// there is none.
+func (t *Tokenizer) EOSToken() (string, bool) { return t.eosToken, t.eosToken != "" }
+
+// IsEOS reports whether id is one of EOS(), that is whether generation
+// stops after it.
 func (t *Tokenizer) IsEOS(id int) bool { return slices.Contains(t.eos, id) }
 
 // TokenID returns the id of a token string (added tokens first, then the

@@ -71,8 +71,11 @@ func TestSpecialIDs(t *testing.T) {
 	}{
 		// This Llama 3 tokenizer.json has a ByteLevel post-processor, so
 		// Encode adds no BOS; its chat template writes <|begin_of_text|>.
-		{"llama3", 128000, true, []int{128001}, 128256, nil},
-		{"qwen3", 0, false, []int{151645}, 151669, nil},
+		// Without generation_config.json the end-of-turn tokens of the
+		// chat formats join tokenizer_config's eos_token (see TestStopIDs).
+		{"llama3", 128000, true, []int{128001, 128009}, 128256, nil},
+		{"qwen3", 0, false, []int{151645, 151643}, 151669, nil},
+		{"gemma3", 2, true, []int{106, 1}, 262145, []int{2}},
 		{"mistral", 1, true, []int{2}, 32000, []int{1}},
 		{"tiny", 1016, true, []int{1017}, 1019, []int{1016}},
 	}
@@ -150,7 +153,7 @@ func TestDecodeSkipSpecial(t *testing.T) {
 
 func TestStreamDecoder(t *testing.T) {
 	v := readVectors(t)
-	for _, family := range []string{"llama3", "qwen3", "mistral", "tiny"} {
+	for _, family := range []string{"llama3", "qwen3", "mistral", "gemma3", "tiny"} {
 		tk := loadTestdata(t, family)
 		for i, text := range v.Texts {
 			ids := tk.Encode(text, false)

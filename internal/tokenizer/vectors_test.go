@@ -54,7 +54,7 @@ func readVectorsFile(t testing.TB) vectorsFile {
 // false) and decodes each back to its text.
 func TestVectors(t *testing.T) {
 	v := readVectors(t)
-	for _, family := range []string{"llama3", "qwen3", "mistral"} {
+	for _, family := range []string{"llama3", "qwen3", "mistral", "gemma3"} {
 		t.Run(family, func(t *testing.T) {
 			tk := loadTestdata(t, family)
 			want := v.IDs[family]
