@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"io"
 	"math"
@@ -334,5 +335,71 @@ func TestFamilyBadInputs(t *testing.T) {
 				t.Errorf("refusal created %s", out)
 			}
 		})
+	}
+}
+
+// TestQwen3OneShotAndChat runs the README's one-shot convert on a random
+// Qwen 3 checkpoint with the real Qwen 3 tokenizer (vocabulary 151936) and
+// no extra flag, then chats with the result through Qwen's chat template.
+func TestQwen3OneShotAndChat(t *testing.T) {
+	dir := t.TempDir()
+	o := synth.Options{Family: "qwen3", Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32,
+		Vocab: 151936, TieEmbeddings: true, Std: 0.08, EmbedStd: 0.3, Seed: 2}
+	if err := synth.Write(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	tokDir := "../../internal/tokenizer/testdata/qwen3"
+	gz, err := os.Open(filepath.Join(tokDir, "tokenizer.json.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gz.Close()
+	zr, err := gzip.NewReader(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(tokDir, "tokenizer_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"tokenizer.json": raw, "tokenizer_config.json": cfg,
+		"generation_config.json": []byte(`{"bos_token_id": 151643, "eos_token_id": [151645, 151643]}`)} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"convert", "--model", dir, "--output", out, "--context", "128", "--batch", "32"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("convert exit %d:\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	for _, f := range []string{"qwen_embeddings.mlpackage", "qwen_lm_head_lut6.mlpackage", "qwen_FFN_PF_lut4_chunk_01of02.mlpackage",
+		"qwen_FFN_PF_lut4_chunk_02of02.mlpackage", "generation_config.json", "tokenizer.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	meta, err := os.ReadFile(filepath.Join(out, "meta.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"architecture: qwen3", "model_prefix: qwen", "split_lm_head: 16", "vocab_size: 151936",
+		"lm_head_chunk_sizes: [9496, 9496,", "lut_ffn: 4", "lut_lmhead: 6"} {
+		if !strings.Contains(string(meta), want) {
+			t.Errorf("meta.yaml lacks %q:\n%s", want, meta)
+		}
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"chat", "--meta", filepath.Join(out, "meta.yaml"), "--prompt", "Hello", "--max-tokens", "3"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("chat exit %d:\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	t.Logf("chat:\n%s\n%s", stdout.String(), stderr.String())
+	if all := stdout.String() + stderr.String(); !strings.Contains(all, "<|im_end|>") || !strings.Contains(all, "<|endoftext|>") {
+		t.Errorf("chat does not list both of Qwen's stop tokens:\n%s", all)
 	}
 }
