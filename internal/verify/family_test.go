@@ -435,3 +435,31 @@ func TestFP16ScaleGemmaOverflow(t *testing.T) {
 		})
 	}
 }
+
+// TestQwenLUT converts both tiny Qwen checkpoints with --lut2 4 --lut3 6
+// (two chunks): against the reference on their own weights they must pass
+// the fp16 thresholds; against the checkpoint the quantization error is
+// reported.
+func TestQwenLUT(t *testing.T) {
+	for _, m := range []string{"qwen3", "qwen25"} {
+		t.Run(m, func(t *testing.T) {
+			model := filepath.Join(qwenDir, m, "checkpoint")
+			ids := readIDs(t, filepath.Join(qwenDir, m, "reference", "ids48.txt"))
+			_, comb := convertModel(t, pipeline.Options{Model: model, ContextLength: 256, BatchSize: 64, NumChunks: 2,
+				LUT: decoder.LUTBits{FFN: 4, LMHead: 6}})
+			for _, pw := range []bool{true, false} {
+				var sb strings.Builder
+				rep, err := Run(model, comb, ids, pw, &sb)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("\n%s", sb.String())
+				if pw {
+					if err := rep.Check(familyThresholds); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+}
