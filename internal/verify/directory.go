@@ -74,7 +74,12 @@ func run(modelDir string, files *runner.Files, ids []int, packageWeights []bool,
 			}
 			sources[i] = "weights read back from the packages"
 		}
-		if refs[i], err = reference.New(cfg, w); err != nil {
+		if c, ok := w.(io.Closer); ok {
+			defer c.Close()
+		}
+		// Weights are read one layer at a time (bounded memory; the same
+		// numbers as loading them all).
+		if refs[i], err = reference.NewWithOptions(cfg, w, reference.Options{Lazy: true}); err != nil {
 			return nil, err
 		}
 	}

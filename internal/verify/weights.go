@@ -2,6 +2,7 @@ package verify
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,9 +19,14 @@ import (
 // tensors the packages do not carry under a recognisable name (for
 // example norm gammas of 1 that coremltools folds away).
 type packageWeights struct {
-	base   reference.Weights
-	byKey  map[string]weight
-	lmHead *weight
+	base reference.Weights
+	// byKey holds each weight's const or constexpr_lut_to_dense op; values
+	// are decoded from the open packages when the reference asks, so
+	// memory stays at what the reference holds.
+	byKey map[string]*mil.Op
+	// head holds the LM head's conv weight ops in order.
+	head []*mil.Op
+	pkgs []*coreml.Package
 	// plusOne: the family stores RMSNorm gains as 1 + w (Gemma), so the
 	// packages' gains are turned back into the checkpoint's w.
 	plusOne bool
@@ -43,7 +49,7 @@ type weight struct {
 // when the checkpoint ties it to the embeddings, so a quantized head is
 // checked as the packages hold it.
 func PackageWeights(files *runner.Files, base reference.Weights, cfg *hf.Config) (reference.Weights, error) {
-	pw := &packageWeights{base: base, byKey: map[string]weight{}}
+	pw := &packageWeights{base: base, byKey: map[string]*mil.Op{}}
 	if spec, err := arch.Resolve(cfg); err == nil {
 		pw.plusOne = spec.Family.NormPlusOne
 		pw.branch = []string{"self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"}
@@ -61,13 +67,24 @@ func PackageWeights(files *runner.Files, base reference.Weights, cfg *hf.Config)
 	}
 	for _, p := range paths {
 		if err := pw.addPackage(p, false); err != nil {
+			pw.Close()
 			return nil, err
 		}
 	}
 	if err := pw.addPackage(files.LMHead, true); err != nil {
+		pw.Close()
 		return nil, err
 	}
 	return pw, nil
+}
+
+// Close releases the packages.
+func (pw *packageWeights) Close() error {
+	for _, p := range pw.pkgs {
+		p.Close()
+	}
+	pw.pkgs = nil
+	return nil
 }
 
 func normKey(name string) string {
@@ -93,7 +110,7 @@ func (pw *packageWeights) addPackage(path string, lmHead bool) error {
 	if err != nil {
 		return err
 	}
-	defer pkg.Close()
+	pw.pkgs = append(pw.pkgs, pkg)
 	if v, ok := pkg.Description.Metadata.UserDefined["com.anemll-go.fp16_scale"]; ok {
 		a, err := strconv.ParseFloat(v, 64)
 		if err != nil || !(a > 0 && a <= 1) {
@@ -108,7 +125,7 @@ func (pw *packageWeights) addPackage(path string, lmHead bool) error {
 				producers[o.Name] = op
 			}
 		}
-		var head []weight
+		var head []*mil.Op
 		for _, op := range f.Body.Ops {
 			switch op.Type {
 			case "const", "constexpr_lut_to_dense":
@@ -120,11 +137,7 @@ func (pw *packageWeights) addPackage(path string, lmHead bool) error {
 				if _, done := pw.byKey[k]; done || lmHead {
 					continue
 				}
-				w, err := evalWeight(op)
-				if err != nil {
-					return fmt.Errorf("verify: %s: %s: %w", path, out.Name, err)
-				}
-				pw.byKey[k] = w
+				pw.byKey[k] = op
 			case "conv":
 				if !lmHead {
 					continue
@@ -133,22 +146,15 @@ func (pw *packageWeights) addPackage(path string, lmHead bool) error {
 				if len(args) != 1 || producers[args[0].Name] == nil {
 					return fmt.Errorf("verify: %s: conv %s weight is not a constant", path, op.Name)
 				}
-				w, err := evalWeight(producers[args[0].Name])
-				if err != nil {
-					return fmt.Errorf("verify: %s: %w", path, err)
+				w := producers[args[0].Name]
+				if s := w.Outputs[0].Type.Shape; len(s) < 2 || len(head) > 0 && s[1] != head[0].Outputs[0].Type.Shape[1] {
+					return fmt.Errorf("verify: %s: LM head weight %s has shape %v", path, w.Name, s)
 				}
 				head = append(head, w)
 			}
 		}
 		if lmHead && len(head) > 0 {
-			var data []float32
-			rows := int64(0)
-			cols := head[0].shape[1]
-			for _, w := range head {
-				data = append(data, w.data...)
-				rows += w.shape[0]
-			}
-			pw.lmHead = &weight{data: data, shape: []int64{rows, cols}}
+			pw.head = head
 		}
 	}
 	return nil
@@ -233,26 +239,20 @@ func isHead(name string) bool {
 
 // Tensor implements reference.Weights.
 func (pw *packageWeights) Tensor(name string) ([]float32, []int64, error) {
-	if isHead(name) && pw.lmHead != nil {
-		// The head as the package holds it, tied or not: rows beyond the
-		// vocabulary (padding of the last split) are dropped.
-		emb, ok := pw.byKey["embed_tokens_weight"]
-		if !ok || len(emb.shape) != 2 {
-			return nil, nil, fmt.Errorf("verify: the embeddings package holds no [vocab, hidden] table")
-		}
-		shape := emb.shape
-		if shape[1] != pw.lmHead.shape[1] || pw.lmHead.shape[0] < shape[0] {
-			return nil, nil, fmt.Errorf("verify: LM head %v does not cover the embeddings %v", pw.lmHead.shape, shape)
-		}
-		return pw.lmHead.data[:shape[0]*shape[1]], shape, nil
+	if isHead(name) && pw.head != nil {
+		return pw.lmHead()
 	}
 	base, shape, err := pw.base.Tensor(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	got, ok := pw.byKey[normKey(name)]
+	op, ok := pw.byKey[normKey(name)]
 	if !ok {
 		return base, shape, nil
+	}
+	got, err := evalWeight(op)
+	if err != nil {
+		return nil, nil, fmt.Errorf("verify: %s: %w", op.Outputs[0].Name, err)
 	}
 	if int64(len(got.data)) < int64(len(base)) {
 		return nil, nil, fmt.Errorf("verify: package holds %d values for %s, the checkpoint %d", len(got.data), name, len(base))
@@ -283,14 +283,40 @@ func (pw *packageWeights) Tensor(name string) ([]float32, []int64, error) {
 	return out, shape, nil
 }
 
+// lmHead joins the LM head's split weights as the package holds them, tied
+// or not; rows beyond the vocabulary (padding of the last split) are
+// dropped.
+func (pw *packageWeights) lmHead() ([]float32, []int64, error) {
+	emb, ok := pw.byKey["embed_tokens_weight"]
+	if !ok || emb.Outputs[0].Type.Rank() != 2 {
+		return nil, nil, fmt.Errorf("verify: the embeddings package holds no [vocab, hidden] table")
+	}
+	shape := emb.Outputs[0].Type.Shape
+	var data []float32
+	for _, op := range pw.head {
+		w, err := evalWeight(op)
+		if err != nil {
+			return nil, nil, fmt.Errorf("verify: LM head: %w", err)
+		}
+		if w.shape[1] != shape[1] {
+			return nil, nil, fmt.Errorf("verify: LM head split %v does not fit the embeddings %v", w.shape, shape)
+		}
+		data = append(data, w.data...)
+	}
+	if int64(len(data)) < shape[0]*shape[1] {
+		return nil, nil, fmt.Errorf("verify: LM head has %d rows for a vocabulary of %d", int64(len(data))/shape[1], shape[0])
+	}
+	return data[:shape[0]*shape[1]], slices.Clone(shape), nil
+}
+
 // SeparateLMHead tells the reference to read the LM head from Tensor even
 // when the checkpoint ties it to the embeddings: the packages' head may be
 // quantized differently from their embedding table.
-func (pw *packageWeights) SeparateLMHead() bool { return pw.lmHead != nil }
+func (pw *packageWeights) SeparateLMHead() bool { return pw.head != nil }
 
 // Has implements the reference's optional name check.
 func (pw *packageWeights) Has(name string) bool {
-	if isHead(name) && pw.lmHead != nil {
+	if isHead(name) && pw.head != nil {
 		return true
 	}
 	if h, ok := pw.base.(interface{ Has(string) bool }); ok {
@@ -301,4 +327,4 @@ func (pw *packageWeights) Has(name string) bool {
 }
 
 // Tied reports whether LM head weights came from the package (for tests).
-func (pw *packageWeights) hasLMHead() bool { return pw.lmHead != nil }
+func (pw *packageWeights) hasLMHead() bool { return pw.head != nil }
