@@ -81,6 +81,26 @@ func Llama1B() Options {
 	}
 }
 
+// Qwen3_06B returns the shape of Qwen3-0.6B: tied embeddings, head_dim 128
+// with 16 query heads over a hidden size of 1024, about 1.2 GB in BF16.
+func Qwen3_06B() Options {
+	return Options{Family: "qwen3", TieEmbeddings: true,
+		Hidden: 1024, Intermediate: 3072, Layers: 28, Heads: 16, KVHeads: 8, HeadDim: 128,
+		Vocab: 151936, RopeTheta: 1e6, RMSNormEps: 1e-6, MaxPositions: 40960, DType: hf.BF16, Std: 0.02,
+	}
+}
+
+// Gemma3_1B returns the shape of Gemma-3-1B (Gemma3ForCausalLM): 26 layers,
+// one KV head of 256, a window of 512 with every sixth layer global, and a
+// 262144-token tied vocabulary, about 2 GB in BF16.
+func Gemma3_1B() Options {
+	return Options{Family: "gemma3_text", TieEmbeddings: true,
+		Hidden: 1152, Intermediate: 6912, Layers: 26, Heads: 4, KVHeads: 1, HeadDim: 256,
+		Vocab: 262144, RopeTheta: 1e6, RMSNormEps: 1e-6, MaxPositions: 32768, DType: hf.BF16, Std: 0.02,
+		SlidingWindow: 512, SlidingPattern: 6, QueryPreAttnScalar: 256, RopeLocalBase: 10000,
+	}
+}
+
 func (o Options) withDefaults() Options {
 	if o.KVHeads == 0 {
 		o.KVHeads = o.Heads

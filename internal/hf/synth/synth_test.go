@@ -278,3 +278,48 @@ func BenchmarkWriteLlama1B(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestFamilyShapes checks the published shapes the benchmarks use.
+func TestFamilyShapes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		o       synth.Options
+		params  int64 // parameter count of the published model
+		window  int
+		globals int
+	}{
+		{"Qwen3-0.6B", synth.Qwen3_06B(), 596049920, 0, 0},
+		{"Gemma-3-1B", synth.Gemma3_1B(), 999885952, 512, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := synth.ConfigJSON(tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := hf.ParseConfig(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n int64
+			for _, ts := range synth.Tensors(tc.o) {
+				e := int64(1)
+				for _, d := range ts.Shape {
+					e *= d
+				}
+				n += e
+			}
+			if n != tc.params {
+				t.Errorf("%d parameters, want %d", n, tc.params)
+			}
+			g := 0
+			for _, lt := range c.LayerTypes {
+				if lt == "full_attention" {
+					g++
+				}
+			}
+			if c.SlidingWindow != tc.window || g != tc.globals {
+				t.Errorf("window %d with %d global layers, want %d and %d", c.SlidingWindow, g, tc.window, tc.globals)
+			}
+		})
+	}
+}
