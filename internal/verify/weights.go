@@ -31,6 +31,9 @@ type weight struct {
 // ignored); the LM head is rebuilt by joining its convolution weights in
 // order.
 func PackageWeights(files *runner.Files, base reference.Weights) (reference.Weights, error) {
+	if files.Monolithic != "" {
+		return monolithicWeights(files, base)
+	}
 	pw := &packageWeights{base: base, byKey: map[string]weight{}}
 	paths := []string{files.Embeddings}
 	for _, c := range files.Chunks {

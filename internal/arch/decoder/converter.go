@@ -142,6 +142,7 @@ func (c *Converter) LUTBits(p arch.Part) int {
 	case arch.PartLMHead:
 		return c.opts.LUT.LMHead
 	}
+	// Monolithic files carry the FFN width in their names, as ANEMLL's.
 	return c.opts.LUT.FFN
 }
 
@@ -164,6 +165,12 @@ func (c *Converter) Part(p arch.Part, chunk int) (*coreml.Package, error) {
 		return c.PrefillChunk(chunk)
 	case arch.PartFFNPF:
 		return c.CombinedChunk(chunk)
+	case arch.PartMonolithic:
+		return c.Monolithic(false)
+	case arch.PartMonolithicPrefill:
+		return c.Monolithic(true)
+	case arch.PartMonolithicFull:
+		return c.MonolithicFull()
 	}
 	return nil, fmt.Errorf("decoder: unknown part %q", p)
 }

@@ -98,6 +98,7 @@ func halfBytes(h []uint16) []byte {
 type weightSet struct {
 	c      *Converter
 	bits   int
+	group  int // output channels per LUT, or PerTensor
 	values map[string]*weightValues
 	// dense lists matrix weights left fp16 in a LUT package, in order.
 	dense []string
@@ -109,7 +110,15 @@ type weightValues struct {
 }
 
 func (c *Converter) newWeightSet(bits int) *weightSet {
-	return &weightSet{c: c, bits: bits, values: map[string]*weightValues{}}
+	return &weightSet{c: c, bits: bits, group: c.opts.LUTGroupSize, values: map[string]*weightValues{}}
+}
+
+// groupFor returns the LUT group size for a weight of shape s.
+func (ws *weightSet) groupFor(s []int64) int {
+	if ws.group == PerTensor && len(s) > 0 {
+		return int(s[0])
+	}
+	return ws.group
 }
 
 // denseValue is a lazy fp16 tensor read from the checkpoint when the
@@ -173,7 +182,7 @@ func lutShape(s []int64, bits, group int) []int64 {
 }
 
 func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
-	c, bits, group := ws.c, ws.bits, ws.c.opts.LUTGroupSize
+	c, bits, group := ws.c, ws.bits, ws.groupFor(r.Shape)
 	n := int64(1)
 	for _, d := range r.Shape {
 		n *= d
@@ -210,7 +219,7 @@ func (ws *weightSet) matrix(b *mil.Builder, name string, r tensorRef) *mil.Var {
 	v := ws.values[name]
 	if v == nil {
 		v = &weightValues{}
-		if ws.bits > 0 && ws.c.opts.Eligible(r.Shape, ws.c.opts.LUTGroupSize) {
+		if ws.bits > 0 && ws.c.opts.Eligible(r.Shape, ws.groupFor(r.Shape)) {
 			v.idx, v.lut = ws.lutValues(r)
 		} else {
 			v.dense = ws.denseValue(r)
