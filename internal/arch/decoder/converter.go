@@ -46,6 +46,9 @@ type Converter struct {
 	// lmHead is the canonical name of the LM head matrix
 	// ("lm_head.weight", or the embeddings when tied).
 	lmHead string
+	// missing holds canonical tensors absent from the checkpoint that
+	// take their neutral default (Options.AllowMissingWeights).
+	missing map[string]bool
 	// names maps canonical tensor names ("model.…", "lm_head.weight") to
 	// the checkpoint's.
 	names    tensorNames
@@ -259,7 +262,10 @@ func (c *Converter) checkTensors() error {
 		used[name] = true
 		info, ok := c.ckpt.Info(name)
 		if !ok {
-			return fmt.Errorf("decoder: checkpoint %s has no tensor %q (%s expects it)", c.ckpt.Dir, name, c.spec.Family.Name)
+			if err := c.noteMissing(w.name, name); err != nil {
+				return err
+			}
+			continue
 		}
 		switch info.DType {
 		case hf.F32, hf.F16, hf.BF16:
@@ -269,6 +275,9 @@ func (c *Converter) checkTensors() error {
 		if !equalShape(info.Shape, w.shape) {
 			return fmt.Errorf("decoder: tensor %q has shape %v, config implies %v", name, info.Shape, w.shape)
 		}
+	}
+	if err := c.reportMissing(); err != nil {
+		return err
 	}
 	return c.checkUnused(used)
 }

@@ -28,6 +28,9 @@ type tensorRef struct {
 // r.PadRows zero rows. It reads only those rows from the memory-mapped
 // checkpoint.
 func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
+	if c.missing[r.Name] {
+		return c.defaultFP16(r), nil
+	}
 	name := c.names.of(r.Name)
 	info, ok := c.ckpt.Info(name)
 	if !ok {
