@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/hf/synth"
 	"github.com/anemll/anemll/internal/pipeline"
@@ -98,11 +99,21 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	}
 	rssBefore := PeakRSS()
 	opts.Model, opts.Output = model, out
-	if opts.NumChunks == 0 {
-		opts.NumChunks = 2
-	}
-	if opts.LUT.FFN == 0 && opts.LUT.LMHead == 0 {
-		opts.LUT.FFN, opts.LUT.LMHead = 4, 6
+	names := pipeline.Steps
+	switch {
+	case opts.Monolithic:
+		// convert_monolith.sh's default: LUT4 for every part.
+		names = pipeline.MonolithicSteps
+		if opts.LUT == (decoder.LUTBits{}) {
+			opts.LUT = decoder.LUTBits{Embeddings: 4, FFN: 4, LMHead: 4}
+		}
+	default:
+		if opts.NumChunks == 0 {
+			opts.NumChunks = 2
+		}
+		if opts.LUT.FFN == 0 && opts.LUT.LMHead == 0 {
+			opts.LUT.FFN, opts.LUT.LMHead = 4, 6
+		}
 	}
 	opts.SkipCheck = true
 	var stepRSS [9]int64
@@ -123,8 +134,8 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	}
 	total := time.Since(start)
 	fmt.Fprintf(w, "\n%-4s %-48s %10s %12s\n", "step", "", "wall", "peak RSS")
-	for i := 1; i <= 7; i++ {
-		fmt.Fprintf(w, "%-4d %-48s %10s %12s\n", i, pipeline.Steps[i], res.Times[i].Round(100*time.Millisecond), gib(stepRSS[i]))
+	for i := 1; i < len(names)-1; i++ {
+		fmt.Fprintf(w, "%-4d %-48s %10s %12s\n", i, names[i], res.Times[i].Round(100*time.Millisecond), gib(stepRSS[i]))
 	}
 	fmt.Fprintf(w, "     %-48s %10s\n", "total", total.Round(100*time.Millisecond))
 	top := rssBefore
@@ -133,6 +144,11 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	}
 	fmt.Fprintf(w, "\ncheckpoint %s, output %s, peak RSS %s (%s while writing the checkpoint)\n",
 		gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), gib(top), gib(rssBefore))
+	for _, f := range res.Files {
+		if strings.HasSuffix(f, ".mlpackage") {
+			fmt.Fprintf(w, "  %-48s %s\n", f, gib(pipeline.DirSize(filepath.Join(out, f))))
+		}
+	}
 	return nil
 }
 
