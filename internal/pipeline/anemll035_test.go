@@ -238,3 +238,33 @@ func TestANEMLL035Interfaces(t *testing.T) {
 		})
 	}
 }
+
+// TestMonolithicArgmaxDeterministic converts the monolithic LUT model with
+// an argmax head twice: every file must be byte-identical, and the
+// combined package must store each weight once (its weight file is no
+// larger than the infer package's).
+func TestMonolithicArgmaxDeterministic(t *testing.T) {
+	var sums []map[string][32]byte
+	var dirs []string
+	for i := 0; i < 2; i++ {
+		out := t.TempDir()
+		opts := Options{Model: tinyModel, Output: out, ContextLength: 128, BatchSize: 32, Monolithic: true, Argmax: true,
+			LUT: decoder.LUTBits{Embeddings: 6, FFN: 4, LMHead: 6}, SkipCheck: true}
+		if _, err := Run(opts); err != nil {
+			t.Fatal(err)
+		}
+		sums = append(sums, digest(t, out))
+		dirs = append(dirs, out)
+	}
+	sameTree(t, sums[0], sums[1], "two monolithic runs")
+	w := func(name string) int64 {
+		st, err := os.Stat(filepath.Join(dirs[0], name, "Data", "com.apple.CoreML", "weights", "weight.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	if full, inf := w("llama_monolithic_full_lut4.mlpackage"), w("llama_monolithic_lut4.mlpackage"); full > inf {
+		t.Errorf("combined weight file %d bytes > infer's %d: weights not shared", full, inf)
+	}
+}
