@@ -298,6 +298,10 @@ func TestMonolithicFlag(t *testing.T) {
 	if code := run([]string{"chat", "--dir", out, "--prompt", "Q: What", "--no-template", "--max-tokens", "8"}, &so, &se); code != 0 || !strings.Contains(se.String(), "monolithic") {
 		t.Errorf("chat exit %d:\n%s", code, se.String())
 	}
+	so.Reset()
+	if code := run([]string{"compile", "--dir", out}, &so, &se); code != 0 || !strings.Contains(so.String(), "1 packages") {
+		t.Errorf("compile of a monolithic directory: exit %d %q", code, so.String())
+	}
 	convertFails(t, 2, []string{"monolithic"}, "--monolithic", "--chunk", "2")
 	convertFails(t, 2, []string{"--monolithic"}, "--lut-embeddings", "4")
 	out, _ = convertOK(t, tinyModel, "--part", "monolithic", "--argmax", "--context", "64", "--batch", "16")
