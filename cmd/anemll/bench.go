@@ -23,6 +23,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	workers := fs.Int("workers", 0, "lut: palettization workers (0 = all cores)")
 	big := fs.Bool("1b", true, "runtime: also run a random Llama-3.2-1B-shaped model (writes 2.5 GB to --tmp)")
 	tokens := fs.Int("tokens", 64, "runtime: tokens to decode")
+	mono := fs.Bool("monolithic", false, "convert: one monolithic package (LUT4 everywhere, as convert_monolith.sh)")
+	argmax := fs.Bool("argmax", false, "convert: in-model argmax LM head")
 	if _, err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -32,7 +34,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	case "runtime":
 		return bench.Runtime(stdout, *tmp, *model, *big, *tokens)
 	case "convert":
-		return bench.Convert(stdout, *tmp, *model, pipeline.Options{Log: stderr})
+		return bench.Convert(stdout, *tmp, *model, pipeline.Options{Log: stderr, Monolithic: *mono, Argmax: *argmax})
 	}
 	return fmt.Errorf("%w: unknown benchmark %q (lut, runtime, convert)", errUsage, args[0])
 }

@@ -65,7 +65,18 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "context %d, batch %d, %d chunk(s)\n", m.ContextLength, m.BatchSize, len(files.Chunks))
+	switch {
+	case m.Monolithic():
+		fmt.Fprintf(stderr, "context %d, batch %d, monolithic\n", m.ContextLength, m.BatchSize)
+	default:
+		fmt.Fprintf(stderr, "context %d, batch %d, %d chunk(s)\n", m.ContextLength, m.BatchSize, len(files.Chunks))
+	}
+	if m.InModelArgmax() {
+		if *temperature > 0 {
+			return fmt.Errorf("%w: the LM head computes its argmax inside the model (converted with --argmax), so only greedy decoding is possible: sampling with --temperature needs full logits (reconvert without --argmax)", errUsage)
+		}
+		fmt.Fprintln(stderr, "in-model argmax: greedy decoding (sampling needs full logits: reconvert without --argmax)")
+	}
 	useTemplate := !*noTemplate && tok.ChatTemplate() != ""
 	c := &chatSession{m: m, tok: tok, template: useTemplate, maxTokens: *maxTokens, stats: *stats,
 		sampler: runner.NewSampler(runner.Sampling{Temperature: *temperature, TopP: *topP, Seed: *seed, Limit: tok.VocabSize()}),

@@ -34,6 +34,9 @@ func runCompile(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	pkgs := []string{files.Embeddings, files.LMHead}
+	if files.Monolithic != "" {
+		pkgs = []string{files.Monolithic}
+	}
 	for _, c := range files.Chunks {
 		pkgs = append(pkgs, c.Paths()...)
 	}

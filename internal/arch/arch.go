@@ -25,7 +25,22 @@ const (
 	// PartFFNPF is a combined multifunction package holding the FFN
 	// ("infer") and prefill ("prefill") functions of one chunk.
 	PartFFNPF Part = "FFN_PF"
+	// PartMonolithic is ANEMLL's monolithic model for one token:
+	// input_ids through embeddings, every decoder layer and the LM head.
+	PartMonolithic Part = "monolithic"
+	// PartMonolithicPrefill is the monolithic model for a prefill batch.
+	PartMonolithicPrefill Part = "monolithic_prefill"
+	// PartMonolithicFull combines both ("infer" and "prefill").
+	PartMonolithicFull Part = "monolithic_full"
 )
+
+// MonolithicParts lists the monolithic parts in conversion order.
+var MonolithicParts = []Part{PartMonolithic, PartMonolithicPrefill, PartMonolithicFull}
+
+// Monolithic reports whether p is one of the monolithic parts.
+func (p Part) Monolithic() bool {
+	return p == PartMonolithic || p == PartMonolithicPrefill || p == PartMonolithicFull
+}
 
 // Parts lists every part in conversion order.
 var Parts = []Part{PartEmbeddings, PartFFN, PartPrefill, PartLMHead, PartFFNPF}
@@ -47,8 +62,12 @@ func ParsePart(s string) (Part, error) {
 		return PartLMHead, nil
 	case "ffn_pf", "combined":
 		return PartFFNPF, nil
+	case "monolithic":
+		return PartMonolithic, nil
+	case "monolithic_prefill":
+		return PartMonolithicPrefill, nil
 	}
-	return "", fmt.Errorf("arch: unknown part %q (want 1, 2, 2_prefill, 3, embeddings, FFN, prefill, lm_head or FFN_PF)", s)
+	return "", fmt.Errorf("arch: unknown part %q (want 1, 2, 2_prefill, 3, monolithic, monolithic_prefill, embeddings, FFN, prefill, lm_head or FFN_PF)", s)
 }
 
 // PackageExt is the extension of a Core ML package directory.
@@ -69,7 +88,8 @@ func FileStem(prefix string, p Part, lutBits, chunk, numChunks int) (string, err
 	sb.WriteString(prefix)
 	sb.WriteByte('_')
 	switch p {
-	case PartEmbeddings, PartLMHead, PartFFN, PartPrefill, PartFFNPF:
+	case PartEmbeddings, PartLMHead, PartFFN, PartPrefill, PartFFNPF,
+		PartMonolithic, PartMonolithicPrefill, PartMonolithicFull:
 		sb.WriteString(string(p))
 	default:
 		return "", fmt.Errorf("arch: unknown part %q", p)

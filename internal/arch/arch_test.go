@@ -51,14 +51,37 @@ func TestParsePart(t *testing.T) {
 	for in, want := range map[string]Part{
 		"1": PartEmbeddings, "2": PartFFN, "2_prefill": PartPrefill, "3": PartLMHead,
 		"FFN": PartFFN, "ffn_pf": PartFFNPF, "LM_HEAD": PartLMHead, "prefill": PartPrefill,
+		"monolithic": PartMonolithic, "monolithic_prefill": PartMonolithicPrefill,
 	} {
 		if got, err := ParsePart(in); err != nil || got != want {
 			t.Errorf("ParsePart(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "4", "all", "monolithic"} {
+	for _, in := range []string{"", "4", "all", "monolithic_full", "monolith"} {
 		if _, err := ParsePart(in); err == nil {
 			t.Errorf("ParsePart(%q): want error", in)
+		}
+	}
+}
+
+// TestMonolithicFileNames checks ANEMLL 0.3.5's monolithic file names.
+func TestMonolithicFileNames(t *testing.T) {
+	for _, tc := range []struct {
+		p    Part
+		lut  int
+		want string
+	}{
+		{PartMonolithic, 0, "llama_monolithic.mlpackage"},
+		{PartMonolithicPrefill, 4, "llama_monolithic_prefill_lut4.mlpackage"},
+		{PartMonolithicFull, 4, "llama_monolithic_full_lut4.mlpackage"},
+		{PartMonolithicFull, 0, "llama_monolithic_full.mlpackage"},
+	} {
+		got, err := FileName("llama", tc.p, tc.lut, 0, 1)
+		if err != nil || got != tc.want {
+			t.Errorf("FileName(llama, %s, %d) = %q, %v; want %q", tc.p, tc.lut, got, err, tc.want)
+		}
+		if tc.p.Chunked() || !tc.p.Monolithic() {
+			t.Errorf("%s: Chunked %v Monolithic %v", tc.p, tc.p.Chunked(), tc.p.Monolithic())
 		}
 	}
 }

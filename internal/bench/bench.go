@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/hf/synth"
 	"github.com/anemll/anemll/internal/pipeline"
@@ -87,22 +88,26 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 		return err
 	}
 	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(time.Second), gib(pipeline.DirSize(model)))
-	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
-		b, err := os.ReadFile(filepath.Join(tokDir, name))
-		if err != nil {
-			return fmt.Errorf("bench: stand-in tokenizer: %w", err)
-		}
-		if err := os.WriteFile(filepath.Join(model, name), b, 0o644); err != nil {
-			return err
-		}
+	if err := standInTokenizer(w, tokDir, model); err != nil {
+		return err
 	}
 	rssBefore := PeakRSS()
 	opts.Model, opts.Output = model, out
-	if opts.NumChunks == 0 {
-		opts.NumChunks = 2
-	}
-	if opts.LUT.FFN == 0 && opts.LUT.LMHead == 0 {
-		opts.LUT.FFN, opts.LUT.LMHead = 4, 6
+	names := pipeline.Steps
+	switch {
+	case opts.Monolithic:
+		// convert_monolith.sh's default: LUT4 for every part.
+		names = pipeline.MonolithicSteps
+		if opts.LUT == (decoder.LUTBits{}) {
+			opts.LUT = decoder.LUTBits{Embeddings: 4, FFN: 4, LMHead: 4}
+		}
+	default:
+		if opts.NumChunks == 0 {
+			opts.NumChunks = 2
+		}
+		if opts.LUT.FFN == 0 && opts.LUT.LMHead == 0 {
+			opts.LUT.FFN, opts.LUT.LMHead = 4, 6
+		}
 	}
 	opts.SkipCheck = true
 	var stepRSS [9]int64
@@ -123,8 +128,8 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	}
 	total := time.Since(start)
 	fmt.Fprintf(w, "\n%-4s %-48s %10s %12s\n", "step", "", "wall", "peak RSS")
-	for i := 1; i <= 7; i++ {
-		fmt.Fprintf(w, "%-4d %-48s %10s %12s\n", i, pipeline.Steps[i], res.Times[i].Round(100*time.Millisecond), gib(stepRSS[i]))
+	for i := 1; i < len(names)-1; i++ {
+		fmt.Fprintf(w, "%-4d %-48s %10s %12s\n", i, names[i], res.Times[i].Round(100*time.Millisecond), gib(stepRSS[i]))
 	}
 	fmt.Fprintf(w, "     %-48s %10s\n", "total", total.Round(100*time.Millisecond))
 	top := rssBefore
@@ -133,7 +138,43 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	}
 	fmt.Fprintf(w, "\ncheckpoint %s, output %s, peak RSS %s (%s while writing the checkpoint)\n",
 		gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), gib(top), gib(rssBefore))
+	for _, f := range res.Files {
+		if strings.HasSuffix(f, ".mlpackage") {
+			fmt.Fprintf(w, "  %-48s %s\n", f, gib(pipeline.DirSize(filepath.Join(out, f))))
+		}
+	}
 	return nil
+}
+
+// minimalTokenizer is a valid byte-level BPE tokenizer.json with no
+// vocabulary: enough for the pipeline, which only copies tokenizer files
+// (the benchmark skips verification).
+const minimalTokenizer = `{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,` +
+	`"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},` +
+	`"post_processor":null,"decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true},` +
+	`"model":{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,"end_of_word_suffix":null,` +
+	`"fuse_unk":false,"byte_fallback":false,"vocab":{},"merges":[]}}`
+
+// standInTokenizer copies tokDir's tokenizer files into model, or, when
+// tokDir has none (the benchmark run outside the repository), writes a
+// minimal tokenizer.json, so the benchmark works from any directory.
+func standInTokenizer(w io.Writer, tokDir, model string) error {
+	copied := 0
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(tokDir, name))
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(model, name), b, 0o644); err != nil {
+			return err
+		}
+		copied++
+	}
+	if copied > 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "note: no tokenizer in %s; using a minimal stand-in tokenizer.json (the benchmark only copies it)\n", tokDir)
+	return os.WriteFile(filepath.Join(model, "tokenizer.json"), []byte(minimalTokenizer), 0o644)
 }
 
 // RuntimeResult is one row of the runtime table.

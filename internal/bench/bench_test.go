@@ -2,7 +2,10 @@ package bench
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -73,5 +76,29 @@ func TestRuntimeTinyRow(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSpace(buf.String()), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "tiny-llama-fortunes") {
 		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
+// TestStandInTokenizer: outside the repository (no tokenizer in tokDir)
+// the convert benchmark writes a minimal, valid tokenizer.json instead of
+// failing; inside it copies the bundled one.
+func TestStandInTokenizer(t *testing.T) {
+	dir := t.TempDir()
+	var log strings.Builder
+	if err := standInTokenizer(&log, filepath.Join(dir, "nowhere"), dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	var js map[string]any
+	if err != nil || json.Unmarshal(b, &js) != nil || js["model"] == nil || !strings.Contains(log.String(), "stand-in") {
+		t.Errorf("minimal tokenizer: %v %q, log %q", err, b, log.String())
+	}
+	dir2 := t.TempDir()
+	if err := standInTokenizer(&log, "../../testdata/tiny-llama-fortunes/bf16", dir2); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile("../../testdata/tiny-llama-fortunes/bf16/tokenizer.json")
+	if got, _ := os.ReadFile(filepath.Join(dir2, "tokenizer.json")); string(got) != string(want) || len(want) == 0 {
+		t.Errorf("bundled tokenizer not copied")
 	}
 }

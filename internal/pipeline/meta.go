@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"fmt"
+
+	"github.com/anemll/anemll/internal/arch/decoder"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,15 +24,60 @@ type MetaInfo struct {
 	Prefix                           string
 	// SplitLMHead is the number of logits outputs of the LM head.
 	SplitLMHead int
-	// VocabSize and LMHeadChunkSizes (the rows of each LM-head split, the
-	// last one padded when the split does not divide the vocabulary) are
-	// written as ANEMLL 0.3.5 writes them.
+	// Argmax records an in-model argmax head (argmax_in_model: true).
+	Argmax bool
+	// Monolithic writes convert_monolith.sh's meta.yaml instead.
+	Monolithic bool
+	// VocabSize and LMHeadChunkSizes let runners map a split-local argmax
+	// index to a token id (ANEMLL 0.3.5 writes both).
 	VocabSize        int
 	LMHeadChunkSizes []int
+	// PerChannel holds the LUT group sizes given as --lutN bits,group
+	// (0: not given, so no *_per_channel key; decoder.PerTensor is
+	// written as 0, ANEMLL's spelling of one table per tensor).
+	PerChannel decoder.LUTGroups
 	// SlidingWindow, when positive, is the model's attention window; the
 	// packages keep one unified KV cache and apply it inside the graph, so
 	// meta.yaml also says single_cache (no rotate functions).
 	SlidingWindow int
+}
+
+// perChannel renders a *_per_channel line, or nothing when g is 0 or the
+// part has no LUT.
+func perChannel(key string, g, bits int) string {
+	if g == 0 || bits == 0 {
+		return ""
+	}
+	if g == decoder.PerTensor {
+		g = 0
+	}
+	return fmt.Sprintf("    %s: %d\n", key, g)
+}
+
+// tail writes the keys ANEMLL 0.3.5 puts after split_lm_head.
+func (m MetaInfo) tail(b *strings.Builder) {
+	if m.Argmax {
+		fmt.Fprintf(b, "    argmax_in_model: true\n")
+	}
+	if m.VocabSize > 0 {
+		fmt.Fprintf(b, "    vocab_size: %d\n", m.VocabSize)
+	}
+	if len(m.LMHeadChunkSizes) > 0 {
+		parts := make([]string, len(m.LMHeadChunkSizes))
+		for i, n := range m.LMHeadChunkSizes {
+			parts[i] = strconv.Itoa(n)
+		}
+		fmt.Fprintf(b, "    lm_head_chunk_sizes: [%s]\n", strings.Join(parts, ", "))
+	}
+	if m.SlidingWindow > 0 {
+		fmt.Fprintf(b, "    sliding_window: %d\n", m.SlidingWindow)
+	}
+	// Our prefill writes its K/V at current_pos (a dynamic slice), so
+	// ANEMLL 0.3.5's chat.py may prefill in batches.
+	fmt.Fprintf(b, "    prefill_dynamic_slice: true\n")
+	if m.SlidingWindow > 0 {
+		fmt.Fprintf(b, "    single_cache: true\n")
+	}
 }
 
 func lutString(bits int) string {
@@ -52,6 +99,9 @@ func lutSuffix(bits int) string {
 // .mlmodelc and the FFN entry has no chunk suffix: runners append
 // _chunk_XXofYY themselves.
 func (m MetaInfo) Marshal() []byte {
+	if m.Monolithic {
+		return m.marshalMonolithic()
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "model_info:\n")
 	fmt.Fprintf(&b, "  name: anemll-%s-ctx%d\n", m.ModelName, m.ContextLength)
@@ -70,28 +120,58 @@ func (m MetaInfo) Marshal() []byte {
 	fmt.Fprintf(&b, "    context_length: %d\n", m.ContextLength)
 	fmt.Fprintf(&b, "    batch_size: %d\n", m.BatchSize)
 	fmt.Fprintf(&b, "    lut_embeddings: %s\n", lutString(m.LUTEmbeddings))
+	b.WriteString(perChannel("lut_embeddings_per_channel", m.PerChannel.Embeddings, m.LUTEmbeddings))
 	fmt.Fprintf(&b, "    lut_ffn: %s\n", lutString(m.LUTFFN))
+	b.WriteString(perChannel("lut_ffn_per_channel", m.PerChannel.FFN, m.LUTFFN))
 	fmt.Fprintf(&b, "    lut_lmhead: %s\n", lutString(m.LUTLMHead))
+	b.WriteString(perChannel("lut_lmhead_per_channel", m.PerChannel.LMHead, m.LUTLMHead))
 	fmt.Fprintf(&b, "    num_chunks: %d\n", m.NumChunks)
 	fmt.Fprintf(&b, "    model_prefix: %s\n", m.Prefix)
 	fmt.Fprintf(&b, "    embeddings: %s_embeddings%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTEmbeddings))
 	fmt.Fprintf(&b, "    lm_head: %s_lm_head%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTLMHead))
 	fmt.Fprintf(&b, "    ffn: %s_FFN_PF%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTFFN))
 	fmt.Fprintf(&b, "    split_lm_head: %d\n", m.SplitLMHead)
-	if m.VocabSize > 0 {
-		fmt.Fprintf(&b, "    vocab_size: %d\n", m.VocabSize)
+	m.tail(&b)
+	return []byte(b.String())
+}
+
+// marshalMonolithic renders convert_monolith.sh's meta.yaml: model_type
+// monolithic, one lut_bits (the FFN's; embeddings and LM head listed only
+// when they differ), the monolithic_model file and its functions.
+func (m MetaInfo) marshalMonolithic() []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "model_info:\n")
+	fmt.Fprintf(&b, "  name: anemll-%s-ctx%d-monolithic\n", m.ModelName, m.ContextLength)
+	fmt.Fprintf(&b, "  version: %s\n", m.Version)
+	fmt.Fprintf(&b, "  description: |\n")
+	fmt.Fprintf(&b, "    Monolithic model running %s on the Apple Neural Engine (converted by anemll-go)\n", m.ModelName)
+	fmt.Fprintf(&b, "    Context length: %d\n", m.ContextLength)
+	fmt.Fprintf(&b, "    Batch size: %d\n", m.BatchSize)
+	fmt.Fprintf(&b, "    Type: Monolithic (single file with embed+FFN+lm_head)\n")
+	fmt.Fprintf(&b, "  license: MIT\n")
+	fmt.Fprintf(&b, "  author: Anemll\n")
+	fmt.Fprintf(&b, "  framework: Core ML\n")
+	fmt.Fprintf(&b, "  language: Go\n")
+	fmt.Fprintf(&b, "  architecture: %s\n", m.Architecture)
+	fmt.Fprintf(&b, "  model_type: monolithic\n")
+	fmt.Fprintf(&b, "  parameters:\n")
+	fmt.Fprintf(&b, "    context_length: %d\n", m.ContextLength)
+	fmt.Fprintf(&b, "    batch_size: %d\n", m.BatchSize)
+	fmt.Fprintf(&b, "    lut_bits: %s\n", lutString(m.LUTFFN))
+	b.WriteString(perChannel("lut_per_channel", m.PerChannel.FFN, m.LUTFFN))
+	if m.LUTEmbeddings != m.LUTFFN {
+		fmt.Fprintf(&b, "    lut_embeddings: %s\n", lutString(m.LUTEmbeddings))
+		b.WriteString(perChannel("lut_embeddings_per_channel", m.PerChannel.Embeddings, m.LUTEmbeddings))
 	}
-	if len(m.LMHeadChunkSizes) > 0 {
-		sizes := make([]string, len(m.LMHeadChunkSizes))
-		for i, n := range m.LMHeadChunkSizes {
-			sizes[i] = strconv.Itoa(n)
-		}
-		fmt.Fprintf(&b, "    lm_head_chunk_sizes: [%s]\n", strings.Join(sizes, ", "))
+	if m.LUTLMHead != m.LUTFFN {
+		fmt.Fprintf(&b, "    lut_lmhead: %s\n", lutString(m.LUTLMHead))
+		b.WriteString(perChannel("lut_lmhead_per_channel", m.PerChannel.LMHead, m.LUTLMHead))
 	}
-	if m.SlidingWindow > 0 {
-		fmt.Fprintf(&b, "    sliding_window: %d\n", m.SlidingWindow)
-		fmt.Fprintf(&b, "    single_cache: true\n")
-	}
+	fmt.Fprintf(&b, "    model_prefix: %s\n", m.Prefix)
+	fmt.Fprintf(&b, "    monolithic_model: %s_monolithic_full%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTFFN))
+	fmt.Fprintf(&b, "    split_lm_head: %d\n", m.SplitLMHead)
+	m.tail(&b)
+	fmt.Fprintf(&b, "    functions:\n      - infer\n      - prefill\n")
 	return []byte(b.String())
 }
 

@@ -46,6 +46,21 @@ type Options struct {
 	// AllowUnusedWeights converts a checkpoint that holds tensors the
 	// conversion does not use, with a warning, instead of refusing it.
 	AllowUnusedWeights bool
+	// AllowMissingWeights converts a checkpoint lacking tensors that have
+	// a neutral default (see decoder.Options.AllowMissingWeights).
+	AllowMissingWeights bool
+	// LUTGroups overrides LUTGroupSize per part (--lutN bits,group; 0
+	// keeps the default, decoder.PerTensor one table per tensor). A part
+	// whose entry is set gets a *_per_channel key in meta.yaml.
+	LUTGroups decoder.LUTGroups
+	// Argmax puts the argmax inside the LM head (--argmax).
+	Argmax bool
+	// Monolithic runs convert_monolith.sh's steps instead: one package
+	// with embeddings, every layer and the LM head (see MonolithicSteps).
+	Monolithic bool
+	// ChunkNo, if positive, converts only that chunk (1-based) of the
+	// chunked parts in steps 3–5 (--chunk-no).
+	ChunkNo int
 	// Log receives step lines, progress and the final table (nil: quiet).
 	Log io.Writer
 	// Verify runs step 8 on the finished output directory.
@@ -73,6 +88,17 @@ var Steps = []string{
 	6: "Compiling Models",
 	7: "Copying tokenizer files and creating meta.yaml",
 	8: "Verifying against the checkpoint",
+}
+
+// MonolithicSteps names the steps of convert_monolith.sh, which a
+// monolithic run follows.
+var MonolithicSteps = []string{
+	1: "Converting Monolithic Inference Model",
+	2: "Converting Monolithic Prefill Model",
+	3: "Combining Monolithic Models",
+	4: "Compiling Models",
+	5: "Copying tokenizer files and creating meta.yaml",
+	6: "Verifying against the checkpoint",
 }
 
 // Converter builds the packages of one model family.
@@ -132,8 +158,20 @@ func Run(opts Options) (*Result, error) {
 	if opts.Restart == 0 {
 		opts.Restart = 1
 	}
-	if opts.Restart < 1 || opts.Restart > 8 || opts.Only < 0 || opts.Only > 8 {
-		return nil, fmt.Errorf("pipeline: --restart and --only take a step number from 1 to 8")
+	names := Steps
+	if opts.Monolithic {
+		names = MonolithicSteps
+		if opts.NumChunks > 1 {
+			return nil, fmt.Errorf("pipeline: a monolithic model holds every layer in one package; drop --chunk %d", opts.NumChunks)
+		}
+		if opts.ChunkNo > 0 {
+			return nil, fmt.Errorf("pipeline: --chunk-no does not apply to a monolithic model")
+		}
+		opts.NumChunks = 1
+	}
+	last := len(names) - 1
+	if opts.Restart < 1 || opts.Restart > last || opts.Only < 0 || opts.Only > last {
+		return nil, fmt.Errorf("pipeline: --restart and --only take a step number from 1 to %d", last)
 	}
 	log := opts.Log
 	if log == nil {
@@ -147,8 +185,17 @@ func Run(opts Options) (*Result, error) {
 	if err := prepareOutput(opts.Output); err != nil {
 		return nil, err
 	}
-	lo := s.Conv.Options()
 	chunks := len(s.Conv.Layout())
+	if opts.ChunkNo > chunks {
+		return nil, fmt.Errorf("pipeline: --chunk-no %d is beyond the %d chunks", opts.ChunkNo, chunks)
+	}
+	// chunkList is the chunks steps 3–5 convert.
+	chunkList := make([]int, 0, chunks)
+	for i := 0; i < chunks; i++ {
+		if opts.ChunkNo == 0 || opts.ChunkNo == i+1 {
+			chunkList = append(chunkList, i)
+		}
+	}
 	res := &Result{}
 	fault := func(step int, where string) error {
 		if opts.fault != nil {
@@ -176,11 +223,11 @@ func Run(opts Options) (*Result, error) {
 	run := func(step int, body func() error) (err error) {
 		if step < opts.Restart || opts.Only != 0 && opts.Only != step {
 			if opts.Only == 0 {
-				fmt.Fprintf(log, "Skipping step %d: %s\n", step, Steps[step])
+				fmt.Fprintf(log, "Skipping step %d: %s\n", step, names[step])
 			}
 			return nil
 		}
-		fmt.Fprintf(log, "Step %d: %s\n", step, Steps[step])
+		fmt.Fprintf(log, "Step %d: %s\n", step, names[step])
 		if opts.StepHook != nil {
 			opts.StepHook(step, false)
 			defer opts.StepHook(step, true)
@@ -198,7 +245,7 @@ func Run(opts Options) (*Result, error) {
 			if err == nil {
 				fmt.Fprintf(log, "  done in %s\n", res.Times[step].Round(time.Millisecond))
 			} else {
-				err = fmt.Errorf("step %d (%s): %w", step, Steps[step], err)
+				err = fmt.Errorf("step %d (%s): %w", step, names[step], err)
 			}
 		}()
 		return body()
@@ -208,7 +255,7 @@ func Run(opts Options) (*Result, error) {
 		func() error { return part(1, arch.PartEmbeddings, 0) },
 		func() error { return part(2, arch.PartLMHead, 0) },
 		func() error {
-			for i := 0; i < chunks; i++ {
+			for _, i := range chunkList {
 				if err := part(3, arch.PartFFN, i); err != nil {
 					return err
 				}
@@ -216,7 +263,7 @@ func Run(opts Options) (*Result, error) {
 			return nil
 		},
 		func() error {
-			for i := 0; i < chunks; i++ {
+			for _, i := range chunkList {
 				if err := part(4, arch.PartPrefill, i); err != nil {
 					return err
 				}
@@ -224,7 +271,7 @@ func Run(opts Options) (*Result, error) {
 			return nil
 		},
 		func() error {
-			for i := 0; i < chunks; i++ {
+			for _, i := range chunkList {
 				if err := combineChunk(s.Conv, opts.Output, i, log); err != nil {
 					return err
 				}
@@ -249,14 +296,8 @@ func Run(opts Options) (*Result, error) {
 			if err := fault(7, "after tokenizer"); err != nil {
 				return err
 			}
-			meta := MetaInfo{
-				ModelName: filepath.Base(filepath.Clean(opts.Model)), Version: decoder.Version,
-				Architecture: s.Config.ModelType, ContextLength: lo.ContextLength, BatchSize: lo.BatchSize,
-				LUTEmbeddings: lo.LUT.Embeddings, LUTFFN: lo.LUT.FFN, LUTLMHead: lo.LUT.LMHead,
-				NumChunks: chunks, Prefix: lo.Prefix, SplitLMHead: lo.SplitLMHead,
-				VocabSize: s.Config.VocabSize, LMHeadChunkSizes: s.Conv.LMHeadChunkSizes(),
-			}
-			if w := s.Conv.Spec().MaxWindow(); w > 0 && w < lo.StateLength {
+			meta := s.metaInfo(opts)
+			if w := s.Conv.Spec().MaxWindow(); w > 0 && w < s.Conv.Options().StateLength {
 				meta.SlidingWindow = w
 			}
 			return writeFileAtomic(filepath.Join(opts.Output, "meta.yaml"), meta.Marshal())
@@ -269,7 +310,10 @@ func Run(opts Options) (*Result, error) {
 			return opts.Verify(opts.Output)
 		},
 	}
-	for step := 1; step <= 8; step++ {
+	if opts.Monolithic {
+		steps = s.monolithicSteps(opts, log, part, fault)
+	}
+	for step := 1; step <= last; step++ {
 		if err := run(step, steps[step]); err != nil {
 			return res, err
 		}

@@ -58,22 +58,32 @@ func Open(opts Options) (*Session, error) {
 		ckpt.Close()
 		return nil, err
 	}
-	lo := decoder.Options{
-		ContextLength: opts.ContextLength, StateLength: opts.StateLength, BatchSize: opts.BatchSize,
-		NumChunks: opts.NumChunks, Prefix: opts.Prefix, LUT: opts.LUT, LUTGroupSize: opts.LUTGroupSize,
-		Palettize: Palettize, Eligible: quant.Eligible,
-		OnOverflow: overflowWarner(opts.Log), AllowUnusedWeights: opts.AllowUnusedWeights, Warn: lineWarner(opts.Log),
-		ResidualScale: alpha,
-	}
-	if opts.palettize != nil {
-		lo.Palettize = opts.palettize
-	}
+	lo := decoderOptions(opts)
+	lo.ResidualScale = alpha
 	conv, err := decoder.NewConverter(cfg, ckpt, lo)
 	if err != nil {
 		ckpt.Close()
 		return nil, err
 	}
 	return &Session{Config: cfg, ckpt: ckpt, Conv: conv, opts: opts}, nil
+}
+
+// decoderOptions maps pipeline options to the converter's.
+func decoderOptions(opts Options) decoder.Options {
+	lo := decoder.Options{
+		ContextLength: opts.ContextLength, StateLength: opts.StateLength, BatchSize: opts.BatchSize,
+		NumChunks: opts.NumChunks, Prefix: opts.Prefix, LUT: opts.LUT, LUTGroupSize: opts.LUTGroupSize,
+		Palettize: Palettize, Eligible: quant.Eligible,
+		OnOverflow: overflowWarner(opts.Log), AllowUnusedWeights: opts.AllowUnusedWeights, Warn: lineWarner(opts.Log),
+		LUTGroups: opts.LUTGroups, Argmax: opts.Argmax, AllowMissingWeights: opts.AllowMissingWeights,
+	}
+	if opts.palettize != nil {
+		lo.Palettize = opts.palettize
+	}
+	if opts.Monolithic {
+		lo.NumChunks = 1
+	}
+	return lo
 }
 
 // Close releases the checkpoint.
@@ -90,10 +100,14 @@ func (s *Session) WritePart(p arch.Part, chunk int, dir string, progress func(do
 	if err != nil {
 		return "", err
 	}
-	if p == arch.PartPrefill {
+	if p == arch.PartPrefill || p == arch.PartMonolithicPrefill {
 		// The decode chunk written before holds the same palettized
 		// weights: read them back instead of palettizing again.
-		if ffnName, err := s.Conv.FileName(arch.PartFFN, chunk); err == nil {
+		from := arch.PartFFN
+		if p == arch.PartMonolithicPrefill {
+			from = arch.PartMonolithic
+		}
+		if ffnName, err := s.Conv.FileName(from, chunk); err == nil {
 			if ffn, err := coreml.Open(filepath.Join(dir, ffnName)); err == nil {
 				defer ffn.Close()
 				reusePalettes(pkg, ffn)

@@ -29,6 +29,13 @@ type Files struct {
 	// packages that have *_rotate functions the runner switches to them at
 	// this position, as ANEMLL's chat.py does.
 	SlidingWindow int
+	// Monolithic, when set, is one package with functions infer and
+	// prefill holding embeddings, layers and LM head (the other fields are
+	// then empty).
+	Monolithic string
+	// LMHeadChunkSizes are meta.yaml's lm_head_chunk_sizes (the vocabulary
+	// rows of each LM-head split), used to place in-model argmax winners.
+	LMHeadChunkSizes []int
 }
 
 // ChunkFiles are the packages of one chunk of decoder layers.
@@ -57,6 +64,7 @@ func (c ChunkFiles) Paths() []string {
 type Meta struct {
 	ModelInfo struct {
 		Name       string `yaml:"name"`
+		ModelType  string `yaml:"model_type"`
 		Parameters struct {
 			ContextLength int    `yaml:"context_length"`
 			BatchSize     int    `yaml:"batch_size"`
@@ -68,6 +76,11 @@ type Meta struct {
 			SplitLMHead   int    `yaml:"split_lm_head"`
 			TokenizerPath string `yaml:"tokenizer_path"`
 			SlidingWindow int    `yaml:"sliding_window"`
+			// ANEMLL 0.3.5: in-model argmax and monolithic models.
+			ArgmaxInModel    bool   `yaml:"argmax_in_model"`
+			VocabSize        int    `yaml:"vocab_size"`
+			LMHeadChunkSizes []int  `yaml:"lm_head_chunk_sizes"`
+			MonolithicModel  string `yaml:"monolithic_model"`
 		} `yaml:"parameters"`
 	} `yaml:"model_info"`
 }
@@ -83,6 +96,12 @@ func ReadMeta(path string) (*Meta, error) {
 		return nil, fmt.Errorf("runner: %s: %w", path, err)
 	}
 	p := m.ModelInfo.Parameters
+	if m.ModelInfo.ModelType == "monolithic" {
+		if p.MonolithicModel == "" && p.ModelPrefix == "" {
+			return nil, fmt.Errorf("runner: %s: a monolithic model needs model_info.parameters.monolithic_model", path)
+		}
+		return &m, nil
+	}
 	if p.Embeddings == "" || p.LMHead == "" || p.FFN == "" {
 		return nil, fmt.Errorf("runner: %s lacks model_info.parameters.embeddings, lm_head or ffn", path)
 	}
@@ -117,7 +136,17 @@ func FilesFromMeta(path string) (*Files, error) {
 	if p.SlidingWindow < 0 {
 		return nil, fmt.Errorf("runner: %s: sliding_window %d must be positive", path, p.SlidingWindow)
 	}
-	f := &Files{Dir: dir, SlidingWindow: p.SlidingWindow}
+	f := &Files{Dir: dir, SlidingWindow: p.SlidingWindow, LMHeadChunkSizes: p.LMHeadChunkSizes}
+	if m.ModelInfo.ModelType == "monolithic" {
+		name := p.MonolithicModel
+		if name == "" {
+			name = p.ModelPrefix + "_monolithic_full"
+		}
+		if f.Monolithic, err = packagePath(dir, name); err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
 	if f.Embeddings, err = packagePath(dir, p.Embeddings); err != nil {
 		return nil, err
 	}
@@ -129,6 +158,8 @@ func FilesFromMeta(path string) (*Files, error) {
 		n = 1
 	}
 	stem := strings.TrimSuffix(strings.TrimSuffix(p.FFN, ".mlmodelc"), ".mlpackage")
+	// ANEMLL 0.3.5 names the first chunk (…_chunk_01ofNN); older
+	// meta.yaml files name the stem.
 	stem = chunkSuffixRE.ReplaceAllString(stem, "")
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("%s_chunk_%02dof%02d", stem, i, n)
@@ -161,7 +192,7 @@ func FindFiles(dir string) (*Files, error) {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
 	f := &Files{Dir: dir}
-	var embeds, heads []string
+	var embeds, heads, monos []string
 	type key struct {
 		kind string
 		n    int
@@ -173,6 +204,9 @@ func FindFiles(dir string) (*Files, error) {
 			continue
 		}
 		switch {
+		case strings.Contains(name, "_monolithic_full"):
+			monos = append(monos, name)
+		case strings.Contains(name, "_monolithic"):
 		case strings.Contains(name, "_embeddings"):
 			embeds = append(embeds, name)
 		case strings.Contains(name, "_lm_head"):
@@ -203,6 +237,10 @@ func FindFiles(dir string) (*Files, error) {
 		}
 		sort.Strings(list)
 		return "", fmt.Errorf("runner: %s has several %s packages (%s); pass --meta meta.yaml to choose", dir, what, strings.Join(list, ", "))
+	}
+	if len(monos) > 0 && len(embeds) == 0 {
+		f.Monolithic, err = one(monos, "_monolithic_full")
+		return f, err
 	}
 	if f.Embeddings, err = one(embeds, "_embeddings"); err != nil {
 		return nil, err

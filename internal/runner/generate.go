@@ -103,6 +103,19 @@ func Argmax(x []float32) int {
 	return best
 }
 
+// nextToken runs one decode step and picks the next token: greedily inside
+// the model for an argmax head, else with the sampler.
+func (m *Model) nextToken(id, pos int, sm *Sampler) (int, error) {
+	if m.argmax {
+		return m.Greedy(id, pos, sm.s.Limit)
+	}
+	logits, err := m.Decode(id, pos)
+	if err != nil {
+		return 0, err
+	}
+	return sm.Next(logits), nil
+}
+
 // GenerateStats reports the speed of a generation.
 type GenerateStats struct {
 	PromptTokens, NewTokens int
@@ -150,12 +163,15 @@ func (m *Model) Generate(prompt []int, maxTokens int, sm *Sampler, eos func(int)
 	st.Prefill = time.Since(start)
 	start = time.Now()
 	tok, pos := prompt[len(prompt)-1], len(prompt)-1
+	if m.argmax && sm.s.Temperature > 0 {
+		return st, fmt.Errorf("runner: temperature %g needs full logits, but the LM head returns only its argmax (converted with --argmax); use temperature 0 (greedy) or reconvert without --argmax", sm.s.Temperature)
+	}
 	for {
-		logits, err := m.Decode(tok, pos)
+		var err error
+		tok, err = m.nextToken(tok, pos, sm)
 		if err != nil {
 			return st, err
 		}
-		tok = sm.Next(logits)
 		pos++
 		st.NewTokens++
 		if !emit(tok) {

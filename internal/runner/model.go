@@ -37,6 +37,14 @@ type Model struct {
 	Driver Driver
 
 	mask []float32 // scratch causal-mask row(s)
+
+	// argmax: the head returns argmax_idx/argmax_val (see mono.go), with
+	// the split sizes chunkSizes and the head's metadata headMeta.
+	argmax     bool
+	chunkSizes []int
+	headMeta   headMetadata
+	// monoInfer and monoPrefill are a monolithic package's functions.
+	monoInfer, monoPrefill *runtime.Function
 }
 
 // openModel reads the package at path and loads its program into the
@@ -129,6 +137,9 @@ func dim(f *runtime.Function, input string, i int) (int, error) {
 // Load reads every package of a converted model and prepares a fresh
 // KV-cache state. Sizes come from the packages' declared shapes.
 func Load(files *Files) (*Model, error) {
+	if files.Monolithic != "" {
+		return loadMonolithic(files)
+	}
 	if len(files.Chunks) == 0 {
 		return nil, fmt.Errorf("runner: no FFN chunks")
 	}
@@ -137,9 +148,11 @@ func Load(files *Files) (*Model, error) {
 	if m.embed, _, err = loadFunction(files.Embeddings, ""); err != nil {
 		return nil, err
 	}
-	if m.head, _, err = loadFunction(files.LMHead, ""); err != nil {
+	var headPkg *coreml.Package
+	if m.head, headPkg, err = loadFunction(files.LMHead, ""); err != nil {
 		return nil, err
 	}
+	m.headMeta = headPkg.Description.Metadata.UserDefined
 	for i, c := range files.Chunks {
 		inf, pre, rot, meta, err := loadChunk(c)
 		if err != nil {
@@ -152,18 +165,8 @@ func Load(files *Files) (*Model, error) {
 		m.prefill = append(m.prefill, pre)
 		m.rotate = append(m.rotate, rot)
 	}
-	for _, o := range m.head.Outputs() {
-		if strings.HasPrefix(o, "logits") {
-			m.logits = append(m.logits, o)
-		}
-	}
-	sort.Slice(m.logits, func(i, j int) bool {
-		a, _ := strconv.Atoi(strings.TrimPrefix(m.logits[i], "logits"))
-		b, _ := strconv.Atoi(strings.TrimPrefix(m.logits[j], "logits"))
-		return a < b
-	})
-	if len(m.logits) == 0 {
-		return nil, fmt.Errorf("runner: %s has no logits outputs", files.LMHead)
+	if err := m.findHeadOutputs(m.head.Outputs(), files); err != nil {
+		return nil, fmt.Errorf("runner: %s: %w", files.LMHead, err)
 	}
 	if m.ContextLength, err = dim(m.infer[0], "causal_mask", -1); err != nil {
 		return nil, err
@@ -189,8 +192,24 @@ func Load(files *Files) (*Model, error) {
 
 // Reset starts a new conversation: a zeroed state holding every state the
 // functions declare, made (as ANEMLL's runners do) from the first chunk's
-// prefill function when it declares them all.
-func (m *Model) Reset() { m.state = m.stateFrom.NewState() }
+// prefill function when it declares them all (a monolithic model's from
+// its prefill function).
+func (m *Model) Reset() {
+	if m.monoPrefill != nil {
+		m.state = m.monoPrefill.NewState()
+		return
+	}
+	m.state = m.stateFrom.NewState()
+}
+
+// sortLogitNames orders logits1..logitsK by their number.
+func sortLogitNames(l []string) {
+	sort.Slice(l, func(i, j int) bool {
+		a, _ := strconv.Atoi(strings.TrimPrefix(l[i], "logits"))
+		b, _ := strconv.Atoi(strings.TrimPrefix(l[j], "logits"))
+		return a < b
+	})
+}
 
 // maskRows fills rows [start, start+n) of the C×C causal mask (0 where
 // column ≤ row, −Inf elsewhere).
@@ -245,6 +264,12 @@ func (m *Model) Prefill(ids []int) error {
 		start := min(pos, m.ContextLength-b)
 		batch := make([]int, b)
 		copy(batch, ids[start:min(start+b, len(ids))])
+		if m.monoPrefill != nil {
+			if err := m.prefillBatch(batch, start); err != nil {
+				return err
+			}
+			continue
+		}
 		h, err := m.embedTokens(batch)
 		if err != nil {
 			return err
@@ -273,22 +298,23 @@ func (m *Model) Prefill(ids []int) error {
 // Decode runs token id at position pos through the decode functions and
 // the LM head, updating the KV cache, and returns the logits predicting
 // position pos+1. Packages with infer_rotate functions use them from
-// position SlidingWindow on, as ANEMLL's chat.py does.
+// position SlidingWindow on, as ANEMLL's chat.py does. Models with an
+// in-model argmax head return ErrNoLogits (use Greedy).
 func (m *Model) Decode(id, pos int) ([]float32, error) {
-	h, err := m.decodeHidden(id, pos)
+	if m.argmax {
+		return nil, ErrNoLogits
+	}
+	out, err := m.step(id, pos)
 	if err != nil {
 		return nil, err
 	}
-	return m.Logits(h)
+	return m.joinLogits(out), nil
 }
 
 // decodeHidden runs token id at position pos through the decode functions
 // (infer, or infer_rotate past the window) and returns the last chunk's
 // hidden state.
 func (m *Model) decodeHidden(id, pos int) (*runtime.Tensor, error) {
-	if pos < 0 || pos >= m.ContextLength {
-		return nil, fmt.Errorf("runner: position %d is outside the context (0..%d)", pos, m.ContextLength-1)
-	}
 	h, err := m.embedTokens([]int{id})
 	if err != nil {
 		return nil, err
@@ -309,15 +335,17 @@ func (m *Model) decodeHidden(id, pos int) (*runtime.Tensor, error) {
 // Logits runs the LM head on a [1,1,H] hidden state and joins the logits
 // splits along the vocabulary.
 func (m *Model) Logits(h *runtime.Tensor) ([]float32, error) {
+	if m.argmax {
+		return nil, ErrNoLogits
+	}
+	if m.head == nil {
+		return nil, fmt.Errorf("runner: a monolithic model has no separate LM head")
+	}
 	out, err := m.head.Predict(map[string]*runtime.Tensor{"hidden_states": h}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("runner: LM head: %w", err)
 	}
-	var logits []float32
-	for _, name := range m.logits {
-		logits = append(logits, out[name].Float32s()...)
-	}
-	return logits, nil
+	return m.joinLogits(out), nil
 }
 
 // Snapshot copies the KV-cache state.

@@ -49,14 +49,10 @@ type weight struct {
 // when the checkpoint ties it to the embeddings, so a quantized head is
 // checked as the packages hold it.
 func PackageWeights(files *runner.Files, base reference.Weights, cfg *hf.Config) (reference.Weights, error) {
-	pw := &packageWeights{base: base, byKey: map[string]*mil.Op{}}
-	if spec, err := arch.Resolve(cfg); err == nil {
-		pw.plusOne = spec.Family.NormPlusOne
-		pw.branch = []string{"self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"}
-		if spec.Family.SandwichNorms {
-			pw.branch = []string{"post_attention_layernorm.weight", "post_feedforward_layernorm.weight"}
-		}
+	if files.Monolithic != "" {
+		return monolithicWeights(files, base, cfg)
 	}
+	pw := newPackageWeights(base, cfg)
 	paths := []string{files.Embeddings}
 	for _, c := range files.Chunks {
 		for _, p := range []string{c.Combined, c.FFN, c.Prefill} {
@@ -76,6 +72,32 @@ func PackageWeights(files *runner.Files, base reference.Weights, cfg *hf.Config)
 		return nil, err
 	}
 	return pw, nil
+}
+
+// newPackageWeights returns an empty packageWeights for a model of
+// configuration cfg (whose family says how gains and scales are stored).
+func newPackageWeights(base reference.Weights, cfg *hf.Config) *packageWeights {
+	pw := &packageWeights{base: base, byKey: map[string]*mil.Op{}}
+	if spec, err := arch.Resolve(cfg); err == nil {
+		pw.plusOne = spec.Family.NormPlusOne
+		pw.branch = []string{"self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"}
+		if spec.Family.SandwichNorms {
+			pw.branch = []string{"post_attention_layernorm.weight", "post_feedforward_layernorm.weight"}
+		}
+	}
+	return pw
+}
+
+// readScale records the package's fp16 residual scale, if any.
+func (pw *packageWeights) readScale(pkg *coreml.Package, path string) error {
+	if v, ok := pkg.Description.Metadata.UserDefined["com.anemll-go.fp16_scale"]; ok {
+		a, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(a > 0 && a <= 1) {
+			return fmt.Errorf("verify: %s: com.anemll-go.fp16_scale %q is not a number in (0, 1]", path, v)
+		}
+		pw.alpha = a
+	}
+	return nil
 }
 
 // Close releases the packages.
@@ -111,12 +133,8 @@ func (pw *packageWeights) addPackage(path string, lmHead bool) error {
 		return err
 	}
 	pw.pkgs = append(pw.pkgs, pkg)
-	if v, ok := pkg.Description.Metadata.UserDefined["com.anemll-go.fp16_scale"]; ok {
-		a, err := strconv.ParseFloat(v, 64)
-		if err != nil || !(a > 0 && a <= 1) {
-			return fmt.Errorf("verify: %s: com.anemll-go.fp16_scale %q is not a number in (0, 1]", path, v)
-		}
-		pw.alpha = a
+	if err := pw.readScale(pkg, path); err != nil {
+		return err
 	}
 	for _, f := range pkg.Program.Functions {
 		producers := map[string]*mil.Op{}

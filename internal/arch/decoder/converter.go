@@ -46,6 +46,9 @@ type Converter struct {
 	// lmHead is the canonical name of the LM head matrix
 	// ("lm_head.weight", or the embeddings when tied).
 	lmHead string
+	// missing holds canonical tensors absent from the checkpoint that
+	// take their neutral default (Options.AllowMissingWeights).
+	missing map[string]bool
 	// names maps canonical tensor names ("model.…", "lm_head.weight") to
 	// the checkpoint's.
 	names    tensorNames
@@ -142,6 +145,7 @@ func (c *Converter) LUTBits(p arch.Part) int {
 	case arch.PartLMHead:
 		return c.opts.LUT.LMHead
 	}
+	// Monolithic files carry the FFN width in their names, as ANEMLL's.
 	return c.opts.LUT.FFN
 }
 
@@ -164,6 +168,12 @@ func (c *Converter) Part(p arch.Part, chunk int) (*coreml.Package, error) {
 		return c.PrefillChunk(chunk)
 	case arch.PartFFNPF:
 		return c.CombinedChunk(chunk)
+	case arch.PartMonolithic:
+		return c.Monolithic(false)
+	case arch.PartMonolithicPrefill:
+		return c.Monolithic(true)
+	case arch.PartMonolithicFull:
+		return c.MonolithicFull()
 	}
 	return nil, fmt.Errorf("decoder: unknown part %q", p)
 }
@@ -174,16 +184,6 @@ func toHalf(f []float64) []uint16 {
 		h[i] = uint16(fp16.FromFloat64(x))
 	}
 	return h
-}
-
-// LMHeadChunkSizes returns the rows of each LM-head split (all equal; the
-// last split's rows beyond the vocabulary are padding with −Inf logits).
-func (c *Converter) LMHeadChunkSizes() []int {
-	out := make([]int, c.opts.SplitLMHead)
-	for i := range out {
-		out[i] = c.lmPartRows()
-	}
-	return out
 }
 
 // lmPartRows is the number of vocabulary rows per LM-head part.
@@ -262,7 +262,10 @@ func (c *Converter) checkTensors() error {
 		used[name] = true
 		info, ok := c.ckpt.Info(name)
 		if !ok {
-			return fmt.Errorf("decoder: checkpoint %s has no tensor %q (%s expects it)", c.ckpt.Dir, name, c.spec.Family.Name)
+			if err := c.noteMissing(w.name, name); err != nil {
+				return err
+			}
+			continue
 		}
 		switch info.DType {
 		case hf.F32, hf.F16, hf.BF16:
@@ -272,6 +275,9 @@ func (c *Converter) checkTensors() error {
 		if !equalShape(info.Shape, w.shape) {
 			return fmt.Errorf("decoder: tensor %q has shape %v, config implies %v", name, info.Shape, w.shape)
 		}
+	}
+	if err := c.reportMissing(); err != nil {
+		return err
 	}
 	return c.checkUnused(used)
 }

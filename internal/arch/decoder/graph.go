@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/mil"
 )
@@ -413,7 +414,7 @@ func (c *Converter) FFNChunk(i int) (*coreml.Package, error) {
 	if err := c.checkChunk(i); err != nil {
 		return nil, err
 	}
-	ws := c.newWeightSet(c.opts.LUT.FFN)
+	ws := c.partWeightSet(arch.PartFFN)
 	fnc, d, err := c.decoderFunction("main", i, false, ws)
 	if err != nil {
 		return nil, err
@@ -429,7 +430,7 @@ func (c *Converter) PrefillChunk(i int) (*coreml.Package, error) {
 	if err := c.checkChunk(i); err != nil {
 		return nil, err
 	}
-	ws := c.newWeightSet(c.opts.LUT.FFN)
+	ws := c.partWeightSet(arch.PartFFN)
 	fnc, d, err := c.decoderFunction("main", i, true, ws)
 	if err != nil {
 		return nil, err
@@ -446,7 +447,7 @@ func (c *Converter) CombinedChunk(i int) (*coreml.Package, error) {
 	if err := c.checkChunk(i); err != nil {
 		return nil, err
 	}
-	ws := c.newWeightSet(c.opts.LUT.FFN)
+	ws := c.partWeightSet(arch.PartFFN)
 	inf, di, err := c.decoderFunction("infer", i, false, ws)
 	if err != nil {
 		return nil, err
@@ -473,7 +474,7 @@ func (c *Converter) CombinedChunk(i int) (*coreml.Package, error) {
 func (c *Converter) Embeddings() (*coreml.Package, error) {
 	cfg, B := c.cfg, int64(c.opts.BatchSize)
 	V, H := int64(cfg.VocabSize), int64(cfg.HiddenSize)
-	ws := c.newWeightSet(c.opts.LUT.Embeddings)
+	ws := c.partWeightSet(arch.PartEmbeddings)
 	b := mil.NewBuilder("main", mil.OpsetIOS18)
 	f := &fn{c: c, b: b, ws: ws}
 	n := mil.Unknown
@@ -521,10 +522,32 @@ func (c *Converter) Embeddings() (*coreml.Package, error) {
 // them, so concatenating the outputs gives V real logits followed by
 // K·P−V logits of −Inf that argmax and softmax ignore; every part has the
 // same size P, which runners that index parts by a fixed size need.
+// With Options.Argmax the outputs are argmax_idx and argmax_val instead
+// (see argmaxOutputs).
 func (c *Converter) LMHead() (*coreml.Package, error) {
+	ws := c.partWeightSet(arch.PartLMHead)
+	fnc, d, err := c.lmHeadFunction(ws, c.opts.Argmax)
+	if err != nil {
+		return nil, err
+	}
+	meta := map[string]string{
+		"com.anemll-go.split_lm_head": strconv.Itoa(c.opts.SplitLMHead),
+		"com.anemll-go.vocab_size":    strconv.Itoa(c.cfg.VocabSize),
+	}
+	if c.opts.Argmax {
+		for k, v := range c.argmaxMeta() {
+			meta[k] = v
+		}
+	}
+	md := c.metadata("Anemll Model (LM Head) converted to CoreML", ws, meta)
+	return singleFunction(fnc, d, md), nil
+}
+
+// lmHeadFunction builds the LM head function "main" with ws's weights,
+// returning logits or (argmax) per-split winners.
+func (c *Converter) lmHeadFunction(ws *weightSet, argmax bool) (*mil.Function, coreml.FunctionDescription, error) {
 	cfg, K := c.cfg, c.opts.SplitLMHead
 	V, H, P := int64(cfg.VocabSize), int64(cfg.HiddenSize), int64(c.lmPartRows())
-	ws := c.newWeightSet(c.opts.LUT.LMHead)
 	b := mil.NewBuilder("main", mil.OpsetIOS18)
 	f := &fn{c: c, b: b, ws: ws}
 	x := b.Input("hidden_states", mil.TensorType(mil.Float16, 1, 1, H))
@@ -553,17 +576,19 @@ func (c *Converter) LMHead() (*coreml.Package, error) {
 		if K == 1 {
 			name = "logits"
 		}
+		if argmax {
+			name = f.name(fmt.Sprintf("lm_head%d_%d_logits", K, i+1))
+		}
 		outs[i] = b.Op("transpose", name, mil.In{"x": y, "perm": []int{0, 2, 1}})
 		d.Outputs = append(d.Outputs, coreml.ArrayFeature(name, mil.Float16, 1, 1, P))
+	}
+	if argmax {
+		outs, d.Outputs = f.argmaxOutputs(outs)
 	}
 	b.Output(outs...)
 	fnc, err := b.Function()
 	if err != nil {
-		return nil, fmt.Errorf("decoder: build LM head: %w", err)
+		return nil, d, fmt.Errorf("decoder: build LM head: %w", err)
 	}
-	md := c.metadata("Anemll Model (LM Head) converted to CoreML", ws, map[string]string{
-		"com.anemll-go.split_lm_head": strconv.Itoa(K),
-		"com.anemll-go.vocab_size":    strconv.Itoa(cfg.VocabSize),
-	})
-	return singleFunction(fnc, d, md), nil
+	return fnc, d, nil
 }

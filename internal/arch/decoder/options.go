@@ -80,12 +80,34 @@ type Options struct {
 	// by α too. RMSNorm is scale-invariant, so the function is unchanged
 	// up to the norm epsilon's weight (far below fp16 rounding).
 	ResidualScale float64
+	// LUTGroups overrides LUTGroupSize per part (0 keeps LUTGroupSize;
+	// PerTensor uses one table for the whole tensor), as ANEMLL's
+	// --lutN bits,group.
+	LUTGroups LUTGroups
+	// Argmax makes the LM head return, per split, the index (split-local,
+	// int32) and value (fp16) of its largest logit instead of the logits
+	// (ANEMLL 0.3.5's --argmax).
+	Argmax bool
 	// AllowUnusedWeights turns the refusal of checkpoint tensors the
 	// conversion does not use into a warning.
 	AllowUnusedWeights bool
+	// AllowMissingWeights converts a checkpoint that lacks tensors which
+	// have a neutral default (norm gains, biases, a head tied to the
+	// embeddings), with a warning listing them; others still fail.
+	AllowMissingWeights bool
 	// Warn, if set, receives one-line notes and warnings made while
 	// planning (tensors left out).
 	Warn func(msg string)
+}
+
+// PerTensor as a LUTGroups entry palettizes each tensor with a single
+// table (ANEMLL's "bits,0" or "bits,tensor").
+const PerTensor = -1
+
+// LUTGroups gives the output channels per LUT of each part (0: the
+// Options.LUTGroupSize default; PerTensor: one table per tensor).
+type LUTGroups struct {
+	Embeddings, FFN, LMHead int
 }
 
 var validLUTBits = map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true, 6: true, 8: true}
@@ -117,6 +139,11 @@ func (o Options) resolve(cfg *hf.Config, fam *arch.Family) (Options, error) {
 	if o.LUTGroupSize == 0 {
 		o.LUTGroupSize = DefaultLUTGroupSize
 	}
+	for _, g := range []*int{&o.LUTGroups.Embeddings, &o.LUTGroups.FFN, &o.LUTGroups.LMHead} {
+		if *g == 0 {
+			*g = o.LUTGroupSize
+		}
+	}
 	switch {
 	case o.ContextLength < 1:
 		return bad("context length %d must be at least 1", o.ContextLength)
@@ -135,6 +162,8 @@ func (o Options) resolve(cfg *hf.Config, fam *arch.Family) (Options, error) {
 		return bad("fp16 residual scale %g must be in (0, 1]", o.ResidualScale)
 	case o.LUTGroupSize < 1:
 		return bad("LUT group size %d must be positive", o.LUTGroupSize)
+	case o.LUTGroups.Embeddings < PerTensor || o.LUTGroups.FFN < PerTensor || o.LUTGroups.LMHead < PerTensor:
+		return bad("LUT group sizes %+v must be positive, 0 (default) or PerTensor", o.LUTGroups)
 	case o.SplitLMHead < 0 || o.SplitLMHead > cfg.VocabSize:
 		return bad("LM head split %d must be between 0 (auto) and the vocabulary size %d", o.SplitLMHead, cfg.VocabSize)
 	}

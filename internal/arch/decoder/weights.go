@@ -29,6 +29,9 @@ type tensorRef struct {
 // r.PadRows zero rows. It reads only those rows from the memory-mapped
 // checkpoint.
 func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
+	if c.missing[r.Name] {
+		return c.defaultFP16(r), nil
+	}
 	name := c.names.of(r.Name)
 	info, ok := c.ckpt.Info(name)
 	if !ok {
@@ -126,6 +129,7 @@ func halfBytes(h []uint16) []byte {
 type weightSet struct {
 	c      *Converter
 	bits   int
+	group  int // output channels per LUT, or PerTensor
 	values map[string]*weightValues
 	// dense lists matrix weights left fp16 in a LUT package, in order.
 	dense []string
@@ -137,7 +141,15 @@ type weightValues struct {
 }
 
 func (c *Converter) newWeightSet(bits int) *weightSet {
-	return &weightSet{c: c, bits: bits, values: map[string]*weightValues{}}
+	return &weightSet{c: c, bits: bits, group: c.opts.LUTGroupSize, values: map[string]*weightValues{}}
+}
+
+// groupFor returns the LUT group size for a weight of shape s.
+func (ws *weightSet) groupFor(s []int64) int {
+	if ws.group == PerTensor && len(s) > 0 {
+		return int(s[0])
+	}
+	return ws.group
 }
 
 // denseValue is a lazy fp16 tensor read from the checkpoint when the
@@ -201,7 +213,7 @@ func lutShape(s []int64, bits, group int) []int64 {
 }
 
 func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
-	c, bits, group := ws.c, ws.bits, ws.c.opts.LUTGroupSize
+	c, bits, group := ws.c, ws.bits, ws.groupFor(r.Shape)
 	n := int64(1)
 	for _, d := range r.Shape {
 		n *= d
@@ -238,7 +250,7 @@ func (ws *weightSet) matrix(b *mil.Builder, name string, r tensorRef) *mil.Var {
 	v := ws.values[name]
 	if v == nil {
 		v = &weightValues{}
-		if ws.bits > 0 && ws.c.opts.Eligible(r.Shape, ws.c.opts.LUTGroupSize) {
+		if ws.bits > 0 && ws.c.opts.Eligible(r.Shape, ws.groupFor(r.Shape)) {
 			v.idx, v.lut = ws.lutValues(r)
 		} else {
 			v.dense = ws.denseValue(r)
