@@ -164,6 +164,12 @@ func (c *Checkpoint) Close() error {
 	return errors.Join(errs...)
 }
 
+// DropPages tells the kernel that the memory-mapped checkpoint bytes b (a
+// slice of what Raw returned) are not needed now: their pages leave the
+// process's resident set and are read again from the page cache if
+// touched. It does nothing where files are read into memory.
+func DropPages(b []byte) { dropPages(b) }
+
 // Names returns the tensor names, sorted.
 func (c *Checkpoint) Names() []string { return append([]string(nil), c.names...) }
 

@@ -61,7 +61,7 @@ func (w ckWeights) readRows(name string, row0, row1 int, dst []float32) error {
 		if err := hf.DecodeFloat32(dst[(b0-int64(row0))*per:(b1-int64(row0))*per], src, info.DType); err != nil {
 			return fmt.Errorf("reference: tensor %q in %s: %w", name, info.File, err)
 		}
-		dropPages(src)
+		hf.DropPages(src)
 	}
 	return nil
 }
@@ -69,7 +69,7 @@ func (w ckWeights) readRows(name string, row0, row1 int, dst []float32) error {
 func (w ckWeights) release() {
 	for _, n := range w.c.Names() {
 		if raw, err := w.c.Raw(n); err == nil {
-			dropPages(raw)
+			hf.DropPages(raw)
 		}
 	}
 }
