@@ -48,6 +48,23 @@ type Model struct {
 	embed, norm, lmHead           []float32
 	layers                        []layer
 	invFreq                       []float64 // per rotary pair, scaling applied
+	observe                       func(weight string, x []float32)
+}
+
+// Observe installs fn to be called with the input row of every linear layer
+// just before the layer is applied, keyed by the Hugging Face name of that
+// layer's weight ("model.layers.3.self_attn.q_proj.weight", ...;
+// "lm_head.weight" for the LM head's input, the final-norm output, tied or
+// not). Calls happen on the calling goroutine of Forward or Session.Step, in
+// a deterministic order. x is only valid during the call and must not be
+// modified. A nil fn disables observation.
+func (m *Model) Observe(fn func(weight string, x []float32)) { m.observe = fn }
+
+// see reports x as the input of the linear layer l.
+func (m *Model) see(l linear, x []float32) {
+	if m.observe != nil {
+		m.observe(l.name, x)
+	}
 }
 
 type layer struct {
@@ -60,6 +77,7 @@ type layer struct {
 type linear struct {
 	w, b    []float32
 	out, in int
+	name    string // HF weight name, for Observe
 }
 
 // New checks cfg and loads every weight the model needs from w.
@@ -102,7 +120,7 @@ func New(cfg *hf.Config, w Weights) (*Model, error) {
 		return d
 	}
 	lin := func(prefix string, out, in int, bias bool) linear {
-		l := linear{w: get(prefix+".weight", out, in), out: out, in: in}
+		l := linear{w: get(prefix+".weight", out, in), out: out, in: in, name: prefix + ".weight"}
 		if bias {
 			l.b = get(prefix+".bias", out)
 		}
@@ -202,8 +220,11 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 	for _, L := range m.layers {
 		for t := range T {
 			rmsNorm(hn[t], x[t], L.inNorm, m.eps)
+			m.see(L.q, hn[t])
 			L.q.apply(q[t], hn[t])
+			m.see(L.k, hn[t])
 			L.k.apply(k[t], hn[t])
+			m.see(L.v, hn[t])
 			L.v.apply(v[t], hn[t])
 			m.rope(q[t], m.heads, t)
 			m.rope(k[t], m.kvHeads, t)
@@ -229,20 +250,25 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 			}
 		}
 		for t := range T {
+			m.see(L.o, attn[t])
 			L.o.apply(proj[t], attn[t])
 			addTo(x[t], proj[t])
 			rmsNorm(hn[t], x[t], L.postNorm, m.eps)
+			m.see(L.gate, hn[t])
 			L.gate.apply(g[t], hn[t])
+			m.see(L.up, hn[t])
 			L.up.apply(u[t], hn[t])
 			swiglu(g[t], u[t])
+			m.see(L.down, g[t])
 			L.down.apply(proj[t], g[t])
 			addTo(x[t], proj[t])
 		}
 	}
 	logits := newRows(T, m.vocab)
-	head := linear{w: m.lmHead, out: m.vocab, in: h}
+	head := linear{w: m.lmHead, out: m.vocab, in: h, name: "lm_head.weight"}
 	for t := range T {
 		rmsNorm(hn[t], x[t], m.norm, m.eps)
+		m.see(head, hn[t])
 		head.apply(logits[t], hn[t])
 	}
 	return logits, nil

@@ -50,8 +50,11 @@ func (s *Session) Step(id int) ([]float32, error) {
 	scores := s.scores[:n]
 	for li, L := range m.layers {
 		rmsNorm(s.hn, s.x, L.inNorm, m.eps)
+		m.see(L.q, s.hn)
 		L.q.apply(s.q, s.hn)
+		m.see(L.k, s.hn)
 		L.k.apply(s.k, s.hn)
+		m.see(L.v, s.hn)
 		L.v.apply(s.v, s.hn)
 		m.rope(s.q, m.heads, s.pos)
 		m.rope(s.k, m.kvHeads, s.pos)
@@ -74,19 +77,25 @@ func (s *Session) Step(id int) ([]float32, error) {
 				out[c] = float32(acc)
 			}
 		}
+		m.see(L.o, s.attn)
 		L.o.apply(s.proj, s.attn)
 		addTo(s.x, s.proj)
 		rmsNorm(s.hn, s.x, L.postNorm, m.eps)
+		m.see(L.gate, s.hn)
 		L.gate.apply(s.g, s.hn)
+		m.see(L.up, s.hn)
 		L.up.apply(s.u, s.hn)
 		swiglu(s.g, s.u)
+		m.see(L.down, s.g)
 		L.down.apply(s.proj, s.g)
 		addTo(s.x, s.proj)
 	}
 	s.pos++
 	rmsNorm(s.hn, s.x, m.norm, m.eps)
 	logits := make([]float32, m.vocab)
-	linear{w: m.lmHead, out: m.vocab, in: h}.apply(logits, s.hn)
+	head := linear{w: m.lmHead, out: m.vocab, in: h, name: "lm_head.weight"}
+	m.see(head, s.hn)
+	head.apply(logits, s.hn)
 	return logits, nil
 }
 
