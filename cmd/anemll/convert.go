@@ -9,6 +9,7 @@ import (
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/calib"
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/verify"
 )
@@ -64,6 +65,8 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		only      = fs.Int("only", 0, "pipeline: run only step N (1-8)")
 		skipCheck = fs.Bool("skip-check", false, "pipeline: skip step 8 (verification)")
 		group     = fs.Int("lut-group-size", 8, "output channels per LUT")
+		calText   = fs.String("calibration", "", "UTF-8 text file: palettize to minimise each layer's output error on its activations (fortunes separated by % lines, or plain text)")
+		calTokens = fs.Int("calibration-tokens", 0, fmt.Sprintf("calibration tokens to use, in sequences of the context length (default %d)", calib.DefaultTokens))
 		context   int
 		batch     int
 		chunks    int
@@ -103,6 +106,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return convertPart(*part, lut.bits, pipeline.Options{
 			Model: *model, Output: *output, Prefix: *prefix, ContextLength: context, BatchSize: batch,
 			StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group,
+			Calibration: *calText, CalibrationTokens: *calTokens,
 		}, stderr)
 	}
 	if lut.set {
@@ -122,6 +126,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		StateLength: *stateLen, NumChunks: chunks, LUTGroupSize: *group,
 		LUT:     llama.LUTBits{Embeddings: lut1.bits, FFN: lut2.bits, LMHead: lut3.bits},
 		Restart: *restart, Only: *only, SkipCheck: *skipCheck, Log: stderr,
+		Calibration: *calText, CalibrationTokens: *calTokens,
 		Verify: func(dir string) error {
 			return verify.Directory(*model, dir, stdout)
 		},
@@ -149,14 +154,14 @@ func convertPart(partName string, lutBits int, opts pipeline.Options, log io.Wri
 	if st, err := os.Stat(opts.Output); err == nil && !st.IsDir() {
 		return fmt.Errorf("output %s is a file, not a directory", opts.Output)
 	}
-	if err := os.MkdirAll(opts.Output, 0o755); err != nil {
-		return err
-	}
 	s, err := pipeline.Open(opts)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if err := os.MkdirAll(opts.Output, 0o755); err != nil {
+		return err
+	}
 	n := 1
 	if p.Chunked() {
 		n = len(s.Conv.Layout())
@@ -169,6 +174,9 @@ func convertPart(partName string, lutBits int, opts pipeline.Options, log io.Wri
 			return err
 		}
 		fmt.Fprintf(log, "  %s\n", path)
+		if s.Calib != nil {
+			s.Calib.WriteReport(log, name)
+		}
 	}
 	return nil
 }

@@ -22,6 +22,10 @@ type MetaInfo struct {
 	Prefix                           string
 	// SplitLMHead is the number of logits outputs of the LM head.
 	SplitLMHead int
+	// CalibrationTokens and CalibrationSHA256 record a calibrated
+	// conversion (tokens used, SHA-256 of the text); not written when 0.
+	CalibrationTokens int
+	CalibrationSHA256 string
 }
 
 func lutString(bits int) string {
@@ -69,6 +73,10 @@ func (m MetaInfo) Marshal() []byte {
 	fmt.Fprintf(&b, "    lm_head: %s_lm_head%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTLMHead))
 	fmt.Fprintf(&b, "    ffn: %s_FFN_PF%s.mlmodelc\n", m.Prefix, lutSuffix(m.LUTFFN))
 	fmt.Fprintf(&b, "    split_lm_head: %d\n", m.SplitLMHead)
+	if m.CalibrationTokens > 0 {
+		fmt.Fprintf(&b, "    calibration_tokens: %d\n", m.CalibrationTokens)
+		fmt.Fprintf(&b, "    calibration_sha256: %s\n", m.CalibrationSHA256)
+	}
 	return []byte(b.String())
 }
 

@@ -41,6 +41,11 @@ type Options struct {
 	Restart, Only int
 	// SkipCheck skips step 8 (verification).
 	SkipCheck bool
+	// Calibration, if set, is a UTF-8 text file: palettes then minimise
+	// each layer's output error on its activations (see Calibrator).
+	// CalibrationTokens caps the tokens used (0: calib.DefaultTokens).
+	Calibration       string
+	CalibrationTokens int
 	// Log receives step lines, progress and the final table (nil: quiet).
 	Log io.Writer
 	// Verify runs step 8 on the finished output directory.
@@ -169,6 +174,9 @@ func Run(opts Options) (*Result, error) {
 		if err != nil {
 			return err
 		}
+		if s.Calib != nil {
+			s.Calib.WriteReport(log, name)
+		}
 		return fault(step, "after "+name)
 	}
 	run := func(step int, body func() error) (err error) {
@@ -252,6 +260,9 @@ func Run(opts Options) (*Result, error) {
 				Architecture: s.Config.ModelType, ContextLength: lo.ContextLength, BatchSize: lo.BatchSize,
 				LUTEmbeddings: lo.LUT.Embeddings, LUTFFN: lo.LUT.FFN, LUTLMHead: lo.LUT.LMHead,
 				NumChunks: chunks, Prefix: lo.Prefix, SplitLMHead: lo.SplitLMHead,
+			}
+			if s.Calib != nil {
+				meta.CalibrationTokens, meta.CalibrationSHA256 = s.Calib.Set.Tokens, s.Calib.Text.SHA256
 			}
 			return writeFileAtomic(filepath.Join(opts.Output, "meta.yaml"), meta.Marshal())
 		},

@@ -23,6 +23,8 @@ type Session struct {
 	ckpt   *hf.Checkpoint
 	Conv   Converter
 	opts   Options
+	// Calib is set when the options ask for calibration.
+	Calib *Calibrator
 }
 
 // Open loads and checks the checkpoint and options: config.json, the
@@ -57,7 +59,23 @@ func Open(opts Options) (*Session, error) {
 		ckpt.Close()
 		return nil, err
 	}
-	return &Session{Config: cfg, ckpt: ckpt, Conv: conv, opts: opts}, nil
+	var cal *Calibrator
+	if opts.Calibration != "" {
+		if opts.LUT == (llama.LUTBits{}) {
+			ckpt.Close()
+			return nil, fmt.Errorf("pipeline: --calibration %s given but no LUT bits are set; calibration only changes palettized weights (set --lut, --lut1, --lut2 or --lut3)", opts.Calibration)
+		}
+		if cal, err = NewCalibrator(opts.Model, cfg, ckpt, opts.Calibration, opts.CalibrationTokens, conv.Options().ContextLength); err != nil {
+			ckpt.Close()
+			return nil, err
+		}
+		lo.Palettize = cal.Palettize
+		if conv, err = mk(cfg, ckpt, lo); err != nil {
+			ckpt.Close()
+			return nil, err
+		}
+	}
+	return &Session{Config: cfg, ckpt: ckpt, Conv: conv, opts: opts, Calib: cal}, nil
 }
 
 // Close releases the checkpoint.

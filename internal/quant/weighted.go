@@ -26,6 +26,9 @@ type groupSolver struct {
 	cur  []float64
 }
 
+// descentSweeps bounds the coordinate-descent sweeps per row.
+const descentSweeps = 8
+
 type wpoint struct{ x, c float64 }
 
 // groupResult is one group's calibrated and uncalibrated error on H and
@@ -83,6 +86,10 @@ func (g *groupSolver) solve(w []uint16, r0 int, lut0 []uint16, idx0 []uint8, lut
 		for range maxRounds {
 			g.assign(v, g.idx)
 			keep(l, v, g.idx)
+			if g.st.Gram != nil {
+				g.descend(v, g.idx)
+				keep(l, v, g.idx)
+			}
 			l, v = g.refit(r0, g.idx, l, v)
 			e := keep(l, v, g.idx)
 			if !(e < prev*(1-minGain)) {
@@ -156,6 +163,62 @@ func (g *groupSolver) assign(v []float64, idx []uint8) {
 			rest := row[a+1:]
 			for b := range rest {
 				rest[b] -= e * urow[b]
+			}
+		}
+	}
+}
+
+// descend improves the assignment idx for the palette v by exact
+// coordinate descent on each row's error eᵀHe: every weight in turn takes
+// the entry that lowers the error most given all others, the gradient
+// H·e being updated after each change, for a few sweeps or until none
+// changes. The error never rises.
+func (g *groupSolver) descend(v []float64, idx []uint8) {
+	n := g.in
+	h := g.st.Gram
+	if len(g.c) < n {
+		g.c = make([]float64, n)
+	}
+	grad := g.c[:n]
+	for r := range g.rows {
+		ri := idx[r*n : (r+1)*n]
+		wr := g.w[r*n : (r+1)*n]
+		for j := range n {
+			g.e[j] = wr[j] - v[ri[j]]
+		}
+		for i := range n {
+			var s float64
+			row := h[i*n : (i+1)*n]
+			for j, e := range g.e {
+				s += row[j] * e
+			}
+			grad[i] = s
+		}
+		for range descentSweeps {
+			changed := false
+			for j := range n {
+				hjj := h[j*n+j]
+				if hjj <= 0 {
+					continue
+				}
+				cur := v[ri[j]]
+				// Δ(eᵀHe) for e_j += δ, δ = cur − c: 2δ·grad_j + δ²·H_jj.
+				// Its minimum over c is at the entry nearest cur + grad_j/H_jj.
+				q := nearest(v, cur+grad[j]/hjj)
+				d := cur - v[q]
+				if q == int(ri[j]) || d == 0 || 2*d*grad[j]+d*d*hjj >= 0 {
+					continue
+				}
+				ri[j] = uint8(q)
+				g.e[j] += d
+				col := h[j*n : (j+1)*n] // H symmetric: row j = column j
+				for i, x := range col {
+					grad[i] += d * x
+				}
+				changed = true
+			}
+			if !changed {
+				break
 			}
 		}
 	}
