@@ -27,7 +27,7 @@ import (
 )
 
 // DefaultTokens is the default number of calibration tokens.
-const DefaultTokens = 8192
+const DefaultTokens = 4096
 
 // DefaultFullLimit is the widest input that gets a full Gram matrix
 // (4096² float64 = 128 MiB); wider inputs keep the diagonal only.
@@ -119,10 +119,6 @@ type Set struct {
 	// SHA256 is the hex digest of the calibration text ("" if unknown).
 	SHA256 string
 
-	// Reports holds, per weight palettized during sequential
-	// calibration, its calibrated and uncalibrated errors.
-	Reports map[string]*quant.CalibReport
-
 	stats map[string]*quant.Stats // by HF weight name
 	freq  []float64               // embedding rows: occurrences + 1
 	embed string
@@ -141,9 +137,13 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 		opts.FullLimit = DefaultFullLimit
 	}
 	n := min(len(ids), opts.Tokens) / opts.ContextLength
+	if len(ids) < opts.ContextLength {
+		return nil, fmt.Errorf("%w: it gives %d tokens, fewer than one sequence of the context length %d; give more text",
+			ErrTooShort, len(ids), opts.ContextLength)
+	}
 	if n == 0 {
-		return nil, fmt.Errorf("%w: %d tokens (limit %d), fewer than one sequence of the context length %d; give more text or a larger --calibration-tokens",
-			ErrTooShort, len(ids), opts.Tokens, opts.ContextLength)
+		return nil, fmt.Errorf("%w: %d calibration tokens allowed, fewer than one sequence of the context length %d; raise --calibration-tokens",
+			ErrTooShort, opts.Tokens, opts.ContextLength)
 	}
 	cfg := ref.Config()
 	s := &Set{Tokens: n * opts.ContextLength, Sequences: n, stats: map[string]*quant.Stats{},
@@ -177,7 +177,7 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 // Stats returns the statistics of the named weight's input (nil if none).
 func (s *Set) Stats(name string) *quant.Stats { return s.stats[name] }
 
-// Names returns the number of weights with statistics.
+// Len returns the number of weights with statistics.
 func (s *Set) Len() int { return len(s.stats) }
 
 // For returns the statistics for a converter request: the LM head (its
