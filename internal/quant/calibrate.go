@@ -59,7 +59,7 @@ const (
 	// as a fraction of the mean diagonal (as GPTQ does).
 	dampFraction = 0.01
 	// maxRounds bounds assign/refit rounds per start.
-	maxRounds = 12
+	maxRounds = 4
 	// minGain is the relative error decrease a round must bring to go on.
 	minGain = 1e-4
 )
