@@ -311,3 +311,17 @@ func TestFeedbackFactor(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPalettizeCalibrated measures a 64×2048 slice of a 1B-shaped
+// projection with a full 2048² H at 4 bits (8 groups); a 2048×2048 matrix
+// is 32 times this.
+func BenchmarkPalettizeCalibrated(b *testing.B) {
+	w, st := synthCalib(64, 2048, 64, 11)
+	st.factor()
+	b.ResetTimer()
+	for range b.N {
+		if _, _, err := PalettizeCalibrated(w, []int64{64, 2048}, st, Options{Bits: 4}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
