@@ -214,20 +214,7 @@ func (s *Set) For(req quant.Request) (*quant.Stats, error) {
 	if st.In() != in {
 		return nil, fmt.Errorf("calib: %s: statistics have %d input channels, weight rows %d", req.Name, st.In(), in)
 	}
-	if st.Target == nil || len(st.Target) == len(req.Weights) && req.Row0 == 0 && req.Row1 == 0 {
-		return st, nil
-	}
-	// Rows [Row0, Row1) of the target, zero rows padding the rest.
-	r0, r1 := int(req.Row0), int(req.Row1)
-	if r1 == 0 {
-		r0, r1 = 0, len(st.Target)/in
-	}
-	if r0 < 0 || r1 < r0 || r1*in > len(st.Target) || r1-r0 > rows {
-		return nil, fmt.Errorf("calib: %s: rows [%d,%d) outside the calibrated weight", req.Name, r0, r1)
-	}
-	t := make([]uint16, len(req.Weights))
-	copy(t, st.Target[r0*in:r1*in])
-	return &quant.Stats{Diag: st.Diag, Gram: st.Gram, Target: t}, nil
+	return st, nil
 }
 
 // accumulator sums one input's Gram matrix (upper triangle while

@@ -20,8 +20,9 @@ import (
 // Each group's palette starts from k-means weighted by diag H; indices are
 // then assigned column by column against the fixed palette with the error
 // of each column fed back through H onto the columns not yet assigned
-// (GPTQ/OBQ), and the palette entries are refitted by least squares on H
-// given the assignments; this repeats while the group's error falls. The
+// (GPTQ/OBQ) and then improved by exact coordinate descent on each row's
+// eᵀHe, and the palette entries are refitted by least squares on H given
+// the assignments; this repeats while the group's error falls. The
 // uncalibrated palette (Palettize) is a candidate too, so no group, and no
 // tensor, is ever worse on H than without calibration.
 
@@ -37,13 +38,6 @@ type Stats struct {
 	// weight); a palettized embedding table uses token frequencies here
 	// with Diag all ones.
 	RowWeight []float64
-	// Target, if set, is what the palette should reproduce instead of the
-	// weight itself (fp16 bits, the weight's layout): the least-squares
-	// weight W* = W·C·H⁻¹ that maps the inputs a partly quantized model
-	// feeds this layer onto the original model's outputs. The error is
-	// then tr((W*−Ŵ)H(W*−Ŵ)ᵀ), the output error up to a constant; the
-	// uncalibrated palette is still that of the weight.
-	Target []uint16
 
 	once sync.Once
 	fb   *feedback // GPTQ factor of Gram, computed once and shared
@@ -125,19 +119,9 @@ func PalettizeCalibrated(w []uint16, shape []int64, st *Stats, opts Options) (*P
 	if st.RowWeight != nil && len(st.RowWeight) != rows {
 		return nil, nil, fmt.Errorf("quant: calibration row weights have %d entries, weight has %d rows", len(st.RowWeight), rows)
 	}
-	if st.Target != nil && len(st.Target) != len(w) {
-		return nil, nil, fmt.Errorf("quant: calibration target has %d values, weight %d", len(st.Target), len(w))
-	}
 	base, err := Palettize(w, shape, opts)
 	if err != nil {
 		return nil, nil, err
-	}
-	tw := w
-	if st.Target != nil {
-		if err := nonFinite(st.Target); err != nil {
-			return nil, nil, fmt.Errorf("quant: calibration target: %w", err)
-		}
-		tw = st.Target
 	}
 	fb := st.factor()
 	groups := base.Groups()
@@ -159,7 +143,7 @@ func PalettizeCalibrated(w []uint16, shape []int64, st *Stats, opts Options) (*P
 					return
 				}
 				r0 := i * opts.GroupSize
-				gs := g.solve(tw[i*per:(i+1)*per], r0,
+				gs := g.solve(w[i*per:(i+1)*per], r0,
 					base.LUT[i*k:(i+1)*k], base.Indices[i*per:(i+1)*per],
 					p.LUT[i*k:(i+1)*k], p.Indices[i*per:(i+1)*per])
 				rep.Groups[i], rep.Groups0[i], refs[i] = gs.err, gs.err0, gs.ref
@@ -184,13 +168,9 @@ func PalettizeRequest(req Request, opts Options) (*Palette, *CalibReport, error)
 	return PalettizeCalibrated(req.Weights, req.Shape, req.Stats, opts)
 }
 
-// OutputError returns tr((W−Ŵ) H (W−Ŵ)ᵀ) of palette p against w (or
-// st.Target if set) on st (row-weighted when st.RowWeight is set); NaN if
-// the shapes disagree.
+// OutputError returns tr((W−Ŵ) H (W−Ŵ)ᵀ) of palette p against w on st
+// (row-weighted when st.RowWeight is set); NaN if the shapes disagree.
 func OutputError(w []uint16, p *Palette, st *Stats) float64 {
-	if st != nil && st.Target != nil {
-		w = st.Target
-	}
 	d := p.Dense()
 	if d == nil || len(d) != len(w) || len(p.Shape) == 0 || st == nil {
 		return math.NaN()
