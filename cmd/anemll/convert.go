@@ -10,6 +10,7 @@ import (
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/decoder"
+	"github.com/anemll/anemll/internal/calib"
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/verify"
 )
@@ -159,6 +160,8 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		allowMiss  = fs.Bool("allow-missing-weights", false, "convert although the checkpoint lacks tensors that have a neutral default (norm gains, biases, a head tied to the embeddings), listing them")
 		allowUnuse = fs.Bool("allow-unused-weights", false, "convert although the checkpoint holds tensors the conversion does not use, listing them")
 		fp16Scale  = fs.String("fp16-scale", "auto", "residual-stream scale against fp16 overflow: auto (measure families known to overflow, Gemma 3), measure (any family), none, or a number in (0, 1]")
+		calText    = fs.String("calibration", "", "UTF-8 text file: palettize to minimise each layer's output error on its activations (fortunes separated by % lines, or plain text)")
+		calTokens  = fs.Int("calibration-tokens", 0, fmt.Sprintf("calibration tokens to use, in sequences of the context length (default %d)", calib.DefaultTokens))
 		skipDedup  = fs.Bool("skip-anemll-dedup", false, "accepted for ANEMLL compatibility (our combine already stores each shared weight once)")
 		context    int
 		batch      int
@@ -217,7 +220,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		Model: *model, Output: *output, Prefix: *prefix, ContextLength: context, BatchSize: batch,
 		StateLength: *stateLen, NumChunks: chunks.n, LUTGroupSize: *group, Argmax: *argmax,
 		AllowMissingWeights: *allowMiss, AllowUnusedWeights: *allowUnuse, ChunkNo: *chunkNo, Log: stderr,
-		FP16Scale: *fp16Scale,
+		FP16Scale: *fp16Scale, Calibration: *calText, CalibrationTokens: *calTokens,
 	}
 	if *part != "" {
 		if lut1.set || lut2.set || lut3.set {
@@ -346,6 +349,9 @@ func convertPart(partName string, lut lutFlag, opts pipeline.Options, log io.Wri
 			return err
 		}
 		fmt.Fprintf(log, "  %s\n", path)
+		if s.Calib != nil {
+			s.Calib.WriteReport(log, name)
+		}
 	}
 	return nil
 }

@@ -40,6 +40,10 @@ type MetaInfo struct {
 	// packages keep one unified KV cache and apply it inside the graph, so
 	// meta.yaml also says single_cache (no rotate functions).
 	SlidingWindow int
+	// CalibrationTokens and CalibrationSHA256 record a calibrated
+	// conversion (tokens used, SHA-256 of the text); not written when 0.
+	CalibrationTokens int
+	CalibrationSHA256 string
 }
 
 // perChannel renders a *_per_channel line, or nothing when g is 0 or the
@@ -77,6 +81,10 @@ func (m MetaInfo) tail(b *strings.Builder) {
 	fmt.Fprintf(b, "    prefill_dynamic_slice: true\n")
 	if m.SlidingWindow > 0 {
 		fmt.Fprintf(b, "    single_cache: true\n")
+	}
+	if m.CalibrationTokens > 0 {
+		fmt.Fprintf(b, "    calibration_tokens: %d\n", m.CalibrationTokens)
+		fmt.Fprintf(b, "    calibration_sha256: %s\n", m.CalibrationSHA256)
 	}
 }
 

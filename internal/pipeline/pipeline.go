@@ -61,6 +61,11 @@ type Options struct {
 	// ChunkNo, if positive, converts only that chunk (1-based) of the
 	// chunked parts in steps 3–5 (--chunk-no).
 	ChunkNo int
+	// Calibration, if set, is a UTF-8 text file: palettes then minimise
+	// each layer's output error on its activations (see Calibrator).
+	// CalibrationTokens caps the tokens used (0: calib.DefaultTokens).
+	Calibration       string
+	CalibrationTokens int
 	// Log receives step lines, progress and the final table (nil: quiet).
 	Log io.Writer
 	// Verify runs step 8 on the finished output directory.
@@ -218,6 +223,9 @@ func Run(opts Options) (*Result, error) {
 		if err != nil {
 			return err
 		}
+		if s.Calib != nil {
+			s.Calib.WriteReport(log, name)
+		}
 		return fault(step, "after "+name)
 	}
 	run := func(step int, body func() error) (err error) {
@@ -299,6 +307,9 @@ func Run(opts Options) (*Result, error) {
 			meta := s.metaInfo(opts)
 			if w := s.Conv.Spec().MaxWindow(); w > 0 && w < s.Conv.Options().StateLength {
 				meta.SlidingWindow = w
+			}
+			if s.Calib != nil {
+				meta.CalibrationTokens, meta.CalibrationSHA256 = s.Calib.Set.Tokens, s.Calib.Text.SHA256
 			}
 			return writeFileAtomic(filepath.Join(opts.Output, "meta.yaml"), meta.Marshal())
 		},

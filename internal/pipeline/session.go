@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"sync"
 
 	"github.com/anemll/anemll/internal/arch"
@@ -23,6 +24,8 @@ type Session struct {
 	ckpt   *hf.Checkpoint
 	Conv   Converter
 	opts   Options
+	// Calib is set when the options ask for calibration.
+	Calib *Calibrator
 }
 
 // Open loads and checks the checkpoint and options: config.json, the
@@ -65,7 +68,27 @@ func Open(opts Options) (*Session, error) {
 		ckpt.Close()
 		return nil, err
 	}
-	return &Session{Config: cfg, ckpt: ckpt, Conv: conv, opts: opts}, nil
+	var cal *Calibrator
+	if opts.Calibration != "" {
+		if opts.LUT == (decoder.LUTBits{}) {
+			ckpt.Close()
+			return nil, fmt.Errorf("pipeline: --calibration %s given but no LUT bits are set; calibration only changes palettized weights (set --lut, --lut1, --lut2 or --lut3)", opts.Calibration)
+		}
+		if cal, err = NewCalibrator(opts.Model, cfg, ckpt, opts.Calibration, opts.CalibrationTokens, conv.Options().ContextLength); err != nil {
+			ckpt.Close()
+			return nil, err
+		}
+		lo.Palettize = cal.Palettize
+		lo.Metadata = map[string]string{
+			"com.anemll-go.calibration_tokens": strconv.Itoa(cal.Set.Tokens),
+			"com.anemll-go.calibration_sha256": cal.Text.SHA256,
+		}
+		if conv, err = decoder.NewConverter(cfg, ckpt, lo); err != nil {
+			ckpt.Close()
+			return nil, err
+		}
+	}
+	return &Session{Config: cfg, ckpt: ckpt, Conv: conv, opts: opts, Calib: cal}, nil
 }
 
 // decoderOptions maps pipeline options to the converter's.

@@ -17,4 +17,8 @@ type Request struct {
 	Shape   []int64
 	// Bits is the index width; GroupSize the output channels per LUT.
 	Bits, GroupSize int
+	// Stats, if set, are the calibration statistics of the weight's input
+	// (rows matching Weights); PalettizeRequest then minimises the output
+	// error on them instead of the weight error.
+	Stats *Stats
 }

@@ -312,6 +312,9 @@ func (c *Converter) metadata(short string, ws *weightSet, extra map[string]strin
 		ud["com.anemll.lut_bits"] = strconv.Itoa(ws.bits)
 		ud["com.anemll-go.dense_weights"] = strings.Join(ws.dense, ",")
 	}
+	for k, v := range c.opts.Metadata {
+		ud[k] = v
+	}
 	for k, v := range extra {
 		ud[k] = v
 	}

@@ -88,6 +88,9 @@ type Options struct {
 	// int32) and value (fp16) of its largest logit instead of the logits
 	// (ANEMLL 0.3.5's --argmax).
 	Argmax bool
+	// Metadata holds extra user-defined package metadata written into every
+	// package (for example what a calibrated conversion was calibrated on).
+	Metadata map[string]string
 	// AllowUnusedWeights turns the refusal of checkpoint tensors the
 	// conversion does not use into a warning.
 	AllowUnusedWeights bool
