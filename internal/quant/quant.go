@@ -5,19 +5,19 @@
 //
 // Each group of GroupSize consecutive slices along axis 0 gets its own table
 // of 2^Bits fp16 values; every weight stores the index of its table entry.
-// The solver works on the group's histogram of distinct fp16 values (at most
-// 65536), where 1-D k-means reduces to choosing k−1 cut points in a sorted
-// list and prefix sums give any cluster's error in O(1). A group whose
-// dynamic programme over every cut position is cheap (k·n·log₂n within a
-// fixed budget, e.g. n ≲ 400 distinct values at 6 bits, ≲ 1400 at 4 bits) is
-// solved exactly. Larger groups get the exact programme over a few hundred
-// coarse candidate cuts (boundaries of runs of distinct values whose own
-// squared error stays under a threshold), then exact re-optimisation of all
-// cuts within ±16
-// distinct values of the current ones, repeated until a full pass finds no
-// improvement; on Gaussian groups this lands within 0.1 % of the optimum and
-// usually on it. Centroids are rounded to the nearest fp16 value and every
-// weight takes its nearest LUT entry (ties to the lower index). Results are
+// The solver works on the group's sorted distinct fp16 values (at most the
+// group's size), where 1-D k-means reduces to choosing k−1 cut points in a
+// sorted list and prefix sums give any cluster's error in O(1). Every group
+// is solved exactly (the clustering minimises the squared error before
+// rounding): a few passes of the penalised problem (error + λ per cluster,
+// solved in one left-to-right pass thanks to the quadrangle inequality) search λ for k
+// clusters, and when they stop one or two clusters short, an exact dynamic
+// programme confined to the windows where the interlacing of optimal
+// solutions puts the cuts finishes. Centroids are rounded to the nearest fp16
+// value and every weight takes its nearest LUT entry (ties to the lower
+// index); where clusters hold few distinct values, the cuts are then
+// re-optimised for the rounded error. The work per group grows with its
+// size (n log n at worst), whatever the group size and bit width. Results are
 // deterministic and independent of the number of workers.
 package quant
 

@@ -229,8 +229,9 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// TestDistinctPaths: the histogram and sort paths find the same distinct
-// values and counts.
+// TestDistinctPaths: the count-table-plus-radix-sort distinct pass finds the
+// same distinct keys and counts as sorting every key, on a group with −0,
+// +0 and the largest half.
 func TestDistinctPaths(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
 	w := randWeights(rng, 20000, 0.3)
@@ -254,7 +255,7 @@ func TestDistinctPaths(t *testing.T) {
 		cnt = append(cnt, 1)
 	}
 	if !slices.Equal(a.dkey, keys) || !slices.Equal(a.cnt, cnt) {
-		t.Fatal("histogram path differs from sorted keys")
+		t.Fatal("distinct differs from sorted keys")
 	}
 	for i := 1; i < len(a.val); i++ {
 		if !(a.val[i] > a.val[i-1]) {
@@ -322,26 +323,21 @@ func TestExactDP(t *testing.T) {
 }
 
 // TestLargeGroupNearOptimal: on Gaussian groups with more distinct values
-// than the exact limit, the coarse-plus-band solver is within 0.1 % of the
-// exact optimum (computed by the exact programme over all cut positions).
+// than the baseline solved exactly, the solver finds the optimum (computed
+// by the exact programme over all cut positions) to rounding.
 func TestLargeGroupNearOptimal(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
 	for _, bits := range []int{2, 4, 6} {
 		w := randWeights(rng, 16384, 1)
 		s := newSolver(bits)
 		s.distinct(w)
-		if exactDistinct(s.k, len(s.val)) {
-			t.Fatalf("only %d distinct values; test needs the large path", len(s.val))
+		if oldExactDistinct(s.k, len(s.val)) {
+			t.Fatalf("only %d distinct values; test needs a group the old solver did not solve exactly", len(s.val))
 		}
 		s.solveCuts()
 		got := s.sse()
-		s.pos = resize(s.pos, len(s.val)+1)
-		for i := range s.pos {
-			s.pos[i] = i
-		}
-		s.dpPositions(s.pos)
-		opt := s.sse()
-		if got > opt*1.001 || got < opt*(1-1e-12) {
+		opt := optimumSSE(w, bits)
+		if math.Abs(got-opt) > 1e-9*opt {
 			t.Errorf("bits %d: SSE %.8g vs optimum %.8g (ratio %.6f)", bits, got, opt, got/opt)
 		}
 		t.Logf("bits %d: %d distinct, SSE/optimum %.6f", bits, len(s.val), got/opt)
@@ -630,9 +626,9 @@ func TestBenchTable(t *testing.T) {
 }
 
 // TestAwkwardDistributions runs the large-group path on distributions that
-// stress the coarse candidate cuts: heavy tails, a dominant spike, far-apart
+// stress the λ search and the windows: heavy tails, a dominant spike, far-apart
 // modes, a few outliers. Each must satisfy the palette contract, beat plain
-// Lloyd from the quantile seeds, and stay within 1 % of the exact optimum.
+// Lloyd from the quantile seeds, and reach the exact optimum (to rounding).
 func TestAwkwardDistributions(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
 	const n = 8 * 2500
@@ -680,13 +676,8 @@ func TestAwkwardDistributions(t *testing.T) {
 				}
 				s.solveCuts()
 				got := s.sse()
-				s.pos = resize(s.pos, len(s.val)+1)
-				for i := range s.pos {
-					s.pos[i] = i
-				}
-				s.dpPositions(s.pos)
-				opt := s.sse()
-				if got > opt*1.01+1e-12 {
+				opt := optimumSSE(w, bits)
+				if math.Abs(got-opt) > 1e-9*opt+1e-12 {
 					t.Errorf("%d distinct: SSE %.8g, optimum %.8g", len(s.val), got, opt)
 				}
 				t.Logf("%d distinct: SSE/optimum %.6f; MSE vs Lloyd %.4f", len(s.val), got/opt, ours/base)
