@@ -6,6 +6,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -22,8 +23,11 @@ import (
 	"github.com/anemll/anemll/internal/runner"
 )
 
-// LUT prints quant.BenchTable for the N(0,1) 2048×8192 matrix and every
-// weight of the checkpoint in modelDir.
+// LUT prints quant.BenchTable for the N(0,1) 2048×8192 matrix, every
+// tensor of the checkpoint in modelDir and the matrices of one decoder layer
+// of the random Llama-3.2-1B-shaped checkpoint (hf/synth), then
+// quant.GroupSweep over group sizes of 1 024 … 65 536 weights on the N(0,1)
+// matrix and on that layer's gate projection.
 func LUT(w io.Writer, modelDir string, workers int) error {
 	ck, err := hf.OpenCheckpoint(modelDir)
 	if err != nil {
@@ -39,8 +43,50 @@ func LUT(w io.Writer, modelDir string, workers int) error {
 		}
 		tensors = append(tensors, quant.Tensor{Name: name, Shape: info.Shape, Data: data})
 	}
-	_, err = quant.BenchTable(w, tensors, quant.Options{Workers: workers})
-	return err
+	layer, err := Layer1B(0)
+	if err != nil {
+		return err
+	}
+	normal := quant.NormalSet()
+	sets := []quant.BenchSet{normal, {Title: modelDir, Tensors: tensors}, {Title: "Llama-3.2-1B shape (random BF16), layer 0", Tensors: layer}}
+	opts := quant.Options{Workers: workers}
+	if _, err := quant.BenchTable(w, sets, opts); err != nil {
+		return err
+	}
+	for _, t := range []quant.Tensor{normal.Tensors[0], layer[4]} {
+		fmt.Fprintf(w, "\ngroup-size sweep on %s %v (best of 2):\n", t.Name, t.Shape)
+		if _, err := quant.GroupSweep(w, t.Data, 2, opts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Layer1B returns the matrices of decoder layer i of the random
+// Llama-3.2-1B-shaped BF16 checkpoint (synth.Llama1B, the checkpoint
+// Convert writes), converted to fp16, in checkpoint order: q, k, v, o,
+// gate, up, down projections.
+func Layer1B(i int) ([]quant.Tensor, error) {
+	prefix := fmt.Sprintf("model.layers.%d.", i)
+	var out []quant.Tensor
+	for _, wt := range synth.Tensors(synth.Llama1B()) {
+		if !strings.HasPrefix(wt.Name, prefix) || len(wt.Shape) != 2 {
+			continue
+		}
+		var buf bytes.Buffer
+		if err := wt.Data(&buf); err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", wt.Name, err)
+		}
+		d := make([]uint16, buf.Len()/2)
+		if _, err := hf.DecodeFloat16(d, buf.Bytes(), wt.DType); err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", wt.Name, err)
+		}
+		out = append(out, quant.Tensor{Name: wt.Name, Shape: wt.Shape, Data: d})
+	}
+	if len(out) != 7 {
+		return nil, fmt.Errorf("bench: layer %d of the 1B shape has %d matrices, want 7", i, len(out))
+	}
+	return out, nil
 }
 
 // ResetPeakRSS restarts the kernel's peak-RSS counter (Linux

@@ -247,6 +247,7 @@ func (s *solver) solveCuts() {
 	s.high = resize(s.high, k+1)
 	kLow, kHigh := 0, 0 // cluster counts of s.low and s.high; 0 = none yet
 	var fLow, fHigh float64
+	prevK, prevLam := 0, 0.0 // the previous pass, for the secant step
 	for pass := 0; pass < maxPenaltyPasses; pass++ {
 		k0, f := s.penalised(lam)
 		if k0 == k {
@@ -276,12 +277,16 @@ func (s *solver) solveCuts() {
 			// penalised optimum there lies strictly between them, unless
 			// every count between is on the chord.
 			lam = (fLow - fHigh) / float64(kHigh-kLow)
-		case kHigh > 0: // too many clusters: raise λ (k(λ) ~ λ^(-1/3))
-			r := float64(kHigh) / float64(k)
-			lam *= min(r*r*r, 64)
 		default:
-			r := float64(kLow) / float64(k)
-			lam *= max(r*r*r, 1.0/64)
+			// One side only: k(λ) ≈ c·λ^(−α); α from the last two passes
+			// when they differ (a secant step in log–log), else 1/3 (the
+			// k⁻² fall of the error).
+			alpha := 1.0 / 3
+			if prevK != 0 && prevK != k0 && prevLam != lam {
+				alpha = min(max(math.Log(float64(prevK)/float64(k0))/math.Log(lam/prevLam), 0.1), 1)
+			}
+			prevK, prevLam = k0, lam
+			lam *= min(max(math.Pow(float64(k0)/float64(k), 1/alpha), 1.0/64), 64)
 		}
 		if !(lam > 0) || math.IsInf(lam, 0) {
 			break

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -603,7 +604,7 @@ func TestBenchTable(t *testing.T) {
 		t.Skip("palettizes the 2048×8192 matrix twice")
 	}
 	var buf bytes.Buffer
-	rows, err := BenchTable(&buf, loadTiny(t), Options{})
+	rows, err := BenchTable(&buf, []BenchSet{NormalSet(), {Title: "tiny", Tensors: loadTiny(t)}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,8 +621,34 @@ func TestBenchTable(t *testing.T) {
 	if rows[0].Name != "normal 2048x8192" || rows[0].MSEVar > 0.0095 {
 		t.Errorf("first row %+v", rows[0])
 	}
-	if !strings.Contains(buf.String(), "total (30 tensors)") {
-		t.Error("no total row")
+	if !strings.Contains(buf.String(), "total (30 tensors)") || !strings.Contains(buf.String(), "tiny, 6-bit") {
+		t.Error("no total row or set title")
+	}
+}
+
+// TestGroupSweep: one row per bit width and group size, with the group
+// count the size implies, and the weights a bad size cannot split refused.
+func TestGroupSweep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	w := randWeights(rng, 8*65536, 1)
+	var buf bytes.Buffer
+	rows, err := GroupSweep(&buf, w, 1, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2*len(SweepGroupSizes) {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for i, r := range rows {
+		if r.GroupWeights != SweepGroupSizes[i%len(SweepGroupSizes)] || r.Bits != []int{4, 6}[i/len(SweepGroupSizes)] || r.Weights != len(w) || !(r.NsPerWeight() > 0) || r.Distinct < len(w)/8 || r.Distinct > len(w) {
+			t.Errorf("row %d: %+v", i, r)
+		}
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 1+len(rows) {
+		t.Errorf("%d lines:\n%s", n, buf.String())
+	}
+	if _, err := GroupSweep(io.Discard, w[:1000], 1, Options{}); err == nil {
+		t.Error("1000 weights: no error")
 	}
 }
 
