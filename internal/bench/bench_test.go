@@ -2,9 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/anemll/anemll/internal/pipeline"
 )
 
 // TestPeakRSS touches 64 MiB and checks the peak grows by about that much.
@@ -37,5 +40,16 @@ func TestRuntimeTinyRow(t *testing.T) {
 	f := strings.Fields(lines[1])
 	if f[len(f)-1] == "0.0" || f[len(f)-2] == "0.0" || strings.Contains(lines[1], "NaN") {
 		t.Errorf("bad speeds: %q", lines[1])
+	}
+}
+
+// BenchmarkConvertMid runs the whole pipeline (steps 1–7, --skip-check)
+// on the mid-size shape; the target is 0.8 s on 2 cores.
+func BenchmarkConvertMid(b *testing.B) {
+	tmp := b.TempDir()
+	for b.Loop() {
+		if err := Convert(io.Discard, tmp, []Shape{MidSize()}, pipeline.Options{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -75,7 +75,7 @@ const (
 	maxPenaltyPasses = 8
 	// bandEvalsPerPass is how many band-programme cost evaluations take
 	// as long as one penalised pass spends per distinct value (measured).
-	bandEvalsPerPass = 8
+	bandEvalsPerPass = 6
 )
 
 // solver holds one worker's scratch space. It is reused across groups and

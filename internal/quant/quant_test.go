@@ -109,8 +109,7 @@ func TestLUTShape(t *testing.T) {
 }
 
 // TestPalettizeMatrix runs every bit width with several group sizes and
-// shapes (small groups: sort path and exact DP; large groups: histogram path
-// and the coarse-plus-band solver) and checks the contract plus an error
+// shapes (groups from a few to 72,000 weights) and checks the contract plus an error
 // bound: the MSE must not exceed that of uniform quantisation on the group
 // range, a loose ceiling any sane clustering meets.
 func TestPalettizeMatrix(t *testing.T) {
@@ -153,7 +152,7 @@ func TestExactFewDistinct(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, bits := range []int{1, 2, 3, 4, 6, 8} {
 		k := 1 << bits
-		for _, rowLen := range []int{100, 4096} { // sort path and histogram path
+		for _, rowLen := range []int{100, 4096} { // small and large groups
 			t.Run(fmt.Sprintf("bits=%d/len=%d", bits, rowLen*8), func(t *testing.T) {
 				// Two groups, each with exactly k (then k/2+1) distinct values.
 				var w []uint16
