@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/anemll/anemll/internal/fp16"
 )
@@ -319,11 +320,45 @@ func DecodeFloat16(dst []uint16, src []byte, dt DType) (overflow int, err error)
 			dst[i] = half(math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:])))
 		}
 	case BF16:
+		t := bf16Table()
+		from := t.overflowFrom
 		for i := range dst {
-			dst[i] = half(fp16.BF16ToFloat32(binary.LittleEndian.Uint16(src[2*i:])))
+			p := src[2*i : 2*i+2 : 2*i+2]
+			b := uint16(p[0]) | uint16(p[1])<<8
+			dst[i] = t.half[b]
+			if a := b & 0x7fff; a-from < 0x7f80-from {
+				overflow++ // finite, beyond the half range
+			}
 		}
 	default:
 		return 0, fmt.Errorf("hf: cannot convert %s to float16: %w", dt, ErrUnsupported)
 	}
 	return overflow, nil
 }
+
+// bf16Halves is the BF16 → half conversion of every bit pattern, by the same
+// rounding as fp16.FromFloat32 (BF16 widens to float32 exactly), so a
+// decode is one table load per value.
+type bf16Halves struct {
+	half [1 << 16]uint16
+	// overflowFrom is the smallest magnitude pattern (sign cleared) of a
+	// finite BF16 value that becomes ±Inf; finite patterns from it up to
+	// 0x7f80 (Inf) overflow.
+	overflowFrom uint16
+}
+
+var bf16Once = sync.OnceValue(func() *bf16Halves {
+	t := &bf16Halves{overflowFrom: 0x7f80}
+	for i := range t.half {
+		t.half[i] = uint16(fp16.FromFloat32(fp16.BF16ToFloat32(uint16(i))))
+	}
+	for a := uint16(0x7f7f); a > 0; a-- {
+		if t.half[a] != 0x7c00 {
+			break
+		}
+		t.overflowFrom = a
+	}
+	return t
+})
+
+func bf16Table() *bf16Halves { return bf16Once() }

@@ -1,0 +1,38 @@
+package hf
+
+import (
+	"encoding/binary"
+	"math"
+	"testing"
+
+	"github.com/anemll/anemll/internal/fp16"
+)
+
+// TestDecodeBF16AllPatterns: the table decode of every BF16 bit pattern
+// equals rounding its float32 value with fp16.FromFloat32, and the overflow
+// count is the number of finite patterns that become ±Inf.
+func TestDecodeBF16AllPatterns(t *testing.T) {
+	src := make([]byte, 2<<16)
+	for i := range 1 << 16 {
+		binary.LittleEndian.PutUint16(src[2*i:], uint16(i))
+	}
+	dst := make([]uint16, 1<<16)
+	overflow, err := DecodeFloat16(dst, src, BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i := range 1 << 16 {
+		f := fp16.BF16ToFloat32(uint16(i))
+		h := fp16.FromFloat32(f)
+		if dst[i] != uint16(h) {
+			t.Fatalf("bf16 %#04x: got %#04x, want %#04x", i, dst[i], uint16(h))
+		}
+		if h.IsInf() && !math.IsInf(float64(f), 0) {
+			want++
+		}
+	}
+	if overflow != want || want == 0 {
+		t.Errorf("overflow %d, want %d (> 0)", overflow, want)
+	}
+}
