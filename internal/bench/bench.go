@@ -186,7 +186,7 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options) erro
 			return err
 		}
 	}
-	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(100*time.Millisecond), gib(pipeline.DirSize(model)))
+	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(10*time.Millisecond), gib(pipeline.DirSize(model)))
 	tensorBytes, err := checkpointBytes(model)
 	if err != nil {
 		return err
@@ -258,8 +258,11 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options) erro
 func sec(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
 
 func mb(n int64) string {
-	if n == 0 {
+	switch {
+	case n == 0:
 		return "-"
+	case n < 10e6:
+		return fmt.Sprintf("%.0f kB", float64(n)/1e3)
 	}
 	return fmt.Sprintf("%.0f MB", float64(n)/1e6)
 }

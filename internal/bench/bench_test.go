@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/anemll/anemll/internal/hf/synth"
 	"github.com/anemll/anemll/internal/pipeline"
 )
 
@@ -51,5 +52,39 @@ func BenchmarkConvertMid(b *testing.B) {
 		if err := Convert(io.Discard, tmp, []Shape{MidSize()}, pipeline.Options{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestConvertSmall runs Convert on a small random shape from this package's
+// directory (not the repository root: the stand-in tokenizer is embedded)
+// and checks the table: seven steps with their bytes, a total, the floor
+// line and the output of every step but compile.
+func TestConvertSmall(t *testing.T) {
+	sh := Shape{Name: "small", Opts: synth.Options{Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, Vocab: 256, Seed: 3}}
+	var buf bytes.Buffer
+	if err := Convert(&buf, t.TempDir(), []Shape{sh}, pipeline.Options{ContextLength: 64, BatchSize: 16}); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	t.Logf("\n%s", out)
+	for _, want := range []string{"this machine: reads the checkpoint at", "     total", "small: checkpoint"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the table", want)
+		}
+	}
+	steps := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || len(f[0]) != 1 || f[0] < "1" || f[0] > "7" {
+			continue
+		}
+		steps++
+		written := f[len(f)-5]
+		if f[0] != "6" && written == "-" {
+			t.Errorf("step %s wrote nothing: %q", f[0], line)
+		}
+	}
+	if steps != 7 {
+		t.Errorf("%d step lines, want 7", steps)
 	}
 }
