@@ -99,7 +99,6 @@ type solver struct {
 	// Penalised pass scratch (indexed by prefix length 0..n).
 	pe   []float64 // best penalised cost of the prefix
 	pp   []int32   // start of its last cluster
-	pc   []int32   // its number of clusters
 	dq   []int32   // candidate starts
 	dst  []int32   // first prefix length each candidate is best for
 	low  []int     // cuts of the closest solution with fewer clusters than k
@@ -412,17 +411,16 @@ func (s *solver) penalised(lam float64) (int, float64) {
 	n := len(s.val)
 	s.pe = resize(s.pe, n+1)
 	s.pp = resize(s.pp, n+1)
-	s.pc = resize(s.pc, n+1)
 	s.dq = resize(s.dq, n+1)
 	s.dst = resize(s.dst, n+1)
-	pe, pp, pc, dq, dst := s.pe, s.pp, s.pc, s.dq, s.dst
+	pe, pp, dq, dst := s.pe[:n+1], s.pp[:n+1], s.dq[:n+1], s.dst[:n+1]
 	p0, p1, p2 := s.p0[:n+1], s.p1[:n+1], s.p2[:n+1]
 	// f is the penalised cost of prefix x when its last cluster starts at y.
 	f := func(y, x int) float64 {
 		c, d := p0[x]-p0[y], p1[x]-p1[y]
 		return pe[y] + (p2[x] - p2[y]) - d*d/c
 	}
-	pe[0], pp[0], pc[0] = 0, 0, 0
+	pe[0], pp[0] = 0, 0
 	h, t := 0, 1
 	dq[0], dst[0] = 0, 1
 	for x := 1; x <= n; x++ {
@@ -432,7 +430,6 @@ func (s *solver) penalised(lam float64) (int, float64) {
 		y := int(dq[h])
 		pe[x] = f(y, x) + lam
 		pp[x] = int32(y)
-		pc[x] = pc[y] + 1
 		if x == n {
 			break
 		}
@@ -448,7 +445,8 @@ func (s *solver) penalised(lam float64) (int, float64) {
 			s0 := max(int(dst[t-1]), x+1)
 			n1, s1 := a0-p0[b], a1-p1[b]
 			tn := (pe[x]-pe[b]-(p2[x]-p2[b]))*n1 + s1*s1 // T·n1
-			if tn < 0 {                                  // x wins from s0 on (the rise is never negative)
+			// T < 0: x wins from s0 on (the rise is never negative).
+			if tn < 0 {
 				t--
 				hi = -1
 				continue
@@ -524,7 +522,10 @@ func (s *solver) penalised(lam float64) (int, float64) {
 			t++
 		}
 	}
-	k0 := int(pc[n])
+	k0 := 0
+	for x := n; x > 0; x = int(pp[x]) {
+		k0++
+	}
 	s.tmpc = resize(s.tmpc, k0+1)
 	x := n
 	for j := k0; j > 0; j-- {
