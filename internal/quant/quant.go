@@ -215,7 +215,8 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := newSolver(opts.Bits)
+			s := getSolver(opts.Bits)
+			defer putSolver(s)
 			for !bad.Load() {
 				g := int(next.Add(1) - 1)
 				if g >= groups {
@@ -232,6 +233,27 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 		return nil, nonFinite(w)
 	}
 	return p, nil
+}
+
+// solvers keeps idle solvers per bit width: a solver's tables (a count per
+// possible half, an index per possible half) cost more to allocate and zero
+// than a small tensor costs to palettize. A solver's results do not depend
+// on what it solved before.
+var solvers [9]sync.Pool
+
+func getSolver(bits int) *solver {
+	if s, ok := solvers[bits].Get().(*solver); ok {
+		return s
+	}
+	return newSolver(bits)
+}
+
+func putSolver(s *solver) {
+	bits := 0
+	for 1<<bits < s.k {
+		bits++
+	}
+	solvers[bits].Put(s)
 }
 
 // Error returns the mean squared error of the palette against the original
