@@ -73,8 +73,9 @@ func keyHalf(k uint16) uint16 {
 const (
 	// maxPenaltyPasses bounds the λ search of one group.
 	maxPenaltyPasses = 8
-	// bandEvalsPerPass is how many band-programme cost evaluations take
-	// as long as one penalised pass spends per distinct value (measured).
+	// bandEvalsPerPass is about how many band-programme cost evaluations
+	// take as long as a penalised pass spends per distinct value (measured
+	// on BF16 and fp16 groups of 1 024 to 16 384 weights).
 	bandEvalsPerPass = 6
 )
 
@@ -103,7 +104,7 @@ type solver struct {
 	dst  []int32   // first prefix length each candidate is best for
 	low  []int     // cuts of the closest solution with fewer clusters than k
 	high []int     // cuts of the closest solution with more clusters than k
-	tmpc []int
+	tmpc []int     // cuts of the last penalised solution; roundPolish's candidate
 
 	// Band programme scratch.
 	bandLo  []int
