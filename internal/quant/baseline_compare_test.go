@@ -135,7 +135,9 @@ func TestExactRandomGroups(t *testing.T) {
 		func() float64 { return rng.NormFloat64() },
 		func() float64 { return rng.NormFloat64() / (0.1 + rng.Float64()) },
 		func() float64 { return float64(rng.IntN(40)) + 0.001*rng.NormFloat64() },
-		func() float64 { return float64(fp16.BF16ToFloat32(fp16.Float32ToBF16(float32(0.02 * rng.NormFloat64())))) },
+		func() float64 {
+			return float64(fp16.BF16ToFloat32(fp16.Float32ToBF16(float32(0.02 * rng.NormFloat64()))))
+		},
 		func() float64 {
 			if rng.IntN(3) == 0 {
 				return 0
