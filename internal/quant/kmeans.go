@@ -84,6 +84,11 @@ const (
 type solver struct {
 	k int // number of LUT entries, 2^bits
 
+	// scale multiplies initialPenalty (Palettize sets it per tensor from
+	// the first group); hitRatio is λ/initial λ when a penalised pass last
+	// hit k clusters, 0 if the last group needed the band.
+	scale, hitRatio float64
+
 	tab       []uint32 // per order key count, all zero between groups
 	keys, tmp []uint16 // distinct order keys of the group, then radix-sorted
 
@@ -126,6 +131,7 @@ func newSolver(bits int) *solver {
 	k := 1 << bits
 	return &solver{
 		k:       k,
+		scale:   1,
 		cuts:    make([]int, k+1),
 		means:   make([]float64, k),
 		bandLo:  make([]int, k+1),
@@ -242,7 +248,8 @@ func (s *solver) sse() float64 {
 // (n > k) and leaves it in s.cuts.
 func (s *solver) solveCuts() {
 	n, k := len(s.val), s.k
-	lam := s.initialPenalty()
+	lam0 := s.initialPenalty() * s.scale
+	lam := lam0
 	s.low = resize(s.low, k+1)
 	s.high = resize(s.high, k+1)
 	kLow, kHigh := 0, 0 // cluster counts of s.low and s.high; 0 = none yet
@@ -253,6 +260,7 @@ func (s *solver) solveCuts() {
 		if k0 == k {
 			s.cuts = s.cuts[:k+1]
 			copy(s.cuts, s.tmpc[:k+1])
+			s.hitRatio = lam / lam0
 			return
 		}
 		progressed := false

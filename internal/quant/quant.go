@@ -208,14 +208,31 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	groups := p.Groups()
 	per := len(w) / groups
 	k := 1 << opts.Bits
+	// Group 0 first, alone: the λ that gave it 2^Bits clusters, relative to
+	// the estimate, calibrates the estimate for the tensor's other groups
+	// (which are alike), saving penalised passes. It depends only on the
+	// weights, so results do not depend on the number of workers.
+	s0 := getSolver(opts.Bits)
+	s0.scale, s0.hitRatio = 1, 0
+	if _, ok := s0.solveGroup(w[:per], p.LUT[:k], p.Indices[:per]); !ok {
+		putSolver(s0)
+		return nil, nonFinite(w)
+	}
+	scale := 1.0
+	if r := s0.hitRatio; r > 0 {
+		scale = r
+	}
+	putSolver(s0)
 	var next atomic.Int64
+	next.Store(1)
 	var bad atomic.Bool
 	var wg sync.WaitGroup
-	for range min(opts.Workers, groups) {
+	for range min(opts.Workers, groups-1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s := getSolver(opts.Bits)
+			s.scale = scale
 			defer putSolver(s)
 			for !bad.Load() {
 				g := int(next.Add(1) - 1)
