@@ -36,3 +36,30 @@ func TestDecodeBF16AllPatterns(t *testing.T) {
 		t.Errorf("overflow %d, want %d (> 0)", overflow, want)
 	}
 }
+
+// TestDecodeBF16Parallel: a decode large enough to be split across cores
+// gives the same values and overflow count as the serial decode.
+func TestDecodeBF16Parallel(t *testing.T) {
+	n := 3*parallelDecodeMin + 12345
+	src := make([]byte, 2*n)
+	x := uint32(1)
+	for i := range n {
+		x = x*1664525 + 1013904223
+		binary.LittleEndian.PutUint16(src[2*i:], uint16(x>>16))
+	}
+	got := make([]uint16, n)
+	overflow, err := DecodeFloat16(got, src, BF16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]uint16, n)
+	wantOverflow := decodeBF16(want, src)
+	if overflow != wantOverflow || wantOverflow == 0 {
+		t.Errorf("overflow %d, serial %d (want > 0)", overflow, wantOverflow)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("value %d: %#04x, serial %#04x", i, got[i], want[i])
+		}
+	}
+}

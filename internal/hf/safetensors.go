@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -320,20 +321,56 @@ func DecodeFloat16(dst []uint16, src []byte, dt DType) (overflow int, err error)
 			dst[i] = half(math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:])))
 		}
 	case BF16:
-		t := bf16Table()
-		from := t.overflowFrom
-		for i := range dst {
-			p := src[2*i : 2*i+2 : 2*i+2]
-			b := uint16(p[0]) | uint16(p[1])<<8
-			dst[i] = t.half[b]
-			if a := b & 0x7fff; a-from < 0x7f80-from {
-				overflow++ // finite, beyond the half range
-			}
-		}
+		overflow = decodeBF16Parallel(dst, src)
 	default:
 		return 0, fmt.Errorf("hf: cannot convert %s to float16: %w", dt, ErrUnsupported)
 	}
 	return overflow, nil
+}
+
+// parallelDecodeMin is the value count from which a BF16 decode is split
+// across GOMAXPROCS goroutines.
+const parallelDecodeMin = 1 << 20
+
+// decodeBF16Parallel decodes BF16 src into dst (len(src) = 2·len(dst)),
+// splitting large inputs across cores, and returns the overflow count.
+func decodeBF16Parallel(dst []uint16, src []byte) int {
+	parts := min(runtime.GOMAXPROCS(0), len(dst)/(parallelDecodeMin/2))
+	if parts <= 1 {
+		return decodeBF16(dst, src)
+	}
+	counts := make([]int, parts)
+	var wg sync.WaitGroup
+	per := (len(dst) + parts - 1) / parts
+	for p := range parts {
+		lo, hi := p*per, min((p+1)*per, len(dst))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[p] = decodeBF16(dst[lo:hi], src[2*lo:2*hi])
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
+// decodeBF16 is the serial table decode of BF16 src into dst.
+func decodeBF16(dst []uint16, src []byte) (overflow int) {
+	t := bf16Table()
+	from := t.overflowFrom
+	for i := range dst {
+		p := src[2*i : 2*i+2 : 2*i+2]
+		b := uint16(p[0]) | uint16(p[1])<<8
+		dst[i] = t.half[b]
+		if a := b & 0x7fff; a-from < 0x7f80-from {
+			overflow++ // finite, beyond the half range
+		}
+	}
+	return overflow
 }
 
 // bf16Halves is the BF16 → half conversion of every bit pattern, by the same
