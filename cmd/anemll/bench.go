@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/anemll/anemll/internal/bench"
 	"github.com/anemll/anemll/internal/pipeline"
 )
 
 func init() {
-	register("bench", "benchmarks: lut (palettization), runtime (tokens/s), convert (1B-shape pipeline, peak RSS)", runBench)
+	register("bench", "benchmarks: lut (palettization), runtime (tokens/s), convert (mid-size and 1B-shape pipeline vs. the I/O floor, peak RSS)", runBench)
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -18,11 +19,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: anemll bench lut|runtime|convert [flags]", errUsage)
 	}
 	fs := newFlagSet("bench "+args[0], stderr)
-	model := fs.String("model", "testdata/tiny-llama-fortunes/bf16", "checkpoint for the lut and runtime benchmarks (convert: its tokenizer stands in)")
+	model := fs.String("model", "testdata/tiny-llama-fortunes/bf16", "checkpoint for the lut and runtime benchmarks")
 	tmp := fs.String("tmp", os.TempDir(), "directory for temporary checkpoints and packages")
 	workers := fs.Int("workers", 0, "lut: palettization workers (0 = all cores)")
 	big := fs.Bool("1b", true, "runtime: also run a random Llama-3.2-1B-shaped model (writes 2.5 GB to --tmp)")
 	tokens := fs.Int("tokens", 64, "runtime: tokens to decode")
+	shapes := fs.String("shape", "mid,1b", "convert: checkpoint shapes, comma-separated: mid (hidden 512, 4 layers, vocab 8192), 1b (Llama-3.2-1B; writes 2.5 GB to --tmp), qwen3-0.6b, gemma3-1b")
 	mono := fs.Bool("monolithic", false, "convert: one monolithic package (LUT4 everywhere, as convert_monolith.sh)")
 	argmax := fs.Bool("argmax", false, "convert: in-model argmax LM head")
 	if _, err := parseFlags(fs, args[1:]); err != nil {
@@ -34,7 +36,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	case "runtime":
 		return bench.Runtime(stdout, *tmp, *model, *big, *tokens)
 	case "convert":
-		return bench.Convert(stdout, *tmp, *model, pipeline.Options{Log: stderr, Monolithic: *mono, Argmax: *argmax})
+		var list []bench.Shape
+		for _, name := range strings.Split(*shapes, ",") {
+			mk, ok := bench.Shapes[strings.TrimSpace(name)]
+			if !ok {
+				return fmt.Errorf("%w: --shape %q: want mid, 1b, qwen3-0.6b or gemma3-1b (comma-separated)", errUsage, name)
+			}
+			list = append(list, mk())
+		}
+		return bench.Convert(stdout, *tmp, list, pipeline.Options{Log: io.Discard, Monolithic: *mono, Argmax: *argmax})
 	}
 	return fmt.Errorf("%w: unknown benchmark %q (lut, runtime, convert)", errUsage, args[0])
 }

@@ -6,6 +6,8 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
+	"embed"
 	"fmt"
 	"io"
 	"os"
@@ -23,8 +25,11 @@ import (
 	"github.com/anemll/anemll/internal/runner"
 )
 
-// LUT prints quant.BenchTable for the N(0,1) 2048×8192 matrix and every
-// weight of the checkpoint in modelDir.
+// LUT prints quant.BenchTable for the N(0,1) 2048×8192 matrix, every
+// tensor of the checkpoint in modelDir and the matrices of one decoder layer
+// of the random Llama-3.2-1B-shaped checkpoint (hf/synth), then
+// quant.GroupSweep over group sizes of 1 024 … 65 536 weights on the N(0,1)
+// matrix and on that layer's gate projection.
 func LUT(w io.Writer, modelDir string, workers int) error {
 	ck, err := hf.OpenCheckpoint(modelDir)
 	if err != nil {
@@ -40,8 +45,50 @@ func LUT(w io.Writer, modelDir string, workers int) error {
 		}
 		tensors = append(tensors, quant.Tensor{Name: name, Shape: info.Shape, Data: data})
 	}
-	_, err = quant.BenchTable(w, tensors, quant.Options{Workers: workers})
-	return err
+	layer, err := Layer1B(0)
+	if err != nil {
+		return err
+	}
+	normal := quant.NormalSet()
+	sets := []quant.BenchSet{normal, {Title: modelDir, Tensors: tensors}, {Title: "Llama-3.2-1B shape (random BF16), layer 0", Tensors: layer}}
+	opts := quant.Options{Workers: workers}
+	if _, err := quant.BenchTable(w, sets, opts); err != nil {
+		return err
+	}
+	for _, t := range []quant.Tensor{normal.Tensors[0], layer[4]} {
+		fmt.Fprintf(w, "\ngroup-size sweep on %s %v (best of 2):\n", t.Name, t.Shape)
+		if _, err := quant.GroupSweep(w, t.Data, 2, opts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Layer1B returns the matrices of decoder layer i of the random
+// Llama-3.2-1B-shaped BF16 checkpoint (synth.Llama1B, the checkpoint
+// Convert writes), converted to fp16, in checkpoint order: q, k, v, o,
+// gate, up, down projections.
+func Layer1B(i int) ([]quant.Tensor, error) {
+	prefix := fmt.Sprintf("model.layers.%d.", i)
+	var out []quant.Tensor
+	for _, wt := range synth.Tensors(synth.Llama1B()) {
+		if !strings.HasPrefix(wt.Name, prefix) || len(wt.Shape) != 2 {
+			continue
+		}
+		var buf bytes.Buffer
+		if err := wt.Data(&buf); err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", wt.Name, err)
+		}
+		d := make([]uint16, buf.Len()/2)
+		if _, err := hf.DecodeFloat16(d, buf.Bytes(), wt.DType); err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", wt.Name, err)
+		}
+		out = append(out, quant.Tensor{Name: wt.Name, Shape: wt.Shape, Data: d})
+	}
+	if len(out) != 7 {
+		return nil, fmt.Errorf("bench: layer %d of the 1B shape has %d matrices, want 7", i, len(out))
+	}
+	return out, nil
 }
 
 // ResetPeakRSS restarts the kernel's peak-RSS counter (Linux
@@ -70,74 +117,167 @@ func PeakRSS() int64 {
 
 func gib(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }
 
-// Convert writes a random Llama-3.2-1B-shaped BF16 checkpoint into a
-// temporary directory under tmp (with the tokenizer files of tokDir as a
-// stand-in tokenizer), runs the whole pipeline on it with ANEMLL's default
-// flags (or opts' overrides), and prints wall time per step, output sizes
-// and peak RSS.
-func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
+// Shape is a checkpoint shape for Convert.
+type Shape struct {
+	Name string
+	Opts synth.Options
+}
+
+// MidSize is the mid-size benchmark shape: hidden 512, intermediate 2048,
+// 4 layers, 8 heads / 2 KV heads, vocabulary 8192, untied embeddings
+// (about 23.6 M parameters, BF16).
+func MidSize() Shape {
+	return Shape{Name: "mid-size", Opts: synth.Options{Hidden: 512, Intermediate: 2048, Layers: 4, Heads: 8, KVHeads: 2,
+		Vocab: 8192, MaxPositions: 2048, Seed: 1}}
+}
+
+// Llama1B is the random Llama-3.2-1B shape (synth.Llama1B).
+func Llama1B() Shape { return Shape{Name: "Llama-3.2-1B", Opts: synth.Llama1B()} }
+
+// Qwen3_06B is the random Qwen3-0.6B shape (synth.Qwen3_06B).
+func Qwen3_06B() Shape { return Shape{Name: "Qwen3-0.6B", Opts: synth.Qwen3_06B()} }
+
+// Gemma3_1B is the random Gemma-3-1B shape (synth.Gemma3_1B).
+func Gemma3_1B() Shape { return Shape{Name: "Gemma-3-1B", Opts: synth.Gemma3_1B()} }
+
+// Shapes maps the --shape names of `anemll bench convert` to shapes.
+var Shapes = map[string]func() Shape{"mid": MidSize, "1b": Llama1B, "qwen3-0.6b": Qwen3_06B, "gemma3-1b": Gemma3_1B}
+
+//go:embed standin/tokenizer.json standin/tokenizer_config.json
+var standin embed.FS
+
+// StepIO is what one pipeline step read and wrote, for the I/O floor.
+type StepIO struct {
+	Read, Written int64
+}
+
+// Convert writes a random BF16 checkpoint of each shape into a temporary
+// directory under tmp (with the bundled model's tokenizer files as a
+// stand-in tokenizer, carried in the binary), runs the whole pipeline
+// (steps 1–7, --skip-check) on it with ANEMLL's default flags (or opts'
+// overrides), and prints per step: wall time, the bytes it read and wrote,
+// the I/O floor (the time this machine takes just to read those bytes of
+// the checkpoint or earlier packages, page cache warm as in the run, and
+// to write and fsync the output bytes, measured right after the run) and
+// the ratio of the two, and peak RSS.
+func Convert(w io.Writer, tmp string, shapes []Shape, opts pipeline.Options) error {
+	for i, sh := range shapes {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if err := convertShape(w, tmp, sh, opts); err != nil {
+			return fmt.Errorf("bench: %s: %w", sh.Name, err)
+		}
+	}
+	return nil
+}
+
+func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options) error {
 	dir, err := os.MkdirTemp(tmp, "anemll-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	model, out := filepath.Join(dir, "llama-1b-random"), filepath.Join(dir, "out")
-	fmt.Fprintf(w, "writing a random Llama-3.2-1B-shaped BF16 checkpoint to %s ...\n", model)
+	model, out := filepath.Join(dir, "model"), filepath.Join(dir, "out")
+	fmt.Fprintf(w, "%s: writing a random BF16 checkpoint to %s ...\n", sh.Name, model)
 	start := time.Now()
-	if err := synth.Write(model, synth.Llama1B()); err != nil {
+	if err := synth.Write(model, sh.Opts); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(time.Second), gib(pipeline.DirSize(model)))
-	if err := standInTokenizer(w, tokDir, model); err != nil {
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := standin.ReadFile("standin/" + name)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(model, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "checkpoint written in %s (%s)\n", time.Since(start).Round(10*time.Millisecond), gib(pipeline.DirSize(model)))
+	tensorBytes, err := checkpointBytes(model)
+	if err != nil {
 		return err
 	}
 	rssBefore := PeakRSS()
-	opts.Model, opts.Output = model, out
+	o := opts
+	o.Model, o.Output = model, out
 	names := pipeline.Steps
 	switch {
-	case opts.Monolithic:
+	case o.Monolithic:
 		// convert_monolith.sh's default: LUT4 for every part.
 		names = pipeline.MonolithicSteps
-		if opts.LUT == (decoder.LUTBits{}) {
-			opts.LUT = decoder.LUTBits{Embeddings: 4, FFN: 4, LMHead: 4}
+		if o.LUT == (decoder.LUTBits{}) {
+			o.LUT = decoder.LUTBits{Embeddings: 4, FFN: 4, LMHead: 4}
 		}
 	default:
-		if opts.NumChunks == 0 {
-			opts.NumChunks = 2
+		if o.NumChunks == 0 {
+			o.NumChunks = 2
 		}
-		if opts.LUT.FFN == 0 && opts.LUT.LMHead == 0 {
-			opts.LUT.FFN, opts.LUT.LMHead = 4, 6
+		if o.LUT.FFN == 0 && o.LUT.LMHead == 0 {
+			o.LUT.FFN, o.LUT.LMHead = 4, 6
 		}
 	}
-	opts.SkipCheck = true
+	o.SkipCheck = true
 	var stepRSS [9]int64
-	opts.StepHook = func(step int, done bool) {
+	var sio [9]StepIO
+	var sizeBefore int64
+	o.StepHook = func(step int, done bool) {
 		if !done {
 			ResetPeakRSS()
+			sizeBefore = pipeline.DirSize(out)
 			return
 		}
 		stepRSS[step] = PeakRSS()
+		sio[step].Written = pipeline.DirSize(out) - sizeBefore
 	}
-	if opts.Log == nil {
-		opts.Log = io.Discard
+	if o.Log == nil {
+		o.Log = io.Discard
 	}
 	start = time.Now()
-	res, err := pipeline.Run(opts)
+	res, err := pipeline.Run(o)
 	if err != nil {
 		return err
 	}
 	total := time.Since(start)
-	fmt.Fprintf(w, "\n%-4s %-48s %10s %12s\n", "step", "", "wall", "peak RSS")
-	for i := 1; i < len(names)-1; i++ {
-		fmt.Fprintf(w, "%-4d %-48s %10s %12s\n", i, names[i], res.Times[i].Round(100*time.Millisecond), gib(stepRSS[i]))
+	// What each step reads: the checkpoint's tensors for the part it
+	// converts (steps 1–3), the packages of step 3 (step 4 reuses their
+	// palettes) and of steps 3 and 4 (step 5 combines them), the tokenizer
+	// files (step 7).
+	if o.Monolithic {
+		// Monolithic: infer reads every tensor, prefill the infer
+		// package's palettes, combine both packages.
+		sio[1].Read = tensorBytes.embed + tensorBytes.head + tensorBytes.layers
+		sio[2].Read = sio[1].Written
+		sio[3].Read = sio[1].Written + sio[2].Written
+		sio[5].Read = tensorBytes.tokenizer
+	} else {
+		sio[1].Read = tensorBytes.embed
+		sio[2].Read = tensorBytes.head
+		sio[3].Read = tensorBytes.layers
+		sio[4].Read = sio[3].Written
+		sio[5].Read = sio[3].Written + sio[4].Written
+		sio[7].Read = tensorBytes.tokenizer
 	}
-	fmt.Fprintf(w, "     %-48s %10s\n", "total", total.Round(100*time.Millisecond))
+	readBW, writeBW, err := ioSpeed(model, dir, pipeline.DirSize(out))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "this machine: reads the checkpoint at %.2f GB/s (page cache warm), writes+fsyncs at %.2f GB/s\n", readBW/1e9, writeBW/1e9)
+	fmt.Fprintf(w, "\n%-4s %-48s %9s %9s %9s %10s %7s %10s\n", "step", "", "wall", "read", "written", "I/O floor", "ratio", "peak RSS")
+	var floorTotal float64
+	for i := 1; i < len(names)-1; i++ { // every step but verification
+		floor := float64(sio[i].Read)/readBW + float64(sio[i].Written)/writeBW
+		floorTotal += floor
+		fmt.Fprintf(w, "%-4d %-48s %9s %9s %9s %9.2fs %7s %10s\n", i, names[i], sec(res.Times[i]), mb(sio[i].Read), mb(sio[i].Written),
+			floor, ratio(res.Times[i].Seconds(), floor), gib(stepRSS[i]))
+	}
+	fmt.Fprintf(w, "     %-48s %9s %9s %9s %9.2fs %7s\n", "total", sec(total), "", "", floorTotal, ratio(total.Seconds(), floorTotal))
 	top := rssBefore
 	for _, r := range stepRSS {
 		top = max(top, r)
 	}
-	fmt.Fprintf(w, "\ncheckpoint %s, output %s, peak RSS %s (%s while writing the checkpoint)\n",
-		gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), gib(top), gib(rssBefore))
+	fmt.Fprintf(w, "\n%s: checkpoint %s, output %s, steps 1-%d in %s, peak RSS %s (%s while writing the checkpoint)\n",
+		sh.Name, gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), len(names)-2, sec(total), gib(top), gib(rssBefore))
 	for _, f := range res.Files {
 		if strings.HasSuffix(f, ".mlpackage") {
 			fmt.Fprintf(w, "  %-48s %s\n", f, gib(pipeline.DirSize(filepath.Join(out, f))))
@@ -146,42 +286,123 @@ func Convert(w io.Writer, tmp, tokDir string, opts pipeline.Options) error {
 	return nil
 }
 
-// minimalTokenizer is a valid byte-level BPE tokenizer.json with no
-// vocabulary: enough for the pipeline, which only copies tokenizer files
-// (the benchmark skips verification).
-const minimalTokenizer = `{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,` +
-	`"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},` +
-	`"post_processor":null,"decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true},` +
-	`"model":{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,"end_of_word_suffix":null,` +
-	`"fuse_unk":false,"byte_fallback":false,"vocab":{},"merges":[]}}`
+func sec(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
 
-// standInTokenizer copies tokDir's tokenizer files into model, or, when
-// tokDir has none (the benchmark run outside the repository), writes a
-// minimal tokenizer.json, so the benchmark works from any directory.
-func standInTokenizer(w io.Writer, tokDir, model string) error {
-	copied := 0
-	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
-		b, err := os.ReadFile(filepath.Join(tokDir, name))
-		if err != nil {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(model, name), b, 0o644); err != nil {
-			return err
-		}
-		copied++
+func mb(n int64) string {
+	switch {
+	case n == 0:
+		return "-"
+	case n < 10e6:
+		return fmt.Sprintf("%.0f kB", float64(n)/1e3)
 	}
-	if copied > 0 {
-		return nil
-	}
-	fmt.Fprintf(w, "note: no tokenizer in %s; using a minimal stand-in tokenizer.json (the benchmark only copies it)\n", tokDir)
-	return os.WriteFile(filepath.Join(model, "tokenizer.json"), []byte(minimalTokenizer), 0o644)
+	return fmt.Sprintf("%.0f MB", float64(n)/1e6)
 }
 
-// RuntimeResult is one row of the runtime table.
-type RuntimeResult struct {
-	Model                  string
-	PrefillTPS, DecodeTPS  float64
-	PromptTokens, NewToken int
+func ratio(a, b float64) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f×", a/b)
+}
+
+// ckptBytes is the checkpoint's tensor bytes by the step that reads them.
+type ckptBytes struct{ embed, head, layers, tokenizer int64 }
+
+func checkpointBytes(model string) (ckptBytes, error) {
+	ck, err := hf.OpenCheckpoint(model)
+	if err != nil {
+		return ckptBytes{}, err
+	}
+	defer ck.Close()
+	var b ckptBytes
+	var embed, lmHead int64
+	for _, name := range ck.Names() {
+		info, _ := ck.Info(name)
+		switch {
+		case name == "model.embed_tokens.weight":
+			embed = info.Size
+		case name == "lm_head.weight":
+			lmHead = info.Size
+		case name == "model.norm.weight":
+			b.head += info.Size
+		default:
+			b.layers += info.Size
+		}
+	}
+	b.embed = embed
+	if lmHead > 0 {
+		b.head += lmHead
+	} else {
+		b.head += embed // tied: the LM head reads the embedding table
+	}
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		if st, err := os.Stat(filepath.Join(model, name)); err == nil {
+			b.tokenizer += st.Size()
+		}
+	}
+	return b, nil
+}
+
+// ioSpeed measures this machine's read speed over the checkpoint files of
+// model (as the run saw them: just written, so in the page cache) and its
+// speed writing n bytes (in 4 MiB writes, then fsync) to a file in dir,
+// which is removed. Both in bytes per second.
+func ioSpeed(model, dir string, n int64) (read, write float64, err error) {
+	buf := make([]byte, 4<<20)
+	ents, err := os.ReadDir(model)
+	if err != nil {
+		return 0, 0, err
+	}
+	var got int64
+	start := time.Now()
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".safetensors") {
+			continue
+		}
+		f, err := os.Open(filepath.Join(model, e.Name()))
+		if err != nil {
+			return 0, 0, err
+		}
+		for {
+			k, err := f.Read(buf)
+			got += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		f.Close()
+	}
+	read = float64(got) / max(time.Since(start).Seconds(), 1e-9)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	name := filepath.Join(dir, "floor.bin")
+	f, err := os.Create(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.Remove(name)
+	start = time.Now()
+	for left := n; left > 0; {
+		k := int64(len(buf))
+		if left < k {
+			k = left
+		}
+		if _, err := f.Write(buf[:k]); err != nil {
+			f.Close()
+			return 0, 0, err
+		}
+		left -= k
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return 0, 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, 0, err
+	}
+	write = float64(n) / max(time.Since(start).Seconds(), 1e-9)
+	return read, write, nil
 }
 
 // runtimeRun is one measured generation of the runtime benchmark.

@@ -2,16 +2,16 @@ package bench
 
 import (
 	"bytes"
-	"encoding/json"
+	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/anemll/anemll/internal/hf"
+	"github.com/anemll/anemll/internal/hf/synth"
+	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/reference"
 )
 
@@ -79,26 +79,47 @@ func TestRuntimeTinyRow(t *testing.T) {
 	}
 }
 
-// TestStandInTokenizer: outside the repository (no tokenizer in tokDir)
-// the convert benchmark writes a minimal, valid tokenizer.json instead of
-// failing; inside it copies the bundled one.
-func TestStandInTokenizer(t *testing.T) {
-	dir := t.TempDir()
-	var log strings.Builder
-	if err := standInTokenizer(&log, filepath.Join(dir, "nowhere"), dir); err != nil {
+// BenchmarkConvertMid runs the whole pipeline (steps 1–7, --skip-check)
+// on the mid-size shape; the target is 0.8 s on 2 cores.
+func BenchmarkConvertMid(b *testing.B) {
+	tmp := b.TempDir()
+	for b.Loop() {
+		if err := Convert(io.Discard, tmp, []Shape{MidSize()}, pipeline.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestConvertSmall runs Convert on a small random shape from this package's
+// directory (not the repository root: the stand-in tokenizer is embedded)
+// and checks the table: seven steps with their bytes, a total, the floor
+// line and the output of every step but compile.
+func TestConvertSmall(t *testing.T) {
+	sh := Shape{Name: "small", Opts: synth.Options{Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, Vocab: 256, Seed: 3}}
+	var buf bytes.Buffer
+	if err := Convert(&buf, t.TempDir(), []Shape{sh}, pipeline.Options{ContextLength: 64, BatchSize: 16}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
-	var js map[string]any
-	if err != nil || json.Unmarshal(b, &js) != nil || js["model"] == nil || !strings.Contains(log.String(), "stand-in") {
-		t.Errorf("minimal tokenizer: %v %q, log %q", err, b, log.String())
+	out := buf.String()
+	t.Logf("\n%s", out)
+	for _, want := range []string{"this machine: reads the checkpoint at", "     total", "small: checkpoint"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the table", want)
+		}
 	}
-	dir2 := t.TempDir()
-	if err := standInTokenizer(&log, "../../testdata/tiny-llama-fortunes/bf16", dir2); err != nil {
-		t.Fatal(err)
+	steps := 0
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || len(f[0]) != 1 || f[0] < "1" || f[0] > "7" {
+			continue
+		}
+		steps++
+		written := f[len(f)-5]
+		if f[0] != "6" && written == "-" {
+			t.Errorf("step %s wrote nothing: %q", f[0], line)
+		}
 	}
-	want, _ := os.ReadFile("../../testdata/tiny-llama-fortunes/bf16/tokenizer.json")
-	if got, _ := os.ReadFile(filepath.Join(dir2, "tokenizer.json")); string(got) != string(want) || len(want) == 0 {
-		t.Errorf("bundled tokenizer not copied")
+	if steps != 7 {
+		t.Errorf("%d step lines, want 7", steps)
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/anemll/anemll/internal/fp16"
 )
@@ -325,11 +327,81 @@ func DecodeFloat16(dst []uint16, src []byte, dt DType) (overflow int, err error)
 			dst[i] = half(math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:])))
 		}
 	case BF16:
-		for i := range dst {
-			dst[i] = half(fp16.BF16ToFloat32(binary.LittleEndian.Uint16(src[2*i:])))
-		}
+		overflow = decodeBF16Parallel(dst, src)
 	default:
 		return 0, fmt.Errorf("hf: cannot convert %s to float16: %w", dt, ErrUnsupported)
 	}
 	return overflow, nil
 }
+
+// parallelDecodeMin is the value count from which a BF16 decode is split
+// across GOMAXPROCS goroutines.
+const parallelDecodeMin = 1 << 20
+
+// decodeBF16Parallel decodes BF16 src into dst (len(src) = 2·len(dst)),
+// splitting large inputs across cores, and returns the overflow count.
+func decodeBF16Parallel(dst []uint16, src []byte) int {
+	parts := min(runtime.GOMAXPROCS(0), len(dst)/(parallelDecodeMin/2))
+	if parts <= 1 {
+		return decodeBF16(dst, src)
+	}
+	counts := make([]int, parts)
+	var wg sync.WaitGroup
+	per := (len(dst) + parts - 1) / parts
+	for p := range parts {
+		lo, hi := p*per, min((p+1)*per, len(dst))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[p] = decodeBF16(dst[lo:hi], src[2*lo:2*hi])
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
+// decodeBF16 is the serial table decode of BF16 src into dst.
+func decodeBF16(dst []uint16, src []byte) (overflow int) {
+	t := bf16Table()
+	from := t.overflowFrom
+	for i := range dst {
+		p := src[2*i : 2*i+2 : 2*i+2]
+		b := uint16(p[0]) | uint16(p[1])<<8
+		dst[i] = t.half[b]
+		if a := b & 0x7fff; a-from < 0x7f80-from {
+			overflow++ // finite, beyond the half range
+		}
+	}
+	return overflow
+}
+
+// bf16Halves is the BF16 → half conversion of every bit pattern, by the same
+// rounding as fp16.FromFloat32 (BF16 widens to float32 exactly), so a
+// decode is one table load per value.
+type bf16Halves struct {
+	half [1 << 16]uint16
+	// overflowFrom is the smallest magnitude pattern (sign cleared) of a
+	// finite BF16 value that becomes ±Inf; finite patterns from it up to
+	// 0x7f80 (Inf) overflow.
+	overflowFrom uint16
+}
+
+var bf16Once = sync.OnceValue(func() *bf16Halves {
+	t := &bf16Halves{overflowFrom: 0x7f80}
+	for i := range t.half {
+		t.half[i] = uint16(fp16.FromFloat32(fp16.BF16ToFloat32(uint16(i))))
+	}
+	for a := uint16(0x7f7f); a > 0; a-- {
+		if t.half[a] != 0x7c00 {
+			break
+		}
+		t.overflowFrom = a
+	}
+	return t
+})
+
+func bf16Table() *bf16Halves { return bf16Once() }

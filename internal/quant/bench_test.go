@@ -63,3 +63,23 @@ func BenchmarkLloydBaseline(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(w))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mw/s")
 }
+
+// BenchmarkGroupSize palettizes the same 8 M N(0,1) fp16 weights cut into
+// groups of 1 024 … 65 536 weights (8 rows each); ns/weight should be about
+// flat, the per-group cost being proportional to the group's size.
+func BenchmarkGroupSize(b *testing.B) {
+	w := normal2048x8192()[:8<<20]
+	for _, bits := range []int{4, 6} {
+		for _, gw := range SweepGroupSizes {
+			b.Run(fmt.Sprintf("bits=%d/group=%d", bits, gw), func(b *testing.B) {
+				shape := []int64{int64(len(w) / (gw / 8)), int64(gw / 8)}
+				for b.Loop() {
+					if _, err := Palettize(w, shape, Options{Bits: bits}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(b.N)/float64(len(w)), "ns/weight")
+			})
+		}
+	}
+}

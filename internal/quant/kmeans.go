@@ -8,11 +8,33 @@ import (
 )
 
 // This file holds the per-group solver: weighted 1-D k-means over the sorted
-// distinct fp16 values of one group. Prefix sums of count, count·v and
-// count·v² make the mean and the squared error of any run of consecutive
-// distinct values an O(1) computation, and in 1-D every k-means optimum
-// assigns contiguous runs of sorted values to each centroid, so a solution is
-// just k−1 cut positions.
+// distinct fp16 values of one group, solved exactly. Prefix sums of count,
+// count·v and count·v² make the mean and the squared error of any run of
+// consecutive distinct values an O(1) computation, and in 1-D every k-means
+// optimum assigns contiguous runs of sorted values to each centroid, so a
+// solution is just k−1 cut positions among the n distinct values.
+//
+// The cluster cost obeys the quadrangle inequality (it is concave Monge), and
+// the solver uses two consequences of that:
+//
+//   - Penalised problem. Minimising Σ cost + λ·(number of clusters) over
+//     partitions with any number of clusters is a 1-D least-weight-subsequence
+//     problem, solved exactly in one left-to-right pass with a queue of
+//     candidate cluster starts (a later start, once better, stays better).
+//     Its solution, with k₀ clusters, is an optimal k₀-clustering. λ is
+//     searched (a handful of passes) until k₀ = k.
+//   - Interlacing. The optimal cuts for k and for k₀ clusters interlace:
+//     cut m for k clusters lies between cuts m and m+(k₀−k) of the k₀
+//     solution when k₀ > k (between cuts m−(k−k₀) and m when k₀ < k). When
+//     the λ search stops short of k, an exact dynamic programme restricted to
+//     those windows finishes the job.
+//
+// Every step costs O(n) or O(n log n) evaluations with small constants, and n
+// is at most the group's size; no step's work grows with the 65,536 possible
+// fp16 values (the per-worker count table is touched only where the group's
+// values fall). On groups with few distinct values per LUT entry, a final
+// polish re-optimises the cuts for the error after fp16 rounding of the
+// centroids, keeping the result only if that error goes down.
 
 // halfTable widens every half bit pattern to float64 (exactly).
 var halfTable = func() *[1 << 16]float64 {
@@ -49,21 +71,12 @@ func keyHalf(k uint16) uint16 {
 }
 
 const (
-	// histThreshold is the group size from which distinct values are found
-	// with a 65536-entry histogram instead of sorting the group's keys.
-	histThreshold = 16384
-	// dpBudget is the work (k·M·log₂M cost evaluations for M candidate cut
-	// positions) a group's exact dynamic programme may take. Groups whose
-	// distinct values fit are solved exactly; larger ones get a coarse exact
-	// solve over about M candidate positions and band polishing.
-	dpBudget = 250_000
-	// atomsPerCluster is the minimum resolution of the coarse solve: at
-	// least this many candidate cut positions per cluster.
-	atomsPerCluster = 4
-	// bandWidth is the ± window, in distinct values, of each polishing pass.
-	bandWidth = 16
-	// maxBandPasses bounds the polishing passes (full or partial).
-	maxBandPasses = 1000
+	// maxPenaltyPasses bounds the λ search of one group.
+	maxPenaltyPasses = 8
+	// bandEvalsPerPass is about how many band-programme cost evaluations
+	// take as long as a penalised pass spends per distinct value (measured
+	// on BF16 and fp16 groups of 1 024 to 16 384 weights).
+	bandEvalsPerPass = 6
 )
 
 // solver holds one worker's scratch space. It is reused across groups and
@@ -71,9 +84,13 @@ const (
 type solver struct {
 	k int // number of LUT entries, 2^bits
 
-	hist   []uint32 // per order key count (histogram path), all zero between groups
-	keys   []uint16 // order keys of the group (sort path)
-	keys32 []uint32 // histogram-path scratch
+	// scale multiplies initialPenalty (Palettize sets it per tensor from
+	// the first group); hitRatio is λ/initial λ when a penalised pass last
+	// hit k clusters, 0 if the last group needed the band.
+	scale, hitRatio float64
+
+	tab       []uint32 // per order key count, all zero between groups
+	keys, tmp []uint16 // distinct order keys of the group, then radix-sorted
 
 	dkey []uint16  // distinct order keys, ascending
 	val  []float64 // their values
@@ -85,29 +102,36 @@ type solver struct {
 	cuts  []int     // cluster j covers distinct values [cuts[j], cuts[j+1])
 	means []float64 // centroid values, ascending
 
-	// Dynamic-programme scratch.
-	pos        []int
-	a0, a1, a2 []float64
-	prev, cur  []float64
-	arg        []int32
-	bandLo     []int
-	bandHi     []int
-	bandOff    []int
-	bandF      []float64
-	bandA      []int32
-	moved      []bool
-	next       []bool
+	// Penalised pass scratch (indexed by prefix length 0..n).
+	pe   []float64 // best penalised cost of the prefix
+	pp   []int32   // start of its last cluster
+	dq   []int32   // candidate starts
+	dst  []int32   // first prefix length each candidate is best for
+	low  []int     // cuts of the closest solution with fewer clusters than k
+	high []int     // cuts of the closest solution with more clusters than k
+	tmpc []int     // cuts of the last penalised solution; roundPolish's candidate
+
+	// Band programme scratch.
+	bandLo  []int
+	bandHi  []int
+	bandOff []int
+	bandF   []float64
+	bandA   []int32
 
 	lut   []uint16  // candidate LUT (half bits), ascending
 	lutV  []float64 // its values
 	index []uint8   // per distinct value: LUT index
-	byKey [1 << 16]uint8
+
+	prevLUT []uint16 // roundPolish's scratch
+	prevIdx []uint8
+	byKey   [1 << 16]uint8
 }
 
 func newSolver(bits int) *solver {
 	k := 1 << bits
 	return &solver{
 		k:       k,
+		scale:   1,
 		cuts:    make([]int, k+1),
 		means:   make([]float64, k),
 		bandLo:  make([]int, k+1),
@@ -119,64 +143,69 @@ func newSolver(bits int) *solver {
 }
 
 // distinct fills dkey, val, cnt and the prefix sums from the group's half
-// values, which must be finite.
+// values. Counts go into a per-worker table indexed by order key, the keys
+// seen are listed as they first appear, and only that list (the distinct
+// values) is sorted, by a two-pass LSD radix sort on bytes; the table
+// entries used are reset afterwards. So the work is proportional to the
+// group's size, not to the 65,536 possible halves.
 func (s *solver) distinct(w []uint16) {
-	s.dkey = s.dkey[:0]
-	s.cnt = s.cnt[:0]
-	if len(w) >= histThreshold {
-		if s.hist == nil {
-			s.hist = make([]uint32, 1<<16)
-		}
-		h := s.hist[:1<<16]
-		for _, x := range w {
-			h[orderKey(x)]++
-		}
-		// Branch-free compaction of the non-zero bins (their pattern is
-		// unpredictable), counts parked in keys32 until converted.
-		s.dkey = resize(s.dkey, 1<<16)
-		s.keys32 = resize(s.keys32, 1<<16)
-		dk, dc := s.dkey[:1<<16], s.keys32[:1<<16]
-		nd := 0
-		for key, c := range h {
-			dk[nd&0xffff] = uint16(key)
-			dc[nd&0xffff] = c
-			nd += int((c | -c) >> 31)
-		}
-		clear(h)
-		s.dkey = s.dkey[:nd]
-		for _, c := range dc[:nd] {
-			s.cnt = append(s.cnt, float64(c))
-		}
-	} else {
-		s.keys = s.keys[:0]
-		for _, x := range w {
-			s.keys = append(s.keys, orderKey(x))
-		}
-		slices.Sort(s.keys)
-		for i, key := range s.keys {
-			if i > 0 && key == s.keys[i-1] {
-				s.cnt[len(s.cnt)-1]++
-				continue
-			}
-			s.dkey = append(s.dkey, key)
-			s.cnt = append(s.cnt, 1)
-		}
+	if s.tab == nil {
+		s.tab = make([]uint32, 1<<16)
 	}
-	n := len(s.dkey)
+	tab := s.tab[:1<<16]
+	keys := s.keys[:0]
+	for _, x := range w {
+		k := orderKey(x)
+		c := tab[k]
+		if c == 0 {
+			keys = append(keys, k)
+		}
+		tab[k] = c + 1
+	}
+	s.keys = keys
+	n := len(keys)
+	s.tmp = resize(s.tmp, n)
+	tmp := s.tmp[:n]
+	var c0, c1 [256]int32
+	for _, k := range keys {
+		c0[k&0xff]++
+		c1[k>>8]++
+	}
+	var a0, a1 int32
+	for i := range 256 {
+		a0, c0[i] = a0+c0[i], a0
+		a1, c1[i] = a1+c1[i], a1
+	}
+	for _, k := range keys {
+		b := k & 0xff
+		tmp[c0[b]] = k
+		c0[b]++
+	}
+	for _, k := range tmp {
+		b := k >> 8
+		keys[c1[b]] = k
+		c1[b]++
+	}
+	s.dkey = resize(s.dkey, n)
 	s.val = resize(s.val, n)
+	s.cnt = resize(s.cnt, n)
 	s.p0 = resize(s.p0, n+1)
 	s.p1 = resize(s.p1, n+1)
 	s.p2 = resize(s.p2, n+1)
-	var a0, a1, a2 float64
-	s.p0[0], s.p1[0], s.p2[0] = 0, 0, 0
-	for i, key := range s.dkey {
+	dkey, val, cnt := s.dkey[:n], s.val[:n], s.cnt[:n]
+	p0, p1, p2 := s.p0[:n+1], s.p1[:n+1], s.p2[:n+1]
+	copy(dkey, keys)
+	p0[0], p1[0], p2[0] = 0, 0, 0
+	var b0, b1, b2 float64
+	for i, key := range dkey {
 		v := halfTable[keyHalf(key)]
-		c := s.cnt[i]
-		s.val[i] = v
-		a0 += c
-		a1 += c * v
-		a2 += c * v * v
-		s.p0[i+1], s.p1[i+1], s.p2[i+1] = a0, a1, a2
+		c := float64(tab[key])
+		tab[key] = 0
+		val[i], cnt[i] = v, c
+		b0 += c
+		b1 += c * v
+		b2 += c * v * v
+		p0[i+1], p1[i+1], p2[i+1] = b0, b1, b2
 	}
 }
 
@@ -215,261 +244,332 @@ func (s *solver) sse() float64 {
 	return e
 }
 
-// solveCuts finds the clustering of the current distinct values (n > k) and
-// leaves it in s.cuts.
+// solveCuts finds an optimal clustering of the current distinct values
+// (n > k) and leaves it in s.cuts.
 func (s *solver) solveCuts() {
-	n := len(s.val)
-	if exactDistinct(s.k, n) {
-		s.pos = resize(s.pos, n+1)
-		for i := range s.pos {
-			s.pos[i] = i
-		}
-		s.dpPositions(s.pos)
-		return
-	}
-	// The largest number of candidate positions the budget allows.
-	m := atomsPerCluster * s.k
-	for dpWork(s.k, m+m/4) <= dpBudget {
-		m += m / 4
-	}
-	s.atoms(m)
-	s.dpPositions(s.pos)
-	s.polish()
-}
-
-// dpWork estimates the cost evaluations of the exact programme with k
-// clusters over M candidate positions.
-func dpWork(k, M int) int {
-	lg := 1
-	for 1<<lg < M {
-		lg++
-	}
-	return k * M * lg
-}
-
-// exactDistinct reports whether a group with n distinct values is solved by
-// the exact programme over every cut position.
-func exactDistinct(k, n int) bool { return dpWork(k, n+1) <= dpBudget }
-
-// atoms sets s.pos to about m candidate cut positions (distinct-value
-// indices, first 0, last n). They are the boundaries of maximal runs of
-// consecutive distinct values whose own squared error stays within a
-// threshold τ, which spreads candidates where they matter for the error:
-// densely in the bulk, one per isolated outlier. τ starts at cost(all)/m³
-// (the error of m equal slices of a smooth density) and is rescaled, using
-// that the run count goes as τ^(−1/3), until the count is within 30 % of m.
-// If that fails it falls back to runs bounded by 1/m of the weight and of
-// the value range.
-func (s *solver) atoms(m int) {
-	n := len(s.val)
-	fm := float64(m)
-	tau := s.cost(0, n) / (fm * fm * fm)
-	for try := 0; try < 8 && tau > 0; try++ {
-		got := s.sseRuns(tau, 2*m)
-		if got >= m*7/10 && got <= m*13/10 {
+	n, k := len(s.val), s.k
+	lam0 := s.initialPenalty() * s.scale
+	lam := lam0
+	s.low = resize(s.low, k+1)
+	s.high = resize(s.high, k+1)
+	kLow, kHigh := 0, 0 // cluster counts of s.low and s.high; 0 = none yet
+	var fLow, fHigh float64
+	prevK, prevLam := 0, 0.0 // the previous pass, for the secant step
+	for pass := 0; pass < maxPenaltyPasses; pass++ {
+		k0, f := s.penalised(lam)
+		if k0 == k {
+			s.cuts = s.cuts[:k+1]
+			copy(s.cuts, s.tmpc[:k+1])
+			s.hitRatio = lam / lam0
 			return
 		}
-		f := float64(got) / fm
-		tau *= min(max(f*f*f, 1.0/512), 512)
-	}
-	span := (s.val[n-1] - s.val[0]) / fm
-	cmax := s.p0[n] / fm
-	pos := append(s.pos[:0], 0)
-	start := 0
-	for i := 1; i < n; i++ {
-		if s.p0[i+1]-s.p0[start] > cmax || s.val[i]-s.val[start] > span {
-			pos = append(pos, i)
-			start = i
+		progressed := false
+		if k0 < k && k0 > kLow {
+			kLow, fLow = k0, f
+			s.low = resize(s.low, k0+1)
+			copy(s.low, s.tmpc[:k0+1])
+			progressed = true
 		}
-	}
-	s.pos = append(pos, n)
-}
-
-// sseRuns sets s.pos to the boundaries of greedy runs whose squared error is
-// at most tau and returns the number of runs, stopping early (with s.pos
-// unusable) once it exceeds limit.
-func (s *solver) sseRuns(tau float64, limit int) int {
-	n := len(s.val)
-	pos := append(s.pos[:0], 0)
-	start := 0
-	p0, p1, p2 := s.p0[:n+1], s.p1[:n+1], s.p2[:n+1]
-	for i := 1; i < n; i++ {
-		c, d := p0[i+1]-p0[start], p1[i+1]-p1[start]
-		if p2[i+1]-p2[start]-d*d/c > tau {
-			pos = append(pos, i)
-			start = i
-			if len(pos) > limit {
-				s.pos = pos
-				return len(pos)
+		if k0 > k && (kHigh == 0 || k0 < kHigh) {
+			kHigh, fHigh = k0, f
+			s.high = resize(s.high, k0+1)
+			copy(s.high, s.tmpc[:k0+1])
+			progressed = true
+		}
+		if !progressed || s.windows(kLow, kHigh) < n {
+			break
+		}
+		switch {
+		case kLow > 0 && kHigh > 0:
+			// The slope of the chord between the two solutions: the
+			// penalised optimum there lies strictly between them, unless
+			// every count between is on the chord.
+			lam = (fLow - fHigh) / float64(kHigh-kLow)
+		default:
+			// One side only: k(λ) ≈ c·λ^(−α); α from the last two passes
+			// when they differ (a secant step in log–log), else 1/3 (the
+			// k⁻² fall of the error).
+			alpha := 1.0 / 3
+			if prevK != 0 && prevK != k0 && prevLam != lam {
+				alpha = min(max(math.Log(float64(prevK)/float64(k0))/math.Log(lam/prevLam), 0.1), 1)
 			}
+			prevK, prevLam = k0, lam
+			lam *= min(max(math.Pow(float64(k0)/float64(k), 1/alpha), 1.0/64), 64)
+		}
+		if !(lam > 0) || math.IsInf(lam, 0) {
+			break
 		}
 	}
-	s.pos = append(pos, n)
-	return len(s.pos) - 1
+	s.windows(kLow, kHigh)
+	s.band(s.bandLo[:k+1], s.bandHi[:k+1])
 }
 
-// dpPositions solves the k-cluster problem exactly when cuts may only fall on
-// the positions pos (ascending, first 0, last n) and writes s.cuts. It is the
-// O(k·M·log M) divide-and-conquer dynamic programme: the cluster cost obeys
-// the quadrangle inequality, so the best last cut is monotone in the prefix
-// length. Ties go to the smallest cut, which keeps the result deterministic.
-func (s *solver) dpPositions(pos []int) {
-	k := s.k
-	M := len(pos)
-	s.a0 = resize(s.a0, M)
-	s.a1 = resize(s.a1, M)
-	s.a2 = resize(s.a2, M)
-	for i, p := range pos {
-		s.a0[i], s.a1[i], s.a2[i] = s.p0[p], s.p1[p], s.p2[p]
+// windows sets s.bandLo/s.bandHi to the windows the optimal cuts lie in,
+// from the interlacing with the solutions found so far (kLow and kHigh
+// clusters, 0 for none), and returns the band programme's estimated cost
+// in units of one penalised pass per distinct value: a layer of width w
+// costs about w·log₂ w evaluations, each about a fifth of a pass's work per
+// value.
+func (s *solver) windows(kLow, kHigh int) int {
+	n, k := len(s.val), s.k
+	lo, hi := s.bandLo[:k+1], s.bandHi[:k+1]
+	for m := 0; m <= k; m++ {
+		lo[m], hi[m] = 0, n
 	}
-	s.prev = resize(s.prev, M)
-	s.cur = resize(s.cur, M)
-	s.arg = resize(s.arg, k*M)
-	for i := 0; i < M; i++ {
-		s.prev[i] = rangeCost(s.a0[i], s.a1[i], s.a2[i])
+	if kHigh > 0 {
+		d := kHigh - k
+		for m := 1; m < k; m++ {
+			lo[m] = max(lo[m], s.high[m])
+			hi[m] = min(hi[m], s.high[m+d])
+		}
 	}
-	clear(s.arg[:M]) // layer 0: the single cluster starts at position 0
+	if kLow > 0 {
+		d := k - kLow
+		for m := 1; m < k; m++ {
+			lo[m] = max(lo[m], s.low[max(m-d, 0)])
+			hi[m] = min(hi[m], s.low[min(m, kLow)])
+		}
+	}
+	lo[0], hi[0], lo[k], hi[k] = 0, 0, n, n
+	for m := 1; m <= k; m++ { // keep the windows monotone
+		lo[m] = max(lo[m], lo[m-1])
+	}
+	for m := k - 1; m >= 0; m-- {
+		hi[m] = min(hi[m], hi[m+1])
+	}
 	for m := 1; m < k; m++ {
-		s.dcLayer(0, M-1, 0, M-1, s.arg[(m-1)*M:m*M], s.arg[m*M:(m+1)*M])
-		s.prev, s.cur = s.cur, s.prev
+		if hi[m] < lo[m] { // cannot happen if the interlacing holds; stay exact
+			for j := 1; j < k; j++ {
+				lo[j], hi[j] = 0, n
+			}
+			break
+		}
 	}
-	s.cuts[k] = pos[M-1]
-	i := M - 1
-	for m := k - 1; m >= 1; m-- {
-		i = int(s.arg[m*M+i])
-		s.cuts[m] = pos[i]
+	cost := 0
+	for m := 1; m <= k; m++ {
+		w := hi[m] - lo[m] + 1
+		lg := 1
+		for 1<<lg < w {
+			lg++
+		}
+		cost += w * lg
 	}
-	s.cuts[0] = 0
+	return cost / bandEvalsPerPass
 }
 
-// dcLayer computes cur[x] = min over y ≤ x of prev[y] + cost(y, x) for x in
-// [lo, hi], knowing the argmin lies in [optlo, opthi] and, for each x, at or
-// after the previous layer's argmin parg[x] (the Knuth–Yao monotonicity of
-// the last cut in the number of clusters).
-func (s *solver) dcLayer(lo, hi, optlo, opthi int, parg, arg []int32) {
-	for lo <= hi {
-		mid := int(uint(lo+hi) >> 1)
-		first := max(optlo, int(parg[mid]))
-		if first > min(mid, opthi) { // cannot happen under the quadrangle inequality; stay exact
-			first = optlo
-		}
-		best, bj := math.Inf(1), first
-		top := min(mid, opthi)
-		c0, c1, c2 := s.a0[mid], s.a1[mid], s.a2[mid]
-		// Non-empty clusters y < mid; positions are distinct, so the
-		// weight c0−a0[j] is positive.
-		if end := min(top, mid-1); first <= end {
-			a0, a1, a2, prev := s.a0[first:end+1], s.a1[first:end+1], s.a2[first:end+1], s.prev[first:end+1]
-			for j := range prev {
-				d := c1 - a1[j]
-				v := prev[j] + (c2 - a2[j]) - d*d/(c0-a0[j])
-				if v < best {
-					best, bj = v, j+first
+// penaltyScale calibrates initialPenalty per bit width: the ratio of the λ
+// that gives k clusters to 2·Fq/k, with Fq the error of the equal-weight
+// partition, measured on Gaussian fp16 and BF16 groups and on the bundled
+// model's tensors (the quantile partition's excess error grows with k, so
+// the ratio falls). Any value gives exact results; a good one saves passes.
+var penaltyScale = [9]float64{1: 0.55, 2: 0.55, 3: 0.42, 4: 0.33, 5: 0.2, 6: 0.14, 7: 0.07, 8: 0.042}
+
+// initialPenalty estimates the λ at which the penalised optimum has k
+// clusters: the marginal gain of the k-th cluster, about 2·F(k)/k when the
+// optimal error F falls off as k⁻², with F estimated from the equal-weight
+// (quantile) partition and penaltyScale.
+func (s *solver) initialPenalty() float64 {
+	n, k := len(s.val), s.k
+	total := s.p0[n]
+	var f float64
+	a := 0
+	for j := 1; j <= k; j++ {
+		b := n
+		if j < k {
+			target := total * float64(j) / float64(k)
+			lo, hi := a, n
+			for lo < hi {
+				mid := int(uint(lo+hi) >> 1)
+				if s.p0[mid] < target {
+					lo = mid + 1
+				} else {
+					hi = mid
 				}
 			}
+			b = lo
 		}
-		if top == mid && s.prev[mid] < best { // empty last cluster
-			best, bj = s.prev[mid], mid
-		}
-		s.cur[mid] = best
-		arg[mid] = int32(bj)
-		// Recurse on the smaller half, loop on the other.
-		if mid-lo < hi-mid {
-			s.dcLayer(lo, mid-1, optlo, bj, parg, arg)
-			lo, optlo = mid+1, bj
-		} else {
-			s.dcLayer(mid+1, hi, bj, opthi, parg, arg)
-			hi, opthi = mid-1, bj
-		}
+		f += s.cost(a, b)
+		a = b
 	}
+	bits := 0
+	for 1<<bits < k {
+		bits++
+	}
+	lam := 2 * penaltyScale[min(bits, 8)] * f / float64(k)
+	if !(lam > 0) {
+		lam = s.cost(0, n) / float64(k*k*k) // degenerate quantiles
+	}
+	if !(lam > 0) {
+		lam = math.SmallestNonzeroFloat64
+	}
+	return lam
 }
 
-// bandRange re-optimises cuts a..b (1 ≤ a ≤ b < k) exactly over all cut
-// sets within ±w distinct values of the current ones, keeping cuts a−1 and
-// b+1 fixed. It marks the cuts that move in moved and reports whether the
-// squared error went down; the current cuts are inside the band, so it never
-// goes up.
-func (s *solver) bandRange(w, a, b int, moved []bool) bool {
+// penalised solves min over partitions of Σ cost + lam·clusters exactly and
+// leaves the cuts of the solution in s.tmpc (tmpc[0] = 0 … tmpc[k₀] = n). It
+// returns k₀ and the solution's squared error (without the penalty).
+//
+// It is the concave least-weight-subsequence algorithm: pe[x] is the best
+// penalised cost of the first x distinct values. Candidate starts y of the
+// last cluster are kept in a queue, each with the first x it is best for;
+// by the quadrangle inequality a later start that is at least as good at
+// some x stays so for every larger x, so each new start pops the queue's
+// tail while it wins at the tail's first x, then finds (by galloping and
+// bisection) where it overtakes the last remaining one.
+func (s *solver) penalised(lam float64) (int, float64) {
 	n := len(s.val)
-	lo, hi, off := s.bandLo, s.bandHi, s.bandOff
-	left, right := s.cuts[a-1], s.cuts[b+1]
-	lo[a-1], hi[a-1] = left, left
-	lo[b+1], hi[b+1] = right, right
-	for m := a; m <= b; m++ {
-		c := s.cuts[m]
-		lo[m] = max(c-w, lo[m-1], left)
-		hi[m] = min(max(c+w, hi[m-1]), right, n)
+	s.pe = resize(s.pe, n+1)
+	s.pp = resize(s.pp, n+1)
+	s.dq = resize(s.dq, n+1)
+	s.dst = resize(s.dst, n+1)
+	pe, pp, dq, dst := s.pe[:n+1], s.pp[:n+1], s.dq[:n+1], s.dst[:n+1]
+	p0, p1, p2 := s.p0[:n+1], s.p1[:n+1], s.p2[:n+1]
+	// f is the penalised cost of prefix x when its last cluster starts at y.
+	f := func(y, x int) float64 {
+		c, d := p0[x]-p0[y], p1[x]-p1[y]
+		return pe[y] + (p2[x] - p2[y]) - d*d/c
 	}
-	off[a-1] = 0
-	for m := a - 1; m <= b+1; m++ {
+	pe[0], pp[0] = 0, 0
+	h, t := 0, 1
+	dq[0], dst[0] = 0, 1
+	for x := 1; x <= n; x++ {
+		for h+1 < t && int(dst[h+1]) <= x {
+			h++
+		}
+		y := int(dq[h])
+		pe[x] = f(y, x) + lam
+		pp[x] = int32(y)
+		if x == n {
+			break
+		}
+		// Insert start x against the tail b. Merging [b, x) (weight n1,
+		// sum s1) into a cluster [x, q) (weight n2, sum s2) raises its
+		// cost by (s1·n2 − s2·n1)² / (n1·n2·(n1+n2)), which grows with q;
+		// x beats b at q iff that rise exceeds T = pe[x] − pe[b] −
+		// cost(b, x). Multiplied out by n1 the test needs no division.
+		a0, a1 := p0[x], p1[x]
+		hi := 0 // where x starts to win; 0: never
+		for t > h {
+			b := int(dq[t-1])
+			s0 := max(int(dst[t-1]), x+1)
+			n1, s1 := a0-p0[b], a1-p1[b]
+			tn := (pe[x]-pe[b]-(p2[x]-p2[b]))*n1 + s1*s1 // T·n1
+			// T < 0: x wins from s0 on (the rise is never negative).
+			if tn < 0 {
+				t--
+				hi = -1
+				continue
+			}
+			wins := func(q int) bool {
+				n2, s2 := p0[q]-a0, p1[q]-a1
+				d := s1*n2 - s2*n1
+				return d*d > tn*(n1+n2)*n2
+			}
+			if wins(s0) { // b is useless from s0 on
+				t--
+				hi = -1
+				continue
+			}
+			lo := s0 // x loses at lo
+			if s0+3 <= n {
+				// Probe s0+1 … s0+3 without branches; wins is monotone,
+				// so the number of losses is the offset of the first win.
+				q0, q1 := p0[s0+1:s0+4:s0+4], p1[s0+1:s0+4:s0+4]
+				tm := tn * n1
+				n2a, n2b, n2c := q0[0]-a0, q0[1]-a0, q0[2]-a0
+				da := s1*n2a - (q1[0]-a1)*n1
+				db := s1*n2b - (q1[1]-a1)*n1
+				dc := s1*n2c - (q1[2]-a1)*n1
+				loss := 0
+				if !(da*da > (tm+tn*n2a)*n2a) {
+					loss++
+				}
+				if !(db*db > (tm+tn*n2b)*n2b) {
+					loss++
+				}
+				if !(dc*dc > (tm+tn*n2c)*n2c) {
+					loss++
+				}
+				if loss < 3 {
+					hi = s0 + 1 + loss
+					break
+				}
+				lo = s0 + 3
+			}
+			// Farther: gallop, then bisect.
+			hi = 0
+			for step := 1; ; step *= 2 {
+				q := lo + step
+				if q >= n {
+					if lo < n && wins(n) {
+						hi = n
+					}
+					break
+				}
+				if wins(q) {
+					hi = q
+					break
+				}
+				lo = q
+			}
+			for hi > 0 && hi-lo > 1 {
+				mid := int(uint(lo+hi) >> 1)
+				if wins(mid) {
+					hi = mid
+				} else {
+					lo = mid
+				}
+			}
+			break
+		}
+		switch {
+		case t == h:
+			dq[t], dst[t] = int32(x), int32(x+1)
+			t++
+		case hi > 0:
+			dq[t], dst[t] = int32(x), int32(hi)
+			t++
+		}
+	}
+	k0 := 0
+	for x := n; x > 0; x = int(pp[x]) {
+		k0++
+	}
+	s.tmpc = resize(s.tmpc, k0+1)
+	x := n
+	for j := k0; j > 0; j-- {
+		s.tmpc[j] = x
+		x = int(pp[x])
+	}
+	s.tmpc[0] = 0
+	return k0, pe[n] - lam*float64(k0)
+}
+
+// band solves the k-cluster problem exactly over cut sets with cut m in
+// [lo[m], hi[m]] (lo, hi ascending, lo[0] = hi[0] = 0, lo[k] = hi[k] = n)
+// and writes s.cuts. Each layer is a row-minima problem whose argmin is
+// monotone (the quadrangle inequality), solved by divide and conquer; ties
+// go to the smallest cut.
+func (s *solver) band(lo, hi []int) {
+	k := s.k
+	off := s.bandOff
+	off[0] = 0
+	for m := 0; m <= k; m++ {
 		off[m+1] = off[m] + hi[m] - lo[m] + 1
 	}
-	tot := off[b+2]
+	tot := off[k+1]
 	s.bandF = resize(s.bandF, tot)
 	s.bandA = resize(s.bandA, tot)
 	s.bandF[0] = 0
-	for m := a; m <= b+1; m++ {
+	for m := 1; m <= k; m++ {
 		s.bandLayer(lo[m], hi[m], lo[m-1], hi[m-1], off[m-1], off[m])
 	}
-	var old float64
-	for m := a - 1; m <= b; m++ {
-		old += s.cost(s.cuts[m], s.cuts[m+1])
-	}
-	if !(s.bandF[off[b+1]] < old) {
-		return false
-	}
-	x := right
-	for m := b + 1; m > a; m-- {
-		y := int(s.bandA[off[m]+x-lo[m]])
-		if s.cuts[m-1] != y {
-			s.cuts[m-1] = y
-			moved[m-1] = true
-		}
-		x = y
-	}
-	return true
-}
-
-// polish improves the cuts with band passes until a full pass finds nothing.
-// After a full pass only the neighbourhoods of cuts that moved are redone,
-// then a full pass checks again.
-func (s *solver) polish() {
-	k := s.k
-	s.moved = resize(s.moved, k+1)
-	s.next = resize(s.next, k+1)
-	const margin = 2
-	passes := 0
-	for passes < maxBandPasses {
-		clear(s.moved)
-		passes++
-		if !s.bandRange(bandWidth, 1, k-1, s.moved) {
-			return
-		}
-		for improved := true; improved && passes < maxBandPasses; {
-			improved = false
-			clear(s.next)
-			for m := 1; m < k; {
-				if !s.moved[m] {
-					m++
-					continue
-				}
-				// One segment: moved cuts no more than 2·margin apart, plus
-				// margin cuts either side.
-				last := m
-				for j := m + 1; j < k && j <= last+2*margin+1; j++ {
-					if s.moved[j] {
-						last = j
-					}
-				}
-				a, b := max(m-margin, 1), min(last+margin, k-1)
-				passes++
-				if s.bandRange(bandWidth, a, b, s.next) {
-					improved = true
-				}
-				m = b + 1
-			}
-			s.moved, s.next = s.next, s.moved
-		}
+	s.cuts = s.cuts[:k+1]
+	x := hi[k]
+	s.cuts[k] = x
+	for m := k; m > 0; m-- {
+		x = int(s.bandA[off[m]+x-lo[m]])
+		s.cuts[m-1] = x
 	}
 }
 
@@ -482,6 +582,7 @@ func (s *solver) bandLayer(a, b, pa, pb, poff, coff int) {
 	stack[sp] = span{a, b, pa, pb}
 	sp++
 	F, A := s.bandF, s.bandA
+	p0, p1, p2 := s.p0, s.p1, s.p2
 	for sp > 0 {
 		sp--
 		t := stack[sp]
@@ -491,9 +592,9 @@ func (s *solver) bandLayer(a, b, pa, pb, poff, coff int) {
 		x := int(uint(t.a+t.b) >> 1)
 		best, by := math.Inf(1), t.oa
 		top := min(t.ob, x)
-		c0, c1, c2 := s.p0[x], s.p1[x], s.p2[x]
+		c0, c1, c2 := p0[x], p1[x], p2[x]
 		for y := t.oa; y <= top; y++ {
-			v := F[poff+y-pa] + rangeCost(c0-s.p0[y], c1-s.p1[y], c2-s.p2[y])
+			v := F[poff+y-pa] + rangeCost(c0-p0[y], c1-p1[y], c2-p2[y])
 			if v < best {
 				best, by = v, y
 			}
@@ -517,6 +618,99 @@ func (s *solver) finish() float64 {
 		s.lutV[j] = halfTable[h]
 	}
 	return s.assign()
+}
+
+// roundBand is the ± window, in distinct values around each cut, of
+// roundPolish.
+const roundBand = 2
+
+// maxRoundPasses bounds the roundPolish passes of one group.
+const maxRoundPasses = 8
+
+// roundPolishPerEntry: roundPolish runs on groups with fewer distinct values
+// than this per LUT entry, where fp16 rounding of the centroids is a
+// noticeable part of the error and equally good clusterings (ties) abound.
+const roundPolishPerEntry = 8
+
+// roundPolish re-optimises the cuts for the error the palette really has:
+// each cluster's centroid is its mean rounded to fp16, so a cluster over
+// [y, x) costs Σ cnt·(v − r)² with r = fp16(mean). An exact dynamic
+// programme over every cut set within ±roundBand distinct values of the
+// current cuts minimises the sum of those costs; its result is kept only if,
+// after nearest-entry reassignment, the squared error e of the current LUT
+// strictly goes down, so a palette never gets worse. It returns the error.
+func (s *solver) roundPolish(e float64) float64 {
+	k, n := s.k, len(s.val)
+	w := roundBand
+	lo, hi := s.bandLo[:k+1], s.bandHi[:k+1]
+	lo[0], hi[0], lo[k], hi[k] = 0, 0, n, n
+	for m := 1; m < k; m++ {
+		lo[m] = max(s.cuts[m]-w, lo[m-1]+1)
+		hi[m] = min(s.cuts[m]+w, n-(k-m))
+	}
+	for m := k - 1; m >= 1; m-- {
+		hi[m] = min(hi[m], hi[m+1]-1)
+	}
+	off := s.bandOff
+	off[0] = 0
+	for m := 0; m <= k; m++ {
+		off[m+1] = off[m] + hi[m] - lo[m] + 1
+	}
+	s.bandF = resize(s.bandF, off[k+1])
+	s.bandA = resize(s.bandA, off[k+1])
+	F, A := s.bandF, s.bandA
+	F[0] = 0
+	p0, p1, p2 := s.p0, s.p1, s.p2
+	for m := 1; m <= k; m++ {
+		for x := lo[m]; x <= hi[m]; x++ {
+			best, by := math.Inf(1), -1
+			for y := lo[m-1]; y <= min(hi[m-1], x-1); y++ {
+				c, d := p0[x]-p0[y], p1[x]-p1[y]
+				r := halfTable[uint16(fp16.FromFloat64(d/c))]
+				v := F[off[m-1]+y-lo[m-1]] + (p2[x] - p2[y]) - 2*r*d + r*r*c
+				if v < best {
+					best, by = v, y
+				}
+			}
+			F[off[m]+x-lo[m]] = best
+			A[off[m]+x-lo[m]] = int32(by)
+		}
+	}
+	s.tmpc = resize(s.tmpc, k+1)
+	x := n
+	s.tmpc[k] = n
+	for m := k; m > 0; m-- {
+		x = int(A[off[m]+x-lo[m]])
+		if x < 0 {
+			return e // no feasible cut set (cannot happen: the current one is)
+		}
+		s.tmpc[m-1] = x
+	}
+	if slices.Equal(s.tmpc[:k+1], s.cuts[:k+1]) {
+		return e
+	}
+	if cap(s.prevLUT) < k {
+		s.prevLUT = make([]uint16, k)
+	}
+	prev := s.prevLUT[:k]
+	copy(prev, s.lut)
+	s.prevIdx = append(s.prevIdx[:0], s.index...)
+	for j := 0; j < k; j++ {
+		a, b := s.tmpc[j], s.tmpc[j+1]
+		h := uint16(fp16.FromFloat64((p1[b] - p1[a]) / (p0[b] - p0[a])))
+		s.lut[j] = h
+		s.lutV[j] = halfTable[h]
+	}
+	if ne := s.assign(); ne < e {
+		copy(s.cuts, s.tmpc[:k+1])
+		return ne
+	}
+	copy(s.lut, prev)
+	for j, h := range s.lut {
+		s.lutV[j] = halfTable[h]
+	}
+	copy(s.index, s.prevIdx)
+	return e
 }
 
 // assign maps each distinct value to its nearest LUT entry and returns the
@@ -571,6 +765,13 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 		s.solveCuts()
 		s.meansFromCuts()
 		e = s.finish()
+		for pass := 0; n < roundPolishPerEntry*s.k && pass < maxRoundPasses; pass++ {
+			ne := s.roundPolish(e)
+			if !(ne < e) {
+				break
+			}
+			e = ne
+		}
 	}
 	copy(lut, s.lut)
 	for i, key := range s.dkey {
@@ -583,8 +784,8 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 }
 
 // meansFromCuts sets each centroid to its cluster mean. An empty cluster
-// (possible only after a stalled search) takes the previous centroid so the
-// centroids stay ascending.
+// (possible only with ties in the band programme) takes the previous
+// centroid so the centroids stay ascending.
 func (s *solver) meansFromCuts() {
 	for j := 0; j < s.k; j++ {
 		a, b := s.cuts[j], s.cuts[j+1]

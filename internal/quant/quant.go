@@ -5,19 +5,19 @@
 //
 // Each group of GroupSize consecutive slices along axis 0 gets its own table
 // of 2^Bits fp16 values; every weight stores the index of its table entry.
-// The solver works on the group's histogram of distinct fp16 values (at most
-// 65536), where 1-D k-means reduces to choosing k−1 cut points in a sorted
-// list and prefix sums give any cluster's error in O(1). A group whose
-// dynamic programme over every cut position is cheap (k·n·log₂n within a
-// fixed budget, e.g. n ≲ 400 distinct values at 6 bits, ≲ 1400 at 4 bits) is
-// solved exactly. Larger groups get the exact programme over a few hundred
-// coarse candidate cuts (boundaries of runs of distinct values whose own
-// squared error stays under a threshold), then exact re-optimisation of all
-// cuts within ±16
-// distinct values of the current ones, repeated until a full pass finds no
-// improvement; on Gaussian groups this lands within 0.1 % of the optimum and
-// usually on it. Centroids are rounded to the nearest fp16 value and every
-// weight takes its nearest LUT entry (ties to the lower index). Results are
+// The solver works on the group's sorted distinct fp16 values (at most the
+// group's size), where 1-D k-means reduces to choosing k−1 cut points in a
+// sorted list and prefix sums give any cluster's error in O(1). Every group
+// is solved exactly (the clustering minimises the squared error before
+// rounding): a few passes of the penalised problem (error + λ per cluster,
+// solved in one left-to-right pass thanks to the quadrangle inequality) search λ for k
+// clusters, and when they stop one or two clusters short, an exact dynamic
+// programme confined to the windows where the interlacing of optimal
+// solutions puts the cuts finishes. Centroids are rounded to the nearest fp16
+// value and every weight takes its nearest LUT entry (ties to the lower
+// index); where clusters hold few distinct values, the cuts are then
+// re-optimised for the rounded error. The work per group grows with its
+// size (n log n at worst), whatever the group size and bit width. Results are
 // deterministic and independent of the number of workers.
 package quant
 
@@ -208,14 +208,32 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	groups := p.Groups()
 	per := len(w) / groups
 	k := 1 << opts.Bits
+	// Group 0 first, alone: the λ that gave it 2^Bits clusters, relative to
+	// the estimate, calibrates the estimate for the tensor's other groups
+	// (which are alike), saving penalised passes. It depends only on the
+	// weights, so results do not depend on the number of workers.
+	s0 := getSolver(opts.Bits)
+	s0.scale, s0.hitRatio = 1, 0
+	if _, ok := s0.solveGroup(w[:per], p.LUT[:k], p.Indices[:per]); !ok {
+		putSolver(s0)
+		return nil, nonFinite(w)
+	}
+	scale := 1.0
+	if r := s0.hitRatio; r > 0 {
+		scale = r
+	}
+	putSolver(s0)
 	var next atomic.Int64
+	next.Store(1)
 	var bad atomic.Bool
 	var wg sync.WaitGroup
-	for range min(opts.Workers, groups) {
+	for range min(opts.Workers, groups-1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := newSolver(opts.Bits)
+			s := getSolver(opts.Bits)
+			s.scale = scale
+			defer putSolver(s)
 			for !bad.Load() {
 				g := int(next.Add(1) - 1)
 				if g >= groups {
@@ -232,6 +250,27 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 		return nil, nonFinite(w)
 	}
 	return p, nil
+}
+
+// solvers keeps idle solvers per bit width: a solver's tables (a count per
+// possible half, an index per possible half) cost more to allocate and zero
+// than a small tensor costs to palettize. A solver's results do not depend
+// on what it solved before.
+var solvers [9]sync.Pool
+
+func getSolver(bits int) *solver {
+	if s, ok := solvers[bits].Get().(*solver); ok {
+		return s
+	}
+	return newSolver(bits)
+}
+
+func putSolver(s *solver) {
+	bits := 0
+	for 1<<bits < s.k {
+		bits++
+	}
+	solvers[bits].Put(s)
 }
 
 // Error returns the mean squared error of the palette against the original

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -108,8 +109,7 @@ func TestLUTShape(t *testing.T) {
 }
 
 // TestPalettizeMatrix runs every bit width with several group sizes and
-// shapes (small groups: sort path and exact DP; large groups: histogram path
-// and the coarse-plus-band solver) and checks the contract plus an error
+// shapes (groups from a few to 72,000 weights) and checks the contract plus an error
 // bound: the MSE must not exceed that of uniform quantisation on the group
 // range, a loose ceiling any sane clustering meets.
 func TestPalettizeMatrix(t *testing.T) {
@@ -152,7 +152,7 @@ func TestExactFewDistinct(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, bits := range []int{1, 2, 3, 4, 6, 8} {
 		k := 1 << bits
-		for _, rowLen := range []int{100, 4096} { // sort path and histogram path
+		for _, rowLen := range []int{100, 4096} { // small and large groups
 			t.Run(fmt.Sprintf("bits=%d/len=%d", bits, rowLen*8), func(t *testing.T) {
 				// Two groups, each with exactly k (then k/2+1) distinct values.
 				var w []uint16
@@ -229,8 +229,9 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// TestDistinctPaths: the histogram and sort paths find the same distinct
-// values and counts.
+// TestDistinctPaths: the count-table-plus-radix-sort distinct pass finds the
+// same distinct keys and counts as sorting every key, on a group with −0,
+// +0 and the largest half.
 func TestDistinctPaths(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
 	w := randWeights(rng, 20000, 0.3)
@@ -254,7 +255,7 @@ func TestDistinctPaths(t *testing.T) {
 		cnt = append(cnt, 1)
 	}
 	if !slices.Equal(a.dkey, keys) || !slices.Equal(a.cnt, cnt) {
-		t.Fatal("histogram path differs from sorted keys")
+		t.Fatal("distinct differs from sorted keys")
 	}
 	for i := 1; i < len(a.val); i++ {
 		if !(a.val[i] > a.val[i-1]) {
@@ -322,26 +323,21 @@ func TestExactDP(t *testing.T) {
 }
 
 // TestLargeGroupNearOptimal: on Gaussian groups with more distinct values
-// than the exact limit, the coarse-plus-band solver is within 0.1 % of the
-// exact optimum (computed by the exact programme over all cut positions).
+// than the baseline solved exactly, the solver finds the optimum (computed
+// by the exact programme over all cut positions) to rounding.
 func TestLargeGroupNearOptimal(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
 	for _, bits := range []int{2, 4, 6} {
 		w := randWeights(rng, 16384, 1)
 		s := newSolver(bits)
 		s.distinct(w)
-		if exactDistinct(s.k, len(s.val)) {
-			t.Fatalf("only %d distinct values; test needs the large path", len(s.val))
+		if oldExactDistinct(s.k, len(s.val)) {
+			t.Fatalf("only %d distinct values; test needs a group the old solver did not solve exactly", len(s.val))
 		}
 		s.solveCuts()
 		got := s.sse()
-		s.pos = resize(s.pos, len(s.val)+1)
-		for i := range s.pos {
-			s.pos[i] = i
-		}
-		s.dpPositions(s.pos)
-		opt := s.sse()
-		if got > opt*1.001 || got < opt*(1-1e-12) {
+		opt := optimumSSE(w, bits)
+		if math.Abs(got-opt) > 1e-9*opt {
 			t.Errorf("bits %d: SSE %.8g vs optimum %.8g (ratio %.6f)", bits, got, opt, got/opt)
 		}
 		t.Logf("bits %d: %d distinct, SSE/optimum %.6f", bits, len(s.val), got/opt)
@@ -607,7 +603,7 @@ func TestBenchTable(t *testing.T) {
 		t.Skip("palettizes the 2048×8192 matrix twice")
 	}
 	var buf bytes.Buffer
-	rows, err := BenchTable(&buf, loadTiny(t), Options{})
+	rows, err := BenchTable(&buf, []BenchSet{NormalSet(), {Title: "tiny", Tensors: loadTiny(t)}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,15 +620,41 @@ func TestBenchTable(t *testing.T) {
 	if rows[0].Name != "normal 2048x8192" || rows[0].MSEVar > 0.0095 {
 		t.Errorf("first row %+v", rows[0])
 	}
-	if !strings.Contains(buf.String(), "total (30 tensors)") {
-		t.Error("no total row")
+	if !strings.Contains(buf.String(), "total (30 tensors)") || !strings.Contains(buf.String(), "tiny, 6-bit") {
+		t.Error("no total row or set title")
+	}
+}
+
+// TestGroupSweep: one row per bit width and group size, with the group
+// count the size implies, and the weights a bad size cannot split refused.
+func TestGroupSweep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	w := randWeights(rng, 8*65536, 1)
+	var buf bytes.Buffer
+	rows, err := GroupSweep(&buf, w, 1, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2*len(SweepGroupSizes) {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for i, r := range rows {
+		if r.GroupWeights != SweepGroupSizes[i%len(SweepGroupSizes)] || r.Bits != []int{4, 6}[i/len(SweepGroupSizes)] || r.Weights != len(w) || !(r.NsPerWeight() > 0) || r.Distinct < len(w)/8 || r.Distinct > len(w) {
+			t.Errorf("row %d: %+v", i, r)
+		}
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 1+len(rows) {
+		t.Errorf("%d lines:\n%s", n, buf.String())
+	}
+	if _, err := GroupSweep(io.Discard, w[:1000], 1, Options{}); err == nil {
+		t.Error("1000 weights: no error")
 	}
 }
 
 // TestAwkwardDistributions runs the large-group path on distributions that
-// stress the coarse candidate cuts: heavy tails, a dominant spike, far-apart
+// stress the λ search and the windows: heavy tails, a dominant spike, far-apart
 // modes, a few outliers. Each must satisfy the palette contract, beat plain
-// Lloyd from the quantile seeds, and stay within 1 % of the exact optimum.
+// Lloyd from the quantile seeds, and reach the exact optimum (to rounding).
 func TestAwkwardDistributions(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
 	const n = 8 * 2500
@@ -680,13 +702,8 @@ func TestAwkwardDistributions(t *testing.T) {
 				}
 				s.solveCuts()
 				got := s.sse()
-				s.pos = resize(s.pos, len(s.val)+1)
-				for i := range s.pos {
-					s.pos[i] = i
-				}
-				s.dpPositions(s.pos)
-				opt := s.sse()
-				if got > opt*1.01+1e-12 {
+				opt := optimumSSE(w, bits)
+				if math.Abs(got-opt) > 1e-9*opt+1e-12 {
 					t.Errorf("%d distinct: SSE %.8g, optimum %.8g", len(s.val), got, opt)
 				}
 				t.Logf("%d distinct: SSE/optimum %.6f; MSE vs Lloyd %.4f", len(s.val), got/opt, ours/base)

@@ -2,9 +2,9 @@ package blob
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math"
 )
@@ -12,14 +12,20 @@ import (
 // ErrClosed is returned by Add and Close on a closed Writer.
 var ErrClosed = errors.New("blob: writer is closed")
 
-// dedupKey identifies a blob's content exactly: equal SHA-256 digests of
-// equal-length data are treated as equal data.
+// dedupKey identifies a blob's content: equal 128-bit digests (two
+// independently seeded maphash values) of equal-length data are treated as
+// equal data. The chance that two different blobs of a package collide is
+// about 2⁻¹²⁸ per pair; maphash runs at memory speed, where SHA-256 took
+// seconds per gigabyte of weights. The seeds differ between processes, but
+// the output depends only on which blobs are equal, so it does not.
 type dedupKey struct {
 	dtype   DType
 	padBits int
 	size    int64
-	sum     [sha256.Size]byte
+	h1, h2  uint64
 }
+
+var dedupSeed1, dedupSeed2 = maphash.MakeSeed(), maphash.MakeSeed()
 
 // Writer streams blobs into a weight.bin laid out exactly as Apple's MILBlob
 // StorageWriter lays it out. Data is written through a buffer as each Add
@@ -108,7 +114,7 @@ func (w *Writer) Add(dtype DType, data []byte, numElements int64) (offset uint64
 	}
 	var key dedupKey
 	if w.dedup {
-		key = dedupKey{dtype: dtype, padBits: padBits, size: size, sum: sha256.Sum256(data)}
+		key = dedupKey{dtype: dtype, padBits: padBits, size: size, h1: maphash.Bytes(dedupSeed1, data), h2: maphash.Bytes(dedupSeed2, data)}
 		if off, ok := w.seen[key]; ok {
 			return off, nil
 		}
