@@ -37,3 +37,10 @@ func halfToFloatSIMD(dst *float32, src *uint16, n int)
 //
 //go:noescape
 func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32)
+
+// lut4ToFloatSIMD decodes n 4-bit LUT indices (n a multiple of 16, two per
+// byte, low nibble first) through a 16-entry fp16 palette given as its low
+// and high bytes, widening to fp32 (needs F16C).
+//
+//go:noescape
+func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte)

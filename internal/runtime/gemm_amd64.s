@@ -292,3 +292,47 @@ done34:
 	VMOVUPS X8, 32(R9)
 	VZEROUPPER
 	RET
+
+// func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte)
+//
+// dst[i] = palette[idx[i]] for i < n, n a multiple of 16, where idx[2j]
+// and idx[2j+1] are the low and high nibbles of src[j] and the palette
+// holds 16 fp16 values as their low bytes (tab[0:16]) and high bytes
+// (tab[16:32]). Each group of 16: split the nibbles and interleave them
+// in element order, look both bytes up with PSHUFB, interleave them into
+// halves and widen (exact).
+TEXT ·lut4ToFloatSIMD(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ tab+24(FP), AX
+	VMOVDQU (AX), X6
+	VMOVDQU 16(AX), X7
+	MOVQ $0x0f0f0f0f0f0f0f0f, BX
+	MOVQ BX, X5
+	VPBROADCASTQ X5, X5
+
+loopl:
+	CMPQ CX, $16
+	JL   donel
+	VMOVQ (SI), X0
+	VPSRLW $4, X0, X1
+	VPAND X5, X0, X0
+	VPAND X5, X1, X1
+	VPUNPCKLBW X1, X0, X0
+	VPSHUFB X0, X6, X2
+	VPSHUFB X0, X7, X3
+	VPUNPCKLBW X3, X2, X4
+	VPUNPCKHBW X3, X2, X2
+	VCVTPH2PS X4, Y4
+	VCVTPH2PS X2, Y2
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y2, 32(DI)
+	ADDQ $8, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP  loopl
+
+donel:
+	VZEROUPPER
+	RET

@@ -27,3 +27,7 @@ func halfToFloatSIMD(dst *float32, src *uint16, n int) {
 func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32) {
 	panic("runtime: no SIMD kernels in this build")
 }
+
+func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte) {
+	panic("runtime: no SIMD kernels in this build")
+}

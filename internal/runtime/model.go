@@ -101,12 +101,12 @@ func Load(p *mil.Program) (*Model, error) {
 		m.names = append(m.names, f.Name)
 	}
 	sort.Strings(m.names)
-	if halfWeights {
-		fns := make([]*Function, 0, len(m.names))
-		for _, name := range m.names {
-			fns = append(fns, m.funcs[name])
-		}
-		packHalfWeights(fns)
+	fns := make([]*Function, 0, len(m.names))
+	for _, name := range m.names {
+		fns = append(fns, m.funcs[name])
+	}
+	if err := materialize(fns); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -235,7 +235,7 @@ func (l *loader) ref(name string) (int, error) {
 		return 0, fmt.Errorf("%q is not defined", name)
 	}
 	if v, isConst := l.consts[name]; isConst && l.fn.consts[s] == nil {
-		t, err := l.decode(v)
+		t, err := l.decode(name, v)
 		if err != nil {
 			return 0, fmt.Errorf("const %q: %w", name, err)
 		}
@@ -244,13 +244,19 @@ func (l *loader) ref(name string) (int, error) {
 	return s, nil
 }
 
-func (l *loader) decode(v *mil.Value) (*Tensor, error) {
+func (l *loader) decode(name string, v *mil.Value) (*Tensor, error) {
 	if t, ok := l.cache.vals[v]; ok {
 		return t, nil
 	}
-	t, err := decodeValue(v)
-	if err != nil {
-		return nil, err
+	var t *Tensor
+	if ty := v.Type; ty.Kind == mil.KindTensor && ty.DType == mil.Float16 && ty.Static() && len(ty.Shape) >= 2 && ty.NumElements() >= int64(halfWeightMin) {
+		// Read later, once its uses are known (see materialize).
+		t = &Tensor{DType: mil.Float16, Shape: toInts(ty.Shape), pending: &pendingConst{name: name, val: v}}
+	} else {
+		var err error
+		if t, err = decodeValue(v); err != nil {
+			return nil, err
+		}
 	}
 	l.cache.vals[v] = t
 	return t, nil
@@ -313,7 +319,7 @@ func (l *loader) addOp(op *mil.Op) error {
 		for _, a := range in.Args {
 			var s int
 			if a.Value != nil {
-				t, err := l.decode(a.Value)
+				t, err := l.decode(op.Name+"."+in.Param, a.Value)
 				if err != nil {
 					return fail(fmt.Errorf("literal %q: %w", in.Param, err))
 				}

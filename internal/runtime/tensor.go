@@ -56,6 +56,12 @@ type Tensor struct {
 	// for the fp16-weight kernels (see packHalfWeights); F is then nil.
 	// Only constants that nothing but linear and conv weights read get it.
 	half []uint16
+	// lut holds a palettized fp16 weight as packed indices and palettes
+	// (see lutWeight) for the same kernels; F is then nil.
+	lut *lutWeight
+	// pending is set on a large fp16 constant between loading and
+	// materialize, which decides its form from its uses.
+	pending *pendingConst
 }
 
 // NewFloat16 returns an fp16 tensor of shape holding data rounded to half.

@@ -1,0 +1,86 @@
+package runtime
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/anemll/anemll/internal/bitpack"
+	"github.com/anemll/anemll/internal/fp16"
+	"github.com/anemll/anemll/internal/mil"
+)
+
+// randLUTWeight returns a random rows×k LUT weight with bits-wide indices
+// and one random fp16 palette per rowsPerTable rows.
+func randLUTWeight(r *rand.Rand, bits, rows, k, rowsPerTable int) *lutWeight {
+	idx := make([]uint8, rows*k)
+	for i := range idx {
+		idx[i] = uint8(r.IntN(1 << bits))
+	}
+	tab := make([]float32, rows/rowsPerTable<<bits)
+	for i := range tab {
+		tab[i] = fp16.Round(float32(r.NormFloat64()) * 0.05)
+	}
+	s := &lutSpec{bits: bits, dims: []int{rows, k}, groups: []int{rows / rowsPerTable, 1}, vs: 1,
+		lut: &Tensor{DType: mil.Float16, Shape: []int{rows / rowsPerTable, 1, 1 << bits, 1}, F: tab}, raw: bitpack.Pack(nil, idx, bits)}
+	return s.weight()
+}
+
+// denseOf dequantizes w the slow way: element by element.
+func denseOf(w *lutWeight) []float32 {
+	idx, err := bitpack.Unpack(nil, w.packed, w.rows*w.k, w.bits)
+	if err != nil {
+		panic(err)
+	}
+	out := make([]float32, len(idx))
+	for e, v := range idx {
+		out[e] = w.table[(e/w.k/w.rowsPerTable)<<w.bits+int(v)]
+	}
+	return out
+}
+
+// The packed-LUT kernels give exactly what gemmHalf gives on the same
+// weight as half bits, for every index width, odd row lengths and
+// element ranges that start mid-byte, on the SIMD and plain-Go paths.
+func TestGemmLUTMatchesHalf(t *testing.T) {
+	defer func(s bool) { useSIMD = s }(useSIMD)
+	paths := []bool{false}
+	if haveSIMD {
+		paths = append(paths, true)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, simd := range paths {
+		useSIMD = simd
+		for _, bits := range []int{1, 2, 3, 4, 6, 8} {
+			for _, dims := range [][3]int{{16, 1, 24}, {72, 1, 37}, {72, 5, 37}, {136, 64, 33}, {8, 3, 1}} {
+				nw, nx, k := dims[0], dims[1], dims[2]
+				w := randLUTWeight(r, bits, nw, k, 8)
+				dense := denseOf(w)
+				h := make([]uint16, len(dense))
+				for i, v := range dense {
+					h[i] = uint16(fp16.FromFloat32(v))
+				}
+				// widen over arbitrary ranges.
+				for _, rg := range [][2]int{{0, len(dense)}, {1, len(dense) - 1}, {k - 1, min(3*k+1, len(dense))}} {
+					got := make([]float32, rg[1]-rg[0])
+					w.widen(got, rg[0])
+					for i, v := range got {
+						if v != dense[rg[0]+i] {
+							t.Fatalf("bits %d %v: widen from %d: element %d = %v, want %v", bits, dims, rg[0], i, v, dense[rg[0]+i])
+						}
+					}
+				}
+				x := randF(r, nx*k)
+				for _, wRows := range []bool{true, false} {
+					got, want := make([]float32, nw*nx), make([]float32, nw*nx)
+					gemmPacked(got, packedRows{lut: w}, x, nw, nx, k, wRows)
+					gemmHalf(want, h, x, nw, nx, k, wRows)
+					for i := range got {
+						if got[i] != want[i] {
+							t.Fatalf("simd %v bits %d %v wRows %v: c[%d] = %v, want %v", simd, bits, dims, wRows, i, got[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
