@@ -84,3 +84,55 @@ func TestGemmLUTMatchesHalf(t *testing.T) {
 		}
 	}
 }
+
+// Buffers reused by liveness give the results of one buffer per value, on
+// a decoder layer's prefill and decode functions, with far fewer buffers.
+func TestBuffersReusedByLiveness(t *testing.T) {
+	dm := layerDims{h: 64, inter: 128, heads: 4, kvHeads: 2, d: 16, ctx: 16}
+	w := newLayerWeights(dm)
+	for _, T := range []int{1, 4} {
+		f, err := loadBuilt(buildLayer("layer", dm, T, w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := loadBuilt(buildLayer("layer", dm, T, w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs := 0
+		for _, n := range g.nodes {
+			outs += len(n.outs)
+		}
+		if f.nbuf*3 > outs {
+			t.Errorf("T=%d: %d buffers for %d op outputs", T, f.nbuf, outs)
+		}
+		for i := range g.buf {
+			g.buf[i] = i // one buffer per slot
+		}
+		g.nbuf = len(g.buf)
+		sf, sg := f.NewState(), g.NewState()
+		for pos := 0; pos < 3; pos++ {
+			feed := layerFeed(dm, T, pos*T)
+			a, err := f.Predict(feed, sf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := g.Predict(feed, sg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x, y := a["output_hidden_states"].F, b["output_hidden_states"].F
+			for i := range x {
+				if x[i] != y[i] {
+					t.Fatalf("T=%d step %d: element %d = %v with reuse, %v without", T, pos, i, x[i], y[i])
+				}
+			}
+		}
+		x, y := sf.Tensor("kv_cache").F, sg.Tensor("kv_cache").F
+		for i := range x {
+			if x[i] != y[i] {
+				t.Fatalf("T=%d: cache element %d differs", T, i)
+			}
+		}
+	}
+}

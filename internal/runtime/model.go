@@ -32,7 +32,11 @@ type Function struct {
 	nodes   []*node
 	outputs []string
 	outSlot []int
-	pool    sync.Pool
+	// buf maps a slot to the reused buffer its op writes (see planBuffers);
+	// nbuf counts the buffers.
+	buf  []int
+	nbuf int
+	pool sync.Pool
 }
 
 type stateDecl struct {
@@ -213,6 +217,7 @@ func loadFunction(f *mil.Function, cache *loadCache) (*Function, error) {
 		fn.consts = append(fn.consts, nil)
 	}
 	planInPlace(fn)
+	planBuffers(fn)
 	return fn, nil
 }
 
@@ -431,9 +436,119 @@ func planInPlace(fn *Function) {
 	}
 }
 
+// viewOp reports whether node n's output shares its x input's buffer.
+func viewOp(n *node) bool {
+	switch n.op.Type {
+	case "reshape", "expand_dims", "squeeze", "identity":
+		return true
+	case "slice_update":
+		return n.inplace
+	}
+	return false
+}
+
+// planBuffers assigns every op output a buffer so that a value's buffer is
+// reused once the value, and every view of it, is dead: the working set of
+// a call is the values live at once, not one buffer per value. An output
+// gets a buffer that no live value holds (the smallest free one that fits
+// its declared size, else the largest free one, else a new one); buffers
+// of values whose last use is op k are freed after op k runs, so an op
+// never writes a buffer one of its inputs is held in. Function outputs
+// stay live to the end.
+func planBuffers(fn *Function) {
+	root := make([]int, fn.nslots) // the slot owning the buffer a slot's data lives in; -1 none
+	for i := range root {
+		root[i] = -1
+	}
+	owner := func(s int) int {
+		if s < 0 || s >= len(root) {
+			return -1
+		}
+		return root[s]
+	}
+	for _, n := range fn.nodes {
+		for _, o := range n.outs {
+			root[o] = o
+		}
+		if viewOp(n) && len(n.outs) == 1 {
+			if x := n.args["x"]; len(x) == 1 {
+				root[n.outs[0]] = owner(x[0])
+			}
+		}
+	}
+	last := make([]int, fn.nslots) // last op index using a buffer (by owner)
+	for i := range last {
+		last[i] = -1
+	}
+	for k, n := range fn.nodes {
+		for _, o := range n.outs {
+			if r := root[o]; r >= 0 {
+				last[r] = max(last[r], k)
+			}
+		}
+		for _, ss := range n.args {
+			for _, s := range ss {
+				if r := owner(s); r >= 0 {
+					last[r] = max(last[r], k)
+				}
+			}
+		}
+	}
+	for _, s := range fn.outSlot {
+		if r := owner(s); r >= 0 {
+			last[r] = len(fn.nodes)
+		}
+	}
+	fn.buf = make([]int, fn.nslots)
+	for i := range fn.buf {
+		fn.buf[i] = -1
+	}
+	type buffer struct{ id, size int }
+	var free []buffer
+	size := map[int]int{} // buffer id -> largest declared size
+	freeAt := make([][]int, len(fn.nodes)+1)
+	for k, n := range fn.nodes {
+		for i, o := range n.outs {
+			if root[o] != o {
+				continue
+			}
+			want := -1
+			if t := n.op.Outputs[i].Type; t.Kind == mil.KindTensor && t.Static() {
+				want = int(t.NumElements())
+			}
+			pick := -1
+			for j, b := range free {
+				switch {
+				case pick < 0:
+					pick = j
+				case want >= 0 && b.size >= want && (free[pick].size < want || b.size < free[pick].size):
+					pick = j
+				case (want < 0 || free[pick].size < want) && b.size > free[pick].size:
+					pick = j
+				}
+			}
+			var id int
+			if pick >= 0 {
+				id = free[pick].id
+				free = append(free[:pick], free[pick+1:]...)
+			} else {
+				id = fn.nbuf
+				fn.nbuf++
+			}
+			size[id] = max(size[id], want)
+			fn.buf[o] = id
+			freeAt[max(last[o], k)] = append(freeAt[max(last[o], k)], id)
+		}
+		for _, id := range freeAt[k] {
+			free = append(free, buffer{id, size[id]})
+		}
+	}
+}
+
 // execCtx is the per-call working set: slot values and reusable buffers.
 type execCtx struct {
 	vals []*Tensor
+	buf  []int // Function.buf
 	fbuf [][]float32
 	ibuf [][]int32
 	st   *State
@@ -447,8 +562,9 @@ func (f *Function) getCtx() *execCtx {
 	}
 	return &execCtx{
 		vals: make([]*Tensor, f.nslots),
-		fbuf: make([][]float32, f.nslots),
-		ibuf: make([][]int32, f.nslots),
+		buf:  f.buf,
+		fbuf: make([][]float32, f.nbuf),
+		ibuf: make([][]int32, f.nbuf),
 	}
 }
 
