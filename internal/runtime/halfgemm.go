@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"unsafe"
 
 	"github.com/anemll/anemll/internal/fp16"
 	"github.com/anemll/anemll/internal/mil"
@@ -132,11 +133,26 @@ func (t *Tensor) resolve(pack bool) error {
 	if err := pc.val.CheckSize(b); err != nil {
 		return err
 	}
-	t.half = make([]uint16, len(b)/2)
-	for i := range t.half {
-		t.half[i] = binary.LittleEndian.Uint16(b[2*i:])
-	}
+	t.half = halfBits(b)
 	return nil
+}
+
+// littleEndian reports whether this machine stores a uint16 low byte first.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// halfBits returns the fp16 values of canonical little-endian bytes b as
+// bit patterns: b itself reinterpreted when the machine is little-endian
+// and b 2-aligned (no copy, so loading a weight needs no second buffer),
+// else a decoded copy. The caller must not modify b afterwards.
+func halfBits(b []byte) []uint16 {
+	if len(b) >= 2 && littleEndian && uintptr(unsafe.Pointer(&b[0]))%2 == 0 {
+		return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+	}
+	h := make([]uint16, len(b)/2)
+	for i := range h {
+		h[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return h
 }
 
 // conv1x1 reports whether conv node n with constant weight w always takes
