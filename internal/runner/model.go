@@ -26,6 +26,7 @@ type Model struct {
 	Metadata coreml.Metadata
 
 	mask []float32 // scratch causal-mask row(s)
+	low  *lowMem   // set in low-memory mode (see LoadOptions)
 }
 
 // openModel reads the package at path and loads its program into the
@@ -107,8 +108,15 @@ func dim(f *runtime.Function, input string, i int) (int, error) {
 }
 
 // Load reads every package of a converted model and prepares a fresh
-// KV-cache state. Sizes come from the packages' declared shapes.
+// KV-cache state. Sizes come from the packages' declared shapes. It runs
+// in low-memory mode (see LoadOptions) when the model would not fit in
+// the memory available (see NeedsLowMemory).
 func Load(files *Files) (*Model, error) {
+	return LoadWith(files, LoadOptions{LowMemory: NeedsLowMemory(files)})
+}
+
+// LoadWith is Load with explicit options.
+func LoadWith(files *Files, opt LoadOptions) (*Model, error) {
 	if len(files.Chunks) == 0 {
 		return nil, fmt.Errorf("runner: no FFN chunks")
 	}
@@ -121,6 +129,9 @@ func Load(files *Files) (*Model, error) {
 		return nil, err
 	}
 	for i, c := range files.Chunks {
+		if opt.LowMemory && i > 0 {
+			break // the others are loaded when they run
+		}
 		inf, pre, meta, err := loadChunk(c)
 		if err != nil {
 			return nil, err
@@ -160,12 +171,22 @@ func Load(files *Files) (*Model, error) {
 		return nil, fmt.Errorf("runner: batch size %d exceeds context length %d", m.BatchSize, m.ContextLength)
 	}
 	m.Reset()
+	if opt.LowMemory {
+		m.low = &lowMem{chunks: files.Chunks, infer: m.infer[0], prefill: m.prefill[0]}
+		m.infer, m.prefill = nil, nil
+	}
 	return m, nil
 }
 
 // Reset starts a new conversation: a zeroed state made from the first
 // chunk's prefill function, as ANEMLL's runners do.
-func (m *Model) Reset() { m.state = m.prefill[0].NewState() }
+func (m *Model) Reset() {
+	if m.low != nil {
+		m.low.zero(m.state)
+		return
+	}
+	m.state = m.prefill[0].NewState()
+}
 
 // maskRows fills rows [start, start+n) of the C×C causal mask (0 where
 // column ≤ row, −Inf elsewhere).
@@ -208,6 +229,9 @@ func (m *Model) embedTokens(ids []int) (*runtime.Tensor, error) {
 func (m *Model) Prefill(ids []int) error {
 	if len(ids) > m.ContextLength {
 		return fmt.Errorf("runner: prompt of %d tokens exceeds the context length %d", len(ids), m.ContextLength)
+	}
+	if m.low != nil {
+		return m.prefillLow(ids)
 	}
 	b := m.BatchSize
 	for pos := 0; pos < len(ids); pos += b {
@@ -252,7 +276,11 @@ func (m *Model) Decode(id, pos int) ([]float32, error) {
 	}
 	p := runtime.NewInt32([]int{1}, []int32{int32(pos)})
 	in := map[string]*runtime.Tensor{"position_ids": p, "current_pos": p, "causal_mask": m.maskRows(pos, 1)}
-	for i, f := range m.infer {
+	for i := range m.numChunks() {
+		f, err := m.chunkInfer(i)
+		if err != nil {
+			return nil, err
+		}
 		in["hidden_states"] = h
 		out, err := f.Predict(in, m.state)
 		if err != nil {

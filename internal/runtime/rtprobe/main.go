@@ -2,7 +2,7 @@
 // converted model, the runtime part of a `verify` or `chat` run:
 //
 //	rtprobe make -out DIR [-lut]   # random Llama-3.2-1B-shaped model → DIR/pkg
-//	rtprobe run -dir DIR/pkg [-decode N] [-heap FILE]
+//	rtprobe run -dir DIR/pkg [-decode N] [-low] [-heap FILE] [-cpu FILE]
 //
 // run loads the packages, prefills one 64-token batch and decodes N greedy
 // tokens, printing load time, resident memory after loading, peak resident
@@ -84,13 +84,14 @@ func run(args []string) error {
 	decode := fs.Int("decode", 8, "tokens to decode")
 	heap := fs.String("heap", "", "write a heap profile after loading to this file")
 	cpu := fs.String("cpu", "", "write a CPU profile of generation to this file")
+	low := fs.Bool("low", false, "low-memory mode (one chunk loaded at a time)")
 	fs.Parse(args)
 	files, err := runner.FindFiles(*dir)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	m, err := runner.Load(files)
+	m, err := runner.LoadWith(files, runner.LoadOptions{LowMemory: *low})
 	if err != nil {
 		return err
 	}
