@@ -84,9 +84,11 @@ func (s *State) Names() []string {
 	return n
 }
 
-// Load prepares every function of p: constants are decoded once (lazy
-// bytes read once), constexpr_lut_to_dense weights dequantized once, and
-// every op checked against the implemented set.
+// Load prepares every function of p: every op is checked against the
+// implemented set, and each constant's bytes are read once (lazy sources
+// called once, one at a time) into the form its uses need (see
+// materialize): large matrix weights stay fp16 or LUT-packed, the rest is
+// decoded to fp32. Functions that share a value share its tensor.
 func Load(p *mil.Program) (*Model, error) {
 	if p == nil || len(p.Functions) == 0 {
 		return nil, errors.New("runtime: program has no functions")
