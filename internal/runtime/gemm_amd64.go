@@ -44,3 +44,10 @@ func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32)
 //
 //go:noescape
 func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte)
+
+// lut6ToFloatSIMD decodes n 6-bit LUT indices (n a multiple of 16, four in
+// three bytes, LSB first) through a 64-entry fp16 palette given as its low
+// and high bytes, widening to fp32; k is lut6Consts (needs F16C).
+//
+//go:noescape
+func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte)

@@ -336,3 +336,80 @@ loopl:
 donel:
 	VZEROUPPER
 	RET
+
+// func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte)
+//
+// dst[i] = palette[idx[i]] for i < n, n a multiple of 16, where the 6-bit
+// indices are packed LSB-first (four in every three bytes of src; src must
+// have 4 readable bytes past the n·6/8 it decodes) and the palette holds
+// 64 fp16 values as 4×16 low bytes (tab[0:64]) then 4×16 high bytes
+// (tab[64:128]). k holds the PSHUFB pattern that spreads 12 bytes into
+// four dwords, then the dword masks 0x3f, 0x3f00, 0x3f0000, 0x3f000000.
+// Per 16 indices: spread, gather each index's six bits into its own byte
+// (in element order), look up each byte of the fp16 value in the four
+// 16-entry sub-tables (PSHUFB on the low four bits) and pick the sub-table
+// with bits 4 and 5 (PBLENDVB), interleave the bytes into halves and
+// widen (exact).
+TEXT ·lut6ToFloatSIMD(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ tab+24(FP), AX
+	MOVQ k+32(FP), BX
+	VMOVDQU 0(AX), X8
+	VMOVDQU 16(AX), X9
+	VMOVDQU 32(AX), X10
+	VMOVDQU 48(AX), X11
+	VMOVDQU 64(AX), X12
+	VMOVDQU 80(AX), X13
+	VMOVDQU 96(AX), X14
+	VMOVDQU 112(AX), X15
+
+loop6:
+	CMPQ CX, $16
+	JL   done6
+	VMOVDQU (SI), X0
+	VPSHUFB 0(BX), X0, X0
+	VPAND   16(BX), X0, X2
+	VPSLLD  $2, X0, X1
+	VPAND   32(BX), X1, X1
+	VPOR    X1, X2, X2
+	VPSLLD  $4, X0, X1
+	VPAND   48(BX), X1, X1
+	VPOR    X1, X2, X2
+	VPSLLD  $6, X0, X1
+	VPAND   64(BX), X1, X1
+	VPOR    X1, X2, X0
+	VPSLLW  $3, X0, X3
+	VPSLLW  $2, X0, X4
+
+	VPSHUFB   X0, X8, X5
+	VPSHUFB   X0, X9, X6
+	VPBLENDVB X3, X6, X5, X5
+	VPSHUFB   X0, X10, X6
+	VPSHUFB   X0, X11, X7
+	VPBLENDVB X3, X7, X6, X6
+	VPBLENDVB X4, X6, X5, X5
+
+	VPSHUFB   X0, X12, X6
+	VPSHUFB   X0, X13, X7
+	VPBLENDVB X3, X7, X6, X6
+	VPSHUFB   X0, X14, X7
+	VPSHUFB   X0, X15, X1
+	VPBLENDVB X3, X1, X7, X7
+	VPBLENDVB X4, X7, X6, X6
+
+	VPUNPCKLBW X6, X5, X7
+	VPUNPCKHBW X6, X5, X5
+	VCVTPH2PS  X7, Y7
+	VCVTPH2PS  X5, Y5
+	VMOVUPS    Y7, (DI)
+	VMOVUPS    Y5, 32(DI)
+	ADDQ $12, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP  loop6
+
+done6:
+	VZEROUPPER
+	RET

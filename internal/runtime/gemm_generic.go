@@ -31,3 +31,7 @@ func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32) {
 func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte) {
 	panic("runtime: no SIMD kernels in this build")
 }
+
+func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte) {
+	panic("runtime: no SIMD kernels in this build")
+}

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/anemll/anemll/internal/bitpack"
@@ -207,7 +208,24 @@ type lutWeight struct {
 	// bytes4 holds, for 4-bit indices, each table's fp16 values as 16 low
 	// bytes then 16 high bytes (for lut4ToFloatSIMD).
 	bytes4 [][32]byte
+	// bytes6 is the same for 6-bit indices: 64 low bytes then 64 high
+	// bytes per table (for lut6ToFloatSIMD).
+	bytes6 [][128]byte
 }
+
+// lut6Consts are lut6ToFloatSIMD's constants: a PSHUFB pattern putting
+// bytes 3j..3j+2 in dword j (top byte zero), then four dword masks.
+var lut6Consts = func() (k [80]byte) {
+	for j := 0; j < 4; j++ {
+		k[4*j], k[4*j+1], k[4*j+2], k[4*j+3] = byte(3*j), byte(3*j+1), byte(3*j+2), 0x80
+	}
+	for m := 0; m < 4; m++ {
+		for j := 0; j < 4; j++ {
+			k[16+16*m+4*j+m] = 0x3f
+		}
+	}
+	return k
+}()
 
 // weight returns s in lutWeight form, or nil when its layout does not fit
 // (vectors, tables along other dimensions, or no dimensions).
@@ -226,11 +244,18 @@ func (s *lutSpec) weight() *lutWeight {
 	if rows > 0 {
 		w.k = n / rows
 	}
-	if w.bits == 4 {
+	switch w.bits {
+	case 4:
 		w.bytes4 = make([][32]byte, len(w.table)/16)
 		for i, v := range w.table {
 			h := fp16.FromFloat32(v) // exact: palettes are halves
 			w.bytes4[i/16][i%16], w.bytes4[i/16][16+i%16] = byte(h), byte(h>>8)
+		}
+	case 6:
+		w.bytes6 = make([][128]byte, len(w.table)/64)
+		for i, v := range w.table {
+			h := fp16.FromFloat32(v)
+			w.bytes6[i/64][i%64], w.bytes6[i/64][64+i%64] = byte(h), byte(h>>8)
 		}
 	}
 	return w
@@ -246,6 +271,8 @@ func (w *lutWeight) widen(dst []float32, e0 int) {
 		t := r / w.rowsPerTable
 		if w.bits == 4 && useSIMD && haveHalfSIMD && w.bytes4 != nil {
 			w.widen4(dst[:seg], e0, t)
+		} else if w.bits == 6 && useSIMD && haveHalfSIMD && w.bytes6 != nil {
+			w.widen6(dst[:seg], e0, t)
 		} else {
 			w.widenRun(dst[:seg], e0, w.table[t*nt:(t+1)*nt])
 		}
@@ -264,6 +291,26 @@ func (w *lutWeight) widen4(dst []float32, e0, t int) {
 	if n > 0 {
 		_ = w.packed[(e0+n)/2-1]
 		lut4ToFloatSIMD(&dst[0], &w.packed[e0/2], n, &w.bytes4[t])
+	}
+	if n < len(dst) {
+		w.widenRun(dst[n:], e0+n, tab)
+	}
+}
+
+// widen6 is widenRun for 6-bit indices on the SIMD kernel, with table t.
+func (w *lutWeight) widen6(dst []float32, e0, t int) {
+	tab := w.table[t*64 : (t+1)*64]
+	if r := e0 % 4; r != 0 {
+		h := min(4-r, len(dst))
+		w.widenRun(dst[:h], e0, tab)
+		dst, e0 = dst[h:], e0+h
+	}
+	// The kernel reads 16 bytes per 12 it decodes: stop while 4 spare
+	// bytes remain in the packed indices.
+	avail := (len(w.packed) - e0/4*3 - 4) / 12 * 16
+	n := min(len(dst)&^15, max(avail, 0))
+	if n > 0 {
+		lut6ToFloatSIMD(&dst[0], &w.packed[e0/4*3], n, &w.bytes6[t], &lut6Consts)
 	}
 	if n < len(dst) {
 		w.widenRun(dst[n:], e0+n, tab)
@@ -306,8 +353,16 @@ func (w *lutWeight) widenRun(dst []float32, e0 int, tab []float32) {
 		tab := (*[64]float32)(tab)
 		q := len(dst) / 4
 		src := b[e0/4*3:]
+		// Eight indices from each 8-byte load while 8 bytes remain.
+		j := 0
+		for ; j+2 <= q && 3*j+8 <= len(src); j += 2 {
+			v := binary.LittleEndian.Uint64(src[3*j:])
+			d := (*[8]float32)(dst[4*j:])
+			d[0], d[1], d[2], d[3] = tab[v&63], tab[v>>6&63], tab[v>>12&63], tab[v>>18&63]
+			d[4], d[5], d[6], d[7] = tab[v>>24&63], tab[v>>30&63], tab[v>>36&63], tab[v>>42&63]
+		}
 		src = src[:3*q]
-		for j := 0; j < q; j++ {
+		for ; j < q; j++ {
 			v := uint32(src[3*j]) | uint32(src[3*j+1])<<8 | uint32(src[3*j+2])<<16
 			d := (*[4]float32)(dst[4*j:])
 			d[0], d[1], d[2], d[3] = tab[v&63], tab[v>>6&63], tab[v>>12&63], tab[v>>18&63]
