@@ -136,3 +136,99 @@ func TestBuffersReusedByLiveness(t *testing.T) {
 		}
 	}
 }
+
+// Load keeps each large weight in the form its uses read: LUT weights of
+// linear and 1×1 conv as packed indices, fp16 weights and gather tables as
+// half bits, and decodes to fp32 the ones another op reads or a function
+// returns; every form gives the outputs of all-fp32 weights.
+func TestWeightForms(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const rows, k = 64, 96 // 6144 elements ≥ halfWeightMin
+	lutVal := func(bits int) (*mil.Value, *mil.Value) {
+		idx := make([]uint8, rows*k)
+		for i := range idx {
+			idx[i] = uint8(r.IntN(1 << bits))
+		}
+		tab := make([]float32, rows/8<<bits)
+		for i := range tab {
+			tab[i] = float32(r.NormFloat64()) * 0.1
+		}
+		iv := mil.NewTensor([]mil.DType{4: mil.UInt4, 6: mil.UInt6}[bits], []int64{rows, k}, pack(idx, bits))
+		return iv, mil.FP16FromFloat32([]int64{rows / 8, 1, 1 << bits, 1}, tab)
+	}
+	i4, l4 := lutVal(4)
+	i6, l6 := lutVal(6)
+	i6b, l6b := lutVal(6)
+	wFP := mil.FP16FromFloat32([]int64{rows, k}, randF(r, rows*k))
+	table := mil.FP16FromFloat32([]int64{rows, k}, randF(r, rows*k))
+	other := mil.FP16FromFloat32([]int64{rows, k}, randF(r, rows*k))
+	xv := randF(r, 3*k)
+	build := func() *mil.Builder {
+		b := mil.NewBuilder("main", mil.OpsetIOS18)
+		x := b.Input("x", mil.TensorType(mil.Float16, 1, 3, int64(k)))
+		ids := b.Input("ids", mil.TensorType(mil.Int32, 1, 2))
+		w4 := b.Op("constexpr_lut_to_dense", "w4", mil.In{"indices": mil.Literal{Value: i4}, "lut": mil.Literal{Value: l4}})
+		w6 := b.Op("constexpr_lut_to_dense", "w6", mil.In{"indices": mil.Literal{Value: i6}, "lut": mil.Literal{Value: l6}})
+		w6b := b.Op("constexpr_lut_to_dense", "w6b", mil.In{"indices": mil.Literal{Value: i6b}, "lut": mil.Literal{Value: l6b}})
+		y4 := b.Op("linear", "y4", mil.In{"x": x, "weight": w4})
+		y6 := b.Op("linear", "y6", mil.In{"x": x, "weight": w6})
+		// w6b is also read by an elementwise op: dense.
+		y6b := b.Op("linear", "y6b", mil.In{"x": x, "weight": w6b})
+		m6b := b.Op("mul", "m6b", mil.In{"x": w6b, "y": mil.F16(2)})
+		yf := b.Op("linear", "yf", mil.In{"x": x, "weight": b.Const("wf", wFP)})
+		g := b.Op("gather", "g", mil.In{"x": b.Const("table", table), "indices": ids, "axis": 0})
+		o := b.Const("other", other) // returned as is: dense
+		b.Output(y4, y6, y6b, m6b, yf, g, o)
+		return b
+	}
+	run := func(packed bool) (map[string]*Tensor, *Function) {
+		defer func(h bool) { halfWeights = h }(halfWeights)
+		halfWeights = packed
+		f, err := loadBuilt(build())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := f.Predict(map[string]*Tensor{"x": NewFloat16([]int{1, 3, k}, xv), "ids": NewInt32([]int{1, 2}, []int32{5, 63})}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, f
+	}
+	got, f := run(true)
+	want, _ := run(false)
+	for name, w := range want {
+		wantTensor(t, got[name], w.DType, w.Shape, w.F, nil)
+	}
+	// Forms, found through the op that binds each constant.
+	bound := func(op, param string) *Tensor {
+		for _, n := range f.nodes {
+			if n.op.Name == op {
+				return f.consts[n.args[param][0]]
+			}
+		}
+		t.Fatalf("no op %q", op)
+		return nil
+	}
+	check := func(what string, c *Tensor, form string) {
+		var have string
+		switch {
+		case c.lut != nil && c.F == nil && c.half == nil:
+			have = "lut"
+		case c.half != nil && c.F == nil && c.lut == nil:
+			have = "half"
+		case c.F != nil && c.half == nil && c.lut == nil:
+			have = "fp32"
+		default:
+			have = "mixed"
+		}
+		if have != form {
+			t.Errorf("%s is held as %s, want %s", what, have, form)
+		}
+	}
+	check("LUT4 linear weight", bound("y4", "weight"), "lut")
+	check("LUT6 linear weight", bound("y6", "weight"), "lut")
+	check("LUT6 weight also read by mul", bound("y6b", "weight"), "fp32")
+	check("fp16 linear weight", bound("yf", "weight"), "half")
+	check("gather table", bound("g", "x"), "half")
+	check("returned constant", f.consts[f.outSlot[6]], "fp32")
+}
