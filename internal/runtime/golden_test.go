@@ -17,6 +17,8 @@ import (
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/llama"
+	"github.com/anemll/anemll/internal/coreml"
+	"github.com/anemll/anemll/internal/mil"
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/runner"
 	"github.com/anemll/anemll/internal/runtime"
@@ -102,7 +104,9 @@ var goldenCases = []goldenCase{
 	{"fortunes lut4/6 2 chunks", convertFortunes(2, llama.LUTBits{FFN: 4, LMHead: 6})},
 }
 
-// hashPackages hashes every file of the model's packages.
+// hashPackages hashes what the runtime computes from in the model's
+// packages: each program as mil.Print shows it and each weight file (not
+// the metadata, which a version bump changes).
 func hashPackages(t *testing.T, f *runner.Files) string {
 	h := sha256.New()
 	paths := []string{f.Embeddings, f.LMHead}
@@ -113,8 +117,17 @@ func hashPackages(t *testing.T, f *runner.Files) string {
 		if p == "" {
 			continue
 		}
-		err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || d.Name() == "Manifest.json" {
+		pkg, err := coreml.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(h, filepath.Base(p)+"\x00")
+		if err := mil.Print(h, pkg.Program); err != nil {
+			t.Fatal(err)
+		}
+		pkg.Close()
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || filepath.Base(filepath.Dir(path)) != "weights" {
 				return err
 			}
 			r, err := os.Open(path)
@@ -122,8 +135,7 @@ func hashPackages(t *testing.T, f *runner.Files) string {
 				return err
 			}
 			defer r.Close()
-			rel, _ := filepath.Rel(p, path)
-			io.WriteString(h, filepath.Base(p)+"/"+rel+"\x00")
+			io.WriteString(h, d.Name()+"\x00")
 			_, err = io.Copy(h, r)
 			return err
 		})
