@@ -275,10 +275,18 @@ func BenchmarkGemmHalf(b *testing.B) {
 // BenchmarkGemmLUT runs the packed-LUT kernel (4- and 6-bit indices, one
 // palette per 8 rows) on the decode and prefill projection shapes.
 func BenchmarkGemmLUT(b *testing.B) {
-	for _, bits := range []int{4, 6} {
+	defer func(f bool) { fuseLUT4 = f }(fuseLUT4)
+	for _, bits := range []int{4, 6, -4} {
 		for _, s := range [][3]int{{8192, 1, 2048}, {2048, 1, 8192}, {8192, 64, 2048}} {
 			nw, nx, k := s[0], s[1], s[2]
-			b.Run(fmt.Sprintf("lut%d_%dx%dx%d", bits, nw, nx, k), func(b *testing.B) {
+			name := fmt.Sprintf("lut%d_%dx%dx%d", bits, nw, nx, k)
+			if fuseLUT4 = bits > 0; bits < 0 {
+				bits, name = -bits, fmt.Sprintf("lut%d_decoded_rows_%dx%dx%d", -bits, nw, nx, k)
+				if nx > 1 {
+					continue
+				}
+			}
+			b.Run(name, func(b *testing.B) {
 				r := rand.New(rand.NewPCG(1, 1))
 				w := randLUTWeight(r, bits, nw, k, 8)
 				x, c := randF(r, nx*k), make([]float32, nw*nx)

@@ -51,3 +51,9 @@ func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte)
 //
 //go:noescape
 func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte)
+
+// dot4x1L4SIMD is dot4x1HSIMD with the rows as 4-bit LUT indices into one
+// palette given as lut4ToFloatSIMD takes it (k a multiple of 8).
+//
+//go:noescape
+func dot4x1L4SIMD(a0, a1, a2, a3 *byte, b *float32, k int, out *[4]float32, tab *[32]byte)

@@ -280,6 +280,39 @@ func (w *lutWeight) widen(dst []float32, e0 int) {
 	}
 }
 
+// fuseLUT4 enables dot4x1L4SIMD (benchmarks compare it with decoding
+// rows first).
+var fuseLUT4 = true
+
+// fused4 reports whether rows r..r+3 can go through dot4x1L4SIMD: 4-bit
+// indices, SIMD kernels, rows starting on byte boundaries, one palette.
+func (w *lutWeight) fused4(r int) bool {
+	return fuseLUT4 && w.bits == 4 && useSIMD && haveHalfSIMD && w.k%2 == 0 && w.k >= 8 &&
+		r/w.rowsPerTable == (r+3)/w.rowsPerTable
+}
+
+// dot4x1 returns the dot products of rows r..r+3 with b (len k) in
+// dot4x1H's order; fused4(r) must hold.
+func (w *lutWeight) dot4x1(r int, b []float32) [4]float32 {
+	k := w.k
+	t := r / w.rowsPerTable
+	tab := (*[16]float32)(w.table[t*16 : (t+1)*16])
+	row := func(i int) []byte { return w.packed[(r+i)*k/2 : (r+i+1)*k/2] }
+	a0, a1, a2, a3 := row(0), row(1), row(2), row(3)
+	var s [4]float32
+	k8 := k &^ 7
+	dot4x1L4SIMD(&a0[0], &a1[0], &a2[0], &a3[0], &b[0], k8, &s, &w.bytes4[t])
+	nib := func(a []byte, p int) float32 { return tab[a[p/2]>>(4*(p&1))&15] }
+	for p := k8; p < k; p++ {
+		y := b[p]
+		s[0] += nib(a0, p) * y
+		s[1] += nib(a1, p) * y
+		s[2] += nib(a2, p) * y
+		s[3] += nib(a3, p) * y
+	}
+	return s
+}
+
 // widen4 is widenRun for 4-bit indices on the SIMD kernel, with table t.
 func (w *lutWeight) widen4(dst []float32, e0, t int) {
 	tab := w.table[t*16 : (t+1)*16]
