@@ -57,3 +57,9 @@ func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte
 //
 //go:noescape
 func dot4x1L4SIMD(a0, a1, a2, a3 *byte, b *float32, k int, out *[4]float32, tab *[32]byte)
+
+// lut6DotRowSIMD accumulates one row of 6-bit LUT indices times b into
+// dot4x1SIMD's 8 lanes (n a multiple of 8).
+//
+//go:noescape
+func lut6DotRowSIMD(a *byte, b *float32, n int, tab *[128]byte, k *[80]byte, acc *[8]float32)

@@ -573,3 +573,79 @@ done41l:
 	VMOVUPS X0, 0(R9)
 	VZEROUPPER
 	RET
+
+// func lut6DotRowSIMD(a *byte, b *float32, n int, tab *[128]byte, k *[80]byte, acc *[8]float32)
+//
+// acc[l] = Σ a[p]·b[p] over p < n with p%8 == l, accumulated with one FMA
+// per 8 elements in increasing p (dot4x1SIMD's lanes for one row), for n
+// a multiple of 8, where a[p] are 6-bit LUT indices (packed as
+// lut6ToFloatSIMD reads them; 16 bytes must be readable from each
+// 12-byte step) looked up in tab as lut6ToFloatSIMD does.
+TEXT ·lut6DotRowSIMD(SB), NOSPLIT, $0-48
+	MOVQ a+0(FP), SI
+	MOVQ b+8(FP), DI
+	MOVQ n+16(FP), CX
+	MOVQ tab+24(FP), AX
+	MOVQ k+32(FP), BX
+	MOVQ acc+40(FP), DX
+	VMOVDQU 0(AX), X8
+	VMOVDQU 16(AX), X9
+	VMOVDQU 32(AX), X10
+	VMOVDQU 48(AX), X11
+	VMOVDQU 64(AX), X12
+	VMOVDQU 80(AX), X13
+	VMOVDQU 96(AX), X14
+	VMOVDQU 112(AX), X15
+	VXORPS Y6, Y6, Y6
+
+loopd6:
+	CMPQ CX, $8
+	JL   doned6
+	VMOVDQU (SI), X0
+	VPSHUFB 0(BX), X0, X0
+	VPAND   16(BX), X0, X2
+	VPSLLD  $2, X0, X1
+	VPAND   32(BX), X1, X1
+	VPOR    X1, X2, X2
+	VPSLLD  $4, X0, X1
+	VPAND   48(BX), X1, X1
+	VPOR    X1, X2, X2
+	VPSLLD  $6, X0, X1
+	VPAND   64(BX), X1, X1
+	VPOR    X1, X2, X0
+	VPSLLW  $3, X0, X3
+	VPSLLW  $2, X0, X4
+
+	VPSHUFB   X0, X8, X5
+	VPSHUFB   X0, X9, X2
+	VPBLENDVB X3, X2, X5, X5
+	VPSHUFB   X0, X10, X2
+	VPSHUFB   X0, X11, X7
+	VPBLENDVB X3, X7, X2, X2
+	VPBLENDVB X4, X2, X5, X5
+
+	VPSHUFB   X0, X12, X2
+	VPSHUFB   X0, X13, X7
+	VPBLENDVB X3, X7, X2, X2
+	VPSHUFB   X0, X14, X7
+	VPSHUFB   X0, X15, X1
+	VPBLENDVB X3, X1, X7, X7
+	VPBLENDVB X4, X7, X2, X2
+
+	VPUNPCKLBW X2, X5, X7
+	VCVTPH2PS  X7, Y7
+	VFMADD231PS (DI), Y7, Y6
+	CMPQ CX, $16
+	JL   doned6
+	VPUNPCKHBW X2, X5, X5
+	VCVTPH2PS  X5, Y5
+	VFMADD231PS 32(DI), Y5, Y6
+	ADDQ $12, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP  loopd6
+
+doned6:
+	VMOVUPS Y6, (DX)
+	VZEROUPPER
+	RET

@@ -354,6 +354,8 @@ func halfBlock(c []float32, w packedRows, x []float32, nw, nx, k, i0, i1 int, wR
 				s = dot4x1H(h[i*k:(i+1)*k], h[(i+1)*k:(i+2)*k], h[(i+2)*k:(i+3)*k], h[(i+3)*k:(i+4)*k], x[:k], tmp)
 			} else if w.lut.fused4(i) {
 				s = w.lut.dot4x1(i, x[:k])
+			} else if w.lut.fused6(i) {
+				s = w.lut.dot4x1L6(i, x[:k])
 			} else {
 				w.widen(tmp[:4*k], i, i+4, k)
 				s = dot4x1(tmp[:k], tmp[k:2*k], tmp[2*k:3*k], tmp[3*k:4*k], x[:k])

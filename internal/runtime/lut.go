@@ -313,6 +313,43 @@ func (w *lutWeight) dot4x1(r int, b []float32) [4]float32 {
 	return s
 }
 
+// fused6 reports whether rows r..r+3 can go through lut6DotRowSIMD: 6-bit
+// indices, SIMD kernels, rows starting on byte boundaries, one palette,
+// and 16 readable bytes past the last row's indices.
+func (w *lutWeight) fused6(r int) bool {
+	return fuseLUT4 && w.bits == 6 && useSIMD && haveHalfSIMD && w.k%4 == 0 && w.k >= 8 &&
+		r/w.rowsPerTable == (r+3)/w.rowsPerTable && (r+4)*w.k*3/4+16 <= len(w.packed)
+}
+
+// dot4x1L6 is dot4x1 for 6-bit indices; fused6(r) must hold. Each row's
+// lanes come from lut6DotRowSIMD and are summed as dot4x1SIMD sums them.
+func (w *lutWeight) dot4x1L6(r int, b []float32) [4]float32 {
+	k := w.k
+	t := r / w.rowsPerTable
+	tab := (*[64]float32)(w.table[t*64 : (t+1)*64])
+	k8 := k &^ 7
+	var s [4]float32
+	for i := 0; i < 4; i++ {
+		off := (r + i) * k * 3 / 4
+		var l [8]float32
+		lut6DotRowSIMD(&w.packed[off], &b[0], k8, &w.bytes6[t], &lut6Consts, &l)
+		s[i] = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+	}
+	for p := k8; p < k; p++ {
+		y := b[p]
+		for i := 0; i < 4; i++ {
+			e := (r+i)*k + p
+			pos := uint(e) * 6
+			v := uint(w.packed[pos>>3]) >> (pos & 7)
+			if pos&7 > 2 {
+				v |= uint(w.packed[pos>>3+1]) << (8 - pos&7)
+			}
+			s[i] += tab[v&63] * y
+		}
+	}
+	return s
+}
+
 // widen4 is widenRun for 4-bit indices on the SIMD kernel, with table t.
 func (w *lutWeight) widen4(dst []float32, e0, t int) {
 	tab := w.table[t*16 : (t+1)*16]

@@ -51,7 +51,7 @@ func TestGemmLUTMatchesHalf(t *testing.T) {
 	for _, simd := range paths {
 		useSIMD = simd
 		for _, bits := range []int{1, 2, 3, 4, 6, 8} {
-			for _, dims := range [][3]int{{16, 1, 24}, {16, 1, 48}, {8, 1, 40}, {72, 1, 37}, {72, 5, 37}, {136, 64, 33}, {8, 3, 1}} {
+			for _, dims := range [][3]int{{16, 1, 24}, {16, 1, 48}, {8, 1, 40}, {16, 1, 44}, {72, 1, 37}, {72, 5, 37}, {136, 64, 33}, {8, 3, 1}} {
 				nw, nx, k := dims[0], dims[1], dims[2]
 				w := randLUTWeight(r, bits, nw, k, 8)
 				dense := denseOf(w)
