@@ -275,12 +275,12 @@ func BenchmarkGemmHalf(b *testing.B) {
 // BenchmarkGemmLUT runs the packed-LUT kernel (4- and 6-bit indices, one
 // palette per 8 rows) on the decode and prefill projection shapes.
 func BenchmarkGemmLUT(b *testing.B) {
-	defer func(f bool) { fuseLUT4 = f }(fuseLUT4)
+	defer func(f bool) { fuseLUT = f }(fuseLUT)
 	for _, bits := range []int{4, 6, -4} {
 		for _, s := range [][3]int{{8192, 1, 2048}, {2048, 1, 8192}, {8192, 64, 2048}} {
 			nw, nx, k := s[0], s[1], s[2]
 			name := fmt.Sprintf("lut%d_%dx%dx%d", bits, nw, nx, k)
-			if fuseLUT4 = bits > 0; bits < 0 {
+			if fuseLUT = bits > 0; bits < 0 {
 				bits, name = -bits, fmt.Sprintf("lut%d_decoded_rows_%dx%dx%d", -bits, nw, nx, k)
 				if nx > 1 {
 					continue

@@ -280,14 +280,14 @@ func (w *lutWeight) widen(dst []float32, e0 int) {
 	}
 }
 
-// fuseLUT4 enables dot4x1L4SIMD (benchmarks compare it with decoding
-// rows first).
-var fuseLUT4 = true
+// fuseLUT enables the fused LUT matrix-vector kernels (dot4x1L4SIMD,
+// lut6DotRowSIMD); benchmarks compare them with decoding rows first.
+var fuseLUT = true
 
 // fused4 reports whether rows r..r+3 can go through dot4x1L4SIMD: 4-bit
 // indices, SIMD kernels, rows starting on byte boundaries, one palette.
 func (w *lutWeight) fused4(r int) bool {
-	return fuseLUT4 && w.bits == 4 && useSIMD && haveHalfSIMD && w.k%2 == 0 && w.k >= 8 &&
+	return fuseLUT && w.bits == 4 && useSIMD && haveHalfSIMD && w.k%2 == 0 && w.k >= 8 &&
 		r/w.rowsPerTable == (r+3)/w.rowsPerTable
 }
 
@@ -317,7 +317,7 @@ func (w *lutWeight) dot4x1(r int, b []float32) [4]float32 {
 // indices, SIMD kernels, rows starting on byte boundaries, one palette,
 // and 16 readable bytes past the last row's indices.
 func (w *lutWeight) fused6(r int) bool {
-	return fuseLUT4 && w.bits == 6 && useSIMD && haveHalfSIMD && w.k%4 == 0 && w.k >= 8 &&
+	return fuseLUT && w.bits == 6 && useSIMD && haveHalfSIMD && w.k%4 == 0 && w.k >= 8 &&
 		r/w.rowsPerTable == (r+3)/w.rowsPerTable && (r+4)*w.k*3/4+16 <= len(w.packed)
 }
 
