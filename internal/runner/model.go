@@ -45,6 +45,7 @@ type Model struct {
 	headMeta   headMetadata
 	// monoInfer and monoPrefill are a monolithic package's functions.
 	monoInfer, monoPrefill *runtime.Function
+	low                    *lowMem // set in low-memory mode (see LoadOptions)
 }
 
 // openModel reads the package at path and loads its program into the
@@ -135,8 +136,15 @@ func dim(f *runtime.Function, input string, i int) (int, error) {
 }
 
 // Load reads every package of a converted model and prepares a fresh
-// KV-cache state. Sizes come from the packages' declared shapes.
+// KV-cache state. Sizes come from the packages' declared shapes. It runs
+// in low-memory mode (see LoadOptions) when the model would not fit in
+// the memory available (see NeedsLowMemory).
 func Load(files *Files) (*Model, error) {
+	return LoadWith(files, LoadOptions{LowMemory: NeedsLowMemory(files)})
+}
+
+// LoadWith is Load with explicit options.
+func LoadWith(files *Files, opt LoadOptions) (*Model, error) {
 	if files.Monolithic != "" {
 		return loadMonolithic(files)
 	}
@@ -153,8 +161,17 @@ func Load(files *Files) (*Model, error) {
 		return nil, err
 	}
 	m.headMeta = headPkg.Description.Metadata.UserDefined
+	low := opt.LowMemory
 	for i, c := range files.Chunks {
+		if low && i > 0 {
+			break // the others are loaded when they run
+		}
 		inf, pre, rot, meta, err := loadChunk(c)
+		if rot.infer != nil {
+			// Rotating window caches switch functions by position;
+			// chunk-at-a-time loading does not handle them.
+			low = false
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -187,19 +204,26 @@ func Load(files *Files) (*Model, error) {
 		return nil, fmt.Errorf("runner: batch size %d exceeds context length %d", m.BatchSize, m.ContextLength)
 	}
 	m.Reset()
+	if low {
+		m.low = &lowMem{chunks: files.Chunks, infer: m.infer[0], prefill: m.prefill[0]}
+		m.infer, m.prefill = nil, nil
+	}
 	return m, nil
 }
 
 // Reset starts a new conversation: a zeroed state holding every state the
 // functions declare, made (as ANEMLL's runners do) from the first chunk's
 // prefill function when it declares them all (a monolithic model's from
-// its prefill function).
+// its prefill function; in low-memory mode the state is zeroed in place).
 func (m *Model) Reset() {
-	if m.monoPrefill != nil {
+	switch {
+	case m.monoPrefill != nil:
 		m.state = m.monoPrefill.NewState()
-		return
+	case m.low != nil:
+		m.low.zero(m.state)
+	default:
+		m.state = m.stateFrom.NewState()
 	}
-	m.state = m.stateFrom.NewState()
 }
 
 // sortLogitNames orders logits1..logitsK by their number.
@@ -255,6 +279,9 @@ func (m *Model) embedTokens(ids []int) (*runtime.Tensor, error) {
 func (m *Model) Prefill(ids []int) error {
 	if len(ids) > m.ContextLength {
 		return fmt.Errorf("runner: prompt of %d tokens exceeds the context length %d", len(ids), m.ContextLength)
+	}
+	if m.low != nil {
+		return m.prefillLow(ids)
 	}
 	if m.Driver == DriverChatPy {
 		return m.PrefillChatPy(ids)
@@ -321,7 +348,11 @@ func (m *Model) decodeHidden(id, pos int) (*runtime.Tensor, error) {
 	}
 	p := runtime.NewInt32([]int{1}, []int32{int32(pos)})
 	in := map[string]*runtime.Tensor{"position_ids": p, "current_pos": p, "causal_mask": m.maskRows(pos, 1)}
-	for i, f := range m.inferFuncs(pos) {
+	for i := range m.numChunks() {
+		f, err := m.chunkInfer(i, pos)
+		if err != nil {
+			return nil, err
+		}
 		in["hidden_states"] = h
 		out, err := f.Predict(in, m.state)
 		if err != nil {

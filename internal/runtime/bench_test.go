@@ -271,3 +271,31 @@ func BenchmarkGemmHalf(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGemmLUT runs the packed-LUT kernel (4- and 6-bit indices, one
+// palette per 8 rows) on the decode and prefill projection shapes.
+func BenchmarkGemmLUT(b *testing.B) {
+	defer func(f bool) { fuseLUT = f }(fuseLUT)
+	for _, bits := range []int{4, 6, -4} {
+		for _, s := range [][3]int{{8192, 1, 2048}, {2048, 1, 8192}, {8192, 64, 2048}} {
+			nw, nx, k := s[0], s[1], s[2]
+			name := fmt.Sprintf("lut%d_%dx%dx%d", bits, nw, nx, k)
+			if fuseLUT = bits > 0; bits < 0 {
+				bits, name = -bits, fmt.Sprintf("lut%d_decoded_rows_%dx%dx%d", -bits, nw, nx, k)
+				if nx > 1 {
+					continue
+				}
+			}
+			b.Run(name, func(b *testing.B) {
+				r := rand.New(rand.NewPCG(1, 1))
+				w := randLUTWeight(r, bits, nw, k, 8)
+				x, c := randF(r, nx*k), make([]float32, nw*nx)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					gemmPacked(c, packedRows{lut: w}, x, nw, nx, k, true)
+				}
+				b.ReportMetric(float64(nw)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gweights/s")
+			})
+		}
+	}
+}

@@ -46,7 +46,7 @@ func (c *call) set(i int, t *Tensor) { c.ctx.vals[c.n.outs[i]] = t }
 // newOut returns an output tensor for output i of dt and shape backed by a
 // reused buffer (contents undefined).
 func (c *call) newOut(i int, dt mil.DType, shape []int) *Tensor {
-	s := c.n.outs[i]
+	s := c.ctx.buf[c.n.outs[i]]
 	n := numel(shape)
 	t := &Tensor{DType: dt, Shape: shape}
 	if isFloat(dt) {

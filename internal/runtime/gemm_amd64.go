@@ -37,3 +37,29 @@ func halfToFloatSIMD(dst *float32, src *uint16, n int)
 //
 //go:noescape
 func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32)
+
+// lut4ToFloatSIMD decodes n 4-bit LUT indices (n a multiple of 16, two per
+// byte, low nibble first) through a 16-entry fp16 palette given as its low
+// and high bytes, widening to fp32 (needs F16C).
+//
+//go:noescape
+func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte)
+
+// lut6ToFloatSIMD decodes n 6-bit LUT indices (n a multiple of 16, four in
+// three bytes, LSB first) through a 64-entry fp16 palette given as its low
+// and high bytes, widening to fp32; k is lut6Consts (needs F16C).
+//
+//go:noescape
+func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte)
+
+// dot4x1L4SIMD is dot4x1HSIMD with the rows as 4-bit LUT indices into one
+// palette given as lut4ToFloatSIMD takes it (k a multiple of 8).
+//
+//go:noescape
+func dot4x1L4SIMD(a0, a1, a2, a3 *byte, b *float32, k int, out *[4]float32, tab *[32]byte)
+
+// lut6DotRowSIMD accumulates one row of 6-bit LUT indices times b into
+// dot4x1SIMD's 8 lanes (n a multiple of 8).
+//
+//go:noescape
+func lut6DotRowSIMD(a *byte, b *float32, n int, tab *[128]byte, k *[80]byte, acc *[8]float32)

@@ -27,3 +27,19 @@ func halfToFloatSIMD(dst *float32, src *uint16, n int) {
 func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32) {
 	panic("runtime: no SIMD kernels in this build")
 }
+
+func lut4ToFloatSIMD(dst *float32, src *byte, n int, tab *[32]byte) {
+	panic("runtime: no SIMD kernels in this build")
+}
+
+func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte) {
+	panic("runtime: no SIMD kernels in this build")
+}
+
+func dot4x1L4SIMD(a0, a1, a2, a3 *byte, b *float32, k int, out *[4]float32, tab *[32]byte) {
+	panic("runtime: no SIMD kernels in this build")
+}
+
+func lut6DotRowSIMD(a *byte, b *float32, n int, tab *[128]byte, k *[80]byte, acc *[8]float32) {
+	panic("runtime: no SIMD kernels in this build")
+}

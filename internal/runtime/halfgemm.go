@@ -1,31 +1,47 @@
 package runtime
 
 import (
+	"encoding/binary"
+	"fmt"
 	"sync"
+	"unsafe"
 
 	"github.com/anemll/anemll/internal/fp16"
 	"github.com/anemll/anemll/internal/mil"
 )
 
-// halfWeights makes Load keep fp16 matrix weights as half bits (half the
-// memory, and half the bytes a matrix-vector product streams). It is on
-// when the F16C kernels run; the plain-Go kernels widen rows with a table.
-var halfWeights = haveHalfSIMD
+// halfWeights makes Load keep large fp16 matrix weights as the package
+// stores them: half bits (Tensor.half), or packed LUT indices and palettes
+// (Tensor.lut), widened to fp32 inside the matrix kernels. Tests turn it
+// off to compare with weights held as fp32.
+var halfWeights = true
 
-// halfWeightMin is the smallest weight (in elements) packHalfWeights
-// converts: smaller ones stay in cache, where fp32 is as fast.
+// halfWeightMin is the smallest weight (in elements) materialize keeps
+// packed: smaller ones stay in cache, where fp32 is as fast.
 var halfWeightMin = 4096
 
 // halfRows is the number of weight rows one parallel job of gemmHalf
 // covers (fixed, so the split does not depend on the number of cores).
 const halfRows = 64
 
-// packHalfWeights stores as half bits (Tensor.half, F dropped) every fp16
-// constant of rank ≥ 2 with at least halfWeightMin elements that is only
-// ever bound to the weight of linear ops or of convs that take opConv's
-// 1×1 path (see conv1x1), and is no function output. Constants are shared
-// across functions, so all functions of a model are scanned together.
-func packHalfWeights(fns []*Function) {
+// pendingConst is a large fp16 constant whose form Load decides once every
+// function is loaded: a stored fp16 value, or a palettized weight.
+type pendingConst struct {
+	name string
+	val  *mil.Value
+	lut  *lutSpec
+}
+
+// materialize gives every pending constant of fns its form. A constant of
+// rank ≥ 2 with at least halfWeightMin elements that is only ever bound to
+// the weight of linear ops, of convs that take opConv's 1×1 path (see
+// conv1x1), or to the x of gather, and is no function output, stays packed:
+// fp16 values as half bits, LUT weights as indices and palettes when their
+// tables run along the first dimension only (else dequantized to half
+// bits). Every other constant is decoded to fp32 values. Constants are
+// shared across functions, so all functions of a model are scanned
+// together; the bytes of each are read once, one constant at a time.
+func materialize(fns []*Function) error {
 	ok := map[*Tensor]bool{}
 	mark := func(t *Tensor, use bool) {
 		if prev, seen := ok[t]; !seen || prev {
@@ -42,22 +58,101 @@ func packHalfWeights(fns []*Function) {
 			for p, ss := range n.args {
 				for _, s := range ss {
 					if t := fn.consts[s]; t != nil {
-						mark(t, p == "weight" && (n.op.Type == "linear" || n.op.Type == "conv" && conv1x1(fn, n, t)))
+						mark(t, packedUse(fn, n, p, t))
 					}
 				}
 			}
 		}
 	}
-	for t, use := range ok {
-		if !use || t.DType != mil.Float16 || t.half != nil || t.Rank() < 2 || len(t.F) < halfWeightMin {
-			continue
+	for _, fn := range fns {
+		for _, t := range fn.consts {
+			if t == nil || t.pending == nil {
+				continue
+			}
+			pc := t.pending
+			if err := t.resolve(halfWeights && ok[t] && t.Rank() >= 2 && t.Len() >= halfWeightMin); err != nil {
+				return fmt.Errorf("runtime: function %q: const %q: %w", fn.name, pc.name, err)
+			}
 		}
-		h := make([]uint16, len(t.F))
-		for i, v := range t.F {
-			h[i] = uint16(fp16.FromFloat32(v)) // exact: fp16 tensors hold halves
-		}
-		t.half, t.F = h, nil
 	}
+	return nil
+}
+
+// packedUse reports whether binding constant t to param p of node n is a
+// use the kernels serve from packed weights.
+func packedUse(fn *Function, n *node, p string, t *Tensor) bool {
+	switch n.op.Type {
+	case "linear":
+		return p == "weight"
+	case "conv":
+		return p == "weight" && conv1x1(fn, n, t)
+	case "gather":
+		return p == "x"
+	}
+	return false
+}
+
+// resolve reads a pending constant into its packed form (pack) or into
+// fp32 values.
+func (t *Tensor) resolve(pack bool) error {
+	pc := t.pending
+	t.pending = nil
+	if pc.lut != nil {
+		if pack {
+			if w := pc.lut.weight(); w != nil {
+				t.lut = w
+				return nil
+			}
+		}
+		d, err := pc.lut.dense()
+		if err != nil {
+			return err
+		}
+		if pack {
+			t.half = make([]uint16, len(d.F))
+			for i, v := range d.F {
+				t.half[i] = uint16(fp16.FromFloat32(v)) // exact: palettes are halves
+			}
+		} else {
+			t.F = d.F
+		}
+		return nil
+	}
+	if !pack {
+		d, err := decodeValue(pc.val)
+		if err != nil {
+			return err
+		}
+		t.F = d.F
+		return nil
+	}
+	b, err := pc.val.Bytes()
+	if err != nil {
+		return err
+	}
+	if err := pc.val.CheckSize(b); err != nil {
+		return err
+	}
+	t.half = halfBits(b)
+	return nil
+}
+
+// littleEndian reports whether this machine stores a uint16 low byte first.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// halfBits returns the fp16 values of canonical little-endian bytes b as
+// bit patterns: b itself reinterpreted when the machine is little-endian
+// and b 2-aligned (no copy, so loading a weight needs no second buffer),
+// else a decoded copy. The caller must not modify b afterwards.
+func halfBits(b []byte) []uint16 {
+	if len(b) >= 2 && littleEndian && uintptr(unsafe.Pointer(&b[0]))%2 == 0 {
+		return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
+	}
+	h := make([]uint16, len(b)/2)
+	for i := range h {
+		h[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return h
 }
 
 // conv1x1 reports whether conv node n with constant weight w always takes
@@ -123,12 +218,39 @@ func conv1x1(fn *Function, n *node, w *Tensor) bool {
 // fp16-packed weight. packHalfWeights packs only weights whose kernels
 // read half bits, so the copy is a fallback, not a per-call path.
 func weightFloats(w *Tensor) []float32 {
-	if w.F != nil || w.half == nil {
+	switch {
+	case w.F != nil:
 		return w.F
+	case w.half != nil:
+		f := make([]float32, len(w.half))
+		halfToFloat(f, w.half)
+		return f
+	case w.lut != nil:
+		f := make([]float32, w.Len())
+		w.lut.widen(f, 0)
+		return f
 	}
-	f := make([]float32, len(w.half))
-	halfToFloat(f, w.half)
-	return f
+	return w.F
+}
+
+// packedRows is a weight matrix in a packed form: half bits or a LUT.
+type packedRows struct {
+	half []uint16
+	lut  *lutWeight
+}
+
+// packedOf returns t's packed form, if it has one.
+func packedOf(t *Tensor) (packedRows, bool) {
+	return packedRows{half: t.half, lut: t.lut}, t.half != nil || t.lut != nil
+}
+
+// widen sets dst (len (r1−r0)·k) to rows r0..r1 of the k-column matrix.
+func (w packedRows) widen(dst []float32, r0, r1, k int) {
+	if w.lut != nil {
+		w.lut.widen(dst[:(r1-r0)*k], r0*k)
+		return
+	}
+	halfToFloat(dst[:(r1-r0)*k], w.half[r0*k:r1*k])
 }
 
 // halfToFloat widens len(src) fp16 values into dst (exact).
@@ -189,10 +311,23 @@ const halfWiden = 12
 // documents, so the results equal those of the same product on fp32
 // weights and do not depend on the number of cores.
 func gemmHalf(c []float32, w []uint16, x []float32, nw, nx, k int, wRows bool) {
+	gemmPacked(c, packedRows{half: w}, x, nw, nx, k, wRows)
+}
+
+// gemmPacked is gemmHalf for a weight in any packed form; a LUT weight's
+// rows are decoded to fp32 (four, or halfWiden, at a time) and multiplied
+// by the fp32 kernels, which gives the results gemmHalf gives on the same
+// weight as half bits.
+func gemmPacked(c []float32, w packedRows, x []float32, nw, nx, k int, wRows bool) {
 	if nw == 0 || nx == 0 {
 		return
 	}
-	_, _, _ = c[nw*nx-1], w[:nw*k], x[:nx*k]
+	_, _ = c[nw*nx-1], x[:nx*k]
+	if w.lut == nil {
+		_ = w.half[:nw*k]
+	} else if w.lut.rows != nw || w.lut.k != k {
+		panic("runtime: LUT weight shape mismatch")
+	}
 	jobs := (nw + halfRows - 1) / halfRows
 	parallelFor(jobs, halfRows*nx*k, func(job int) {
 		tp := halfScratch.Get().(*[]float32)
@@ -206,7 +341,7 @@ func gemmHalf(c []float32, w []uint16, x []float32, nw, nx, k int, wRows bool) {
 
 // halfBlock computes the outputs of weight rows i0..i1 for gemmHalf; tmp
 // holds halfWiden·k floats.
-func halfBlock(c []float32, w []uint16, x []float32, nw, nx, k, i0, i1 int, wRows bool, tmp []float32) {
+func halfBlock(c []float32, w packedRows, x []float32, nw, nx, k, i0, i1 int, wRows bool, tmp []float32) {
 	si, sj := 1, nw // c strides of a weight row and an activation row
 	if wRows {
 		si, sj = nx, 1
@@ -214,13 +349,23 @@ func halfBlock(c []float32, w []uint16, x []float32, nw, nx, k, i0, i1 int, wRow
 	i := i0
 	if nx == 1 {
 		for ; i+4 <= i1; i += 4 {
-			s := dot4x1H(w[i*k:(i+1)*k], w[(i+1)*k:(i+2)*k], w[(i+2)*k:(i+3)*k], w[(i+3)*k:(i+4)*k], x[:k], tmp)
+			var s [4]float32
+			if h := w.half; h != nil {
+				s = dot4x1H(h[i*k:(i+1)*k], h[(i+1)*k:(i+2)*k], h[(i+2)*k:(i+3)*k], h[(i+3)*k:(i+4)*k], x[:k], tmp)
+			} else if w.lut.fused4(i) {
+				s = w.lut.dot4x1(i, x[:k])
+			} else if w.lut.fused6(i) {
+				s = w.lut.dot4x1L6(i, x[:k])
+			} else {
+				w.widen(tmp[:4*k], i, i+4, k)
+				s = dot4x1(tmp[:k], tmp[k:2*k], tmp[2*k:3*k], tmp[3*k:4*k], x[:k])
+			}
 			c[i*si], c[(i+1)*si], c[(i+2)*si], c[(i+3)*si] = s[0], s[1], s[2], s[3]
 		}
 	}
 	for ; i < i1; i += halfWiden {
 		e := min(i+halfWiden, i1)
-		halfToFloat(tmp[:(e-i)*k], w[i*k:e*k])
+		w.widen(tmp[:(e-i)*k], i, e, k)
 		gemmTile(c[i*si:], si, sj, tmp, x, k, 0, e-i, 0, nx)
 	}
 }

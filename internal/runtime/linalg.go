@@ -80,8 +80,8 @@ func opLinear(c *call) error {
 	shape := append(cloneInts(x.Shape[:x.Rank()-1]), n)
 	m := numel(shape) / max(n, 1)
 	out := c.newOut(0, x.DType, shape)
-	if w.half != nil {
-		gemmHalf(out.F, w.half, x.F, n, m, k, false)
+	if pw, ok := packedOf(w); ok {
+		gemmPacked(out.F, pw, x.F, n, m, k, false)
 	} else {
 		gemmNT(out.F, x.F, w.F, m, n, k)
 	}
@@ -302,8 +302,8 @@ func opConv(c *call) error {
 				bt = c.scratch(0, len(xb))
 				transpose2(bt, xb, p.cin, hw)
 			}
-			if wt.half != nil {
-				gemmHalf(ob, wt.half, bt, p.cout, hw, p.cin, true)
+			if pw, ok := packedOf(wt); ok {
+				gemmPacked(ob, pw, bt, p.cout, hw, p.cin, true)
 			} else {
 				gemmNT(ob, wt.F, bt, p.cout, hw, p.cin)
 			}

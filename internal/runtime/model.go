@@ -32,7 +32,11 @@ type Function struct {
 	nodes   []*node
 	outputs []string
 	outSlot []int
-	pool    sync.Pool
+	// buf maps a slot to the reused buffer its op writes (see planBuffers);
+	// nbuf counts the buffers.
+	buf  []int
+	nbuf int
+	pool sync.Pool
 }
 
 type stateDecl struct {
@@ -80,9 +84,11 @@ func (s *State) Names() []string {
 	return n
 }
 
-// Load prepares every function of p: constants are decoded once (lazy
-// bytes read once), constexpr_lut_to_dense weights dequantized once, and
-// every op checked against the implemented set.
+// Load prepares every function of p: every op is checked against the
+// implemented set, and each constant's bytes are read once (lazy sources
+// called once, one at a time) into the form its uses need (see
+// materialize): large matrix weights stay fp16 or LUT-packed, the rest is
+// decoded to fp32. Functions that share a value share its tensor.
 func Load(p *mil.Program) (*Model, error) {
 	if p == nil || len(p.Functions) == 0 {
 		return nil, errors.New("runtime: program has no functions")
@@ -101,12 +107,12 @@ func Load(p *mil.Program) (*Model, error) {
 		m.names = append(m.names, f.Name)
 	}
 	sort.Strings(m.names)
-	if halfWeights {
-		fns := make([]*Function, 0, len(m.names))
-		for _, name := range m.names {
-			fns = append(fns, m.funcs[name])
-		}
-		packHalfWeights(fns)
+	fns := make([]*Function, 0, len(m.names))
+	for _, name := range m.names {
+		fns = append(fns, m.funcs[name])
+	}
+	if err := materialize(fns); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -213,6 +219,7 @@ func loadFunction(f *mil.Function, cache *loadCache) (*Function, error) {
 		fn.consts = append(fn.consts, nil)
 	}
 	planInPlace(fn)
+	planBuffers(fn)
 	return fn, nil
 }
 
@@ -235,7 +242,7 @@ func (l *loader) ref(name string) (int, error) {
 		return 0, fmt.Errorf("%q is not defined", name)
 	}
 	if v, isConst := l.consts[name]; isConst && l.fn.consts[s] == nil {
-		t, err := l.decode(v)
+		t, err := l.decode(name, v)
 		if err != nil {
 			return 0, fmt.Errorf("const %q: %w", name, err)
 		}
@@ -244,13 +251,19 @@ func (l *loader) ref(name string) (int, error) {
 	return s, nil
 }
 
-func (l *loader) decode(v *mil.Value) (*Tensor, error) {
+func (l *loader) decode(name string, v *mil.Value) (*Tensor, error) {
 	if t, ok := l.cache.vals[v]; ok {
 		return t, nil
 	}
-	t, err := decodeValue(v)
-	if err != nil {
-		return nil, err
+	var t *Tensor
+	if ty := v.Type; ty.Kind == mil.KindTensor && ty.DType == mil.Float16 && ty.Static() && len(ty.Shape) >= 2 && ty.NumElements() >= int64(halfWeightMin) {
+		// Read later, once its uses are known (see materialize).
+		t = &Tensor{DType: mil.Float16, Shape: toInts(ty.Shape), pending: &pendingConst{name: name, val: v}}
+	} else {
+		var err error
+		if t, err = decodeValue(v); err != nil {
+			return nil, err
+		}
 	}
 	l.cache.vals[v] = t
 	return t, nil
@@ -313,7 +326,7 @@ func (l *loader) addOp(op *mil.Op) error {
 		for _, a := range in.Args {
 			var s int
 			if a.Value != nil {
-				t, err := l.decode(a.Value)
+				t, err := l.decode(op.Name+"."+in.Param, a.Value)
 				if err != nil {
 					return fail(fmt.Errorf("literal %q: %w", in.Param, err))
 				}
@@ -425,9 +438,119 @@ func planInPlace(fn *Function) {
 	}
 }
 
+// viewOp reports whether node n's output shares its x input's buffer.
+func viewOp(n *node) bool {
+	switch n.op.Type {
+	case "reshape", "expand_dims", "squeeze", "identity":
+		return true
+	case "slice_update":
+		return n.inplace
+	}
+	return false
+}
+
+// planBuffers assigns every op output a buffer so that a value's buffer is
+// reused once the value, and every view of it, is dead: the working set of
+// a call is the values live at once, not one buffer per value. An output
+// gets a buffer that no live value holds (the smallest free one that fits
+// its declared size, else the largest free one, else a new one); buffers
+// of values whose last use is op k are freed after op k runs, so an op
+// never writes a buffer one of its inputs is held in. Function outputs
+// stay live to the end.
+func planBuffers(fn *Function) {
+	root := make([]int, fn.nslots) // the slot owning the buffer a slot's data lives in; -1 none
+	for i := range root {
+		root[i] = -1
+	}
+	owner := func(s int) int {
+		if s < 0 || s >= len(root) {
+			return -1
+		}
+		return root[s]
+	}
+	for _, n := range fn.nodes {
+		for _, o := range n.outs {
+			root[o] = o
+		}
+		if viewOp(n) && len(n.outs) == 1 {
+			if x := n.args["x"]; len(x) == 1 {
+				root[n.outs[0]] = owner(x[0])
+			}
+		}
+	}
+	last := make([]int, fn.nslots) // last op index using a buffer (by owner)
+	for i := range last {
+		last[i] = -1
+	}
+	for k, n := range fn.nodes {
+		for _, o := range n.outs {
+			if r := root[o]; r >= 0 {
+				last[r] = max(last[r], k)
+			}
+		}
+		for _, ss := range n.args {
+			for _, s := range ss {
+				if r := owner(s); r >= 0 {
+					last[r] = max(last[r], k)
+				}
+			}
+		}
+	}
+	for _, s := range fn.outSlot {
+		if r := owner(s); r >= 0 {
+			last[r] = len(fn.nodes)
+		}
+	}
+	fn.buf = make([]int, fn.nslots)
+	for i := range fn.buf {
+		fn.buf[i] = -1
+	}
+	type buffer struct{ id, size int }
+	var free []buffer
+	size := map[int]int{} // buffer id -> largest declared size
+	freeAt := make([][]int, len(fn.nodes)+1)
+	for k, n := range fn.nodes {
+		for i, o := range n.outs {
+			if root[o] != o {
+				continue
+			}
+			want := -1
+			if t := n.op.Outputs[i].Type; t.Kind == mil.KindTensor && t.Static() {
+				want = int(t.NumElements())
+			}
+			pick := -1
+			for j, b := range free {
+				switch {
+				case pick < 0:
+					pick = j
+				case want >= 0 && b.size >= want && (free[pick].size < want || b.size < free[pick].size):
+					pick = j
+				case (want < 0 || free[pick].size < want) && b.size > free[pick].size:
+					pick = j
+				}
+			}
+			var id int
+			if pick >= 0 {
+				id = free[pick].id
+				free = append(free[:pick], free[pick+1:]...)
+			} else {
+				id = fn.nbuf
+				fn.nbuf++
+			}
+			size[id] = max(size[id], want)
+			fn.buf[o] = id
+			freeAt[max(last[o], k)] = append(freeAt[max(last[o], k)], id)
+		}
+		for _, id := range freeAt[k] {
+			free = append(free, buffer{id, size[id]})
+		}
+	}
+}
+
 // execCtx is the per-call working set: slot values and reusable buffers.
 type execCtx struct {
 	vals []*Tensor
+	buf  []int // Function.buf
 	fbuf [][]float32
 	ibuf [][]int32
 	st   *State
@@ -441,8 +564,9 @@ func (f *Function) getCtx() *execCtx {
 	}
 	return &execCtx{
 		vals: make([]*Tensor, f.nslots),
-		fbuf: make([][]float32, f.nslots),
-		ibuf: make([][]int32, f.nslots),
+		buf:  f.buf,
+		fbuf: make([][]float32, f.nbuf),
+		ibuf: make([][]int32, f.nbuf),
 	}
 }
 

@@ -644,7 +644,11 @@ func opGather(c *call) error {
 				return fmt.Errorf("index %d out of range [0, %d) on axis %d", j, d, a)
 			}
 			s := (k*d + int(j)) * inner
-			if out.F != nil {
+			if x.half != nil {
+				halfToFloat(out.F[o:o+inner], x.half[s:s+inner])
+			} else if x.lut != nil {
+				x.lut.widen(out.F[o:o+inner], s)
+			} else if out.F != nil {
 				copy(out.F[o:o+inner], x.F[s:s+inner])
 			} else {
 				copy(out.I[o:o+inner], x.I[s:s+inner])

@@ -2,16 +2,24 @@
 // follows Core ML's fp16 numerics: fp16 tensors hold half values, each op
 // computes in fp32 and rounds its fp16 outputs to half (nearest even).
 //
-// Load prepares a program once (constants decoded, palettized weights
-// dequantized); Function.Predict runs one function on named inputs and an
-// optional State (the iOS18 stateful-model KV cache), updated in place.
+// Load prepares a program once; Function.Predict runs one function on
+// named inputs and an optional State (the iOS18 stateful-model KV cache),
+// updated in place.
+//
+// Memory: large weights stay as the package stores them. An fp16 weight
+// of linear, 1×1 conv or gather is kept as half bits (the bytes read from
+// the weight file), a palettized one (constexpr_lut_to_dense) as its
+// bit-packed indices and palettes; the kernels widen rows to fp32 as they
+// go (exactly), so no fp32 copy of a weight is ever held. Other constants
+// are decoded to fp32 once. Activation buffers are shared between values
+// whose lifetimes do not overlap, so a call's working set is the values
+// live at once.
 //
 // Matrix products (linear, conv, matmul) accumulate in fp32. On amd64 CPUs
 // with AVX2 and FMA they run hand-written SIMD kernels (gemm_amd64.s; the
-// purego build tag or another architecture gives the plain-Go kernels);
-// with F16C too, Load keeps fp16 linear/conv weights as half bits and the
-// kernels widen them exactly, which halves the memory a decode step
-// streams without changing any result. Each output of a product is summed
+// purego build tag or another architecture gives the plain-Go kernels),
+// with F16C reading fp16 weights and decoding 4-bit LUT indices directly.
+// Each output of a product is summed
 // in one fixed order (see dot4x1), and parallel work is cut into fixed
 // chunks, so results are bit-identical from run to run and for any
 // GOMAXPROCS on a given machine (the SIMD and plain-Go orders differ
@@ -56,6 +64,12 @@ type Tensor struct {
 	// for the fp16-weight kernels (see packHalfWeights); F is then nil.
 	// Only constants that nothing but linear and conv weights read get it.
 	half []uint16
+	// lut holds a palettized fp16 weight as packed indices and palettes
+	// (see lutWeight) for the same kernels; F is then nil.
+	lut *lutWeight
+	// pending is set on a large fp16 constant between loading and
+	// materialize, which decides its form from its uses.
+	pending *pendingConst
 }
 
 // NewFloat16 returns an fp16 tensor of shape holding data rounded to half.
