@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/hf"
@@ -61,12 +62,15 @@ func resolveFP16Scale(flag string, cfg *hf.Config, fam *arch.Family, ck *hf.Chec
 		fmt.Fprintf(log, "fp16 scale: α = %g (given)\n", a)
 		return a, nil
 	}
+	fmt.Fprintf(log, "fp16 scale: measuring the residual stream with the reference forward pass (--fp16-scale none skips this) ...\n")
+	start := time.Now()
 	peak, err := MeasureFP16Peak(cfg, ck, modelDir)
 	if err != nil {
 		return 0, err
 	}
 	a := ScaleFor(peak.Residual)
-	fmt.Fprintf(log, "fp16 scale: α = %g (residual stream peaks at %.4g over %d tokens; fp16 holds ±%d)\n", a, peak.Residual, peak.Tokens, FP16Limit)
+	fmt.Fprintf(log, "fp16 scale: α = %g (residual stream peaks at %.4g over %d tokens, measured in %s; fp16 holds ±%d)\n",
+		a, peak.Residual, peak.Tokens, time.Since(start).Round(100*time.Millisecond), FP16Limit)
 	if peak.Linear > FP16Limit {
 		fmt.Fprintf(log, "warning: a linear layer's input reaches %.4g, beyond fp16; the residual scale does not change it\n", peak.Linear)
 	}
