@@ -55,10 +55,10 @@ func resolveFP16Scale(flag string, cfg *hf.Config, fam *arch.Family, ck *hf.Chec
 	case "none", "1":
 		return 0, nil
 	default:
-		a, err := strconv.ParseFloat(flag, 64)
-		if err != nil || !(a > 0 && a <= 1) {
-			return 0, fmt.Errorf("pipeline: --fp16-scale %q: want auto, measure, none or a number in (0, 1]", flag)
+		if err := checkFP16Flag(flag); err != nil {
+			return 0, err
 		}
+		a, _ := strconv.ParseFloat(flag, 64)
 		fmt.Fprintf(log, "fp16 scale: α = %g (given)\n", a)
 		return a, nil
 	}
@@ -78,6 +78,19 @@ func resolveFP16Scale(flag string, cfg *hf.Config, fam *arch.Family, ck *hf.Chec
 		return 0, nil
 	}
 	return a, nil
+}
+
+// checkFP16Flag refuses an --fp16-scale value resolveFP16Scale would not
+// take, before any work is done.
+func checkFP16Flag(flag string) error {
+	switch strings.ToLower(flag) {
+	case "", "auto", "measure", "none", "1":
+		return nil
+	}
+	if a, err := strconv.ParseFloat(flag, 64); err != nil || !(a > 0 && a <= 1) {
+		return fmt.Errorf("pipeline: --fp16-scale %q: want auto, measure, none or a number in (0, 1]", flag)
+	}
+	return nil
 }
 
 // ScaleFor is the largest power of two α ≤ 1 with peak·α ≤

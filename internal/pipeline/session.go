@@ -56,17 +56,29 @@ func Open(opts Options) (*Session, error) {
 	if log == nil {
 		log = io.Discard
 	}
+	if err := checkFP16Flag(opts.FP16Scale); err != nil {
+		ckpt.Close()
+		return nil, err
+	}
+	// The converter checks the options and every tensor first, so bad
+	// input is refused before any measurement runs.
+	lo := decoderOptions(opts)
+	conv, err := decoder.NewConverter(cfg, ckpt, lo)
+	if err != nil {
+		ckpt.Close()
+		return nil, err
+	}
 	alpha, err := resolveFP16Scale(opts.FP16Scale, cfg, fam, ckpt, opts.Model, log)
 	if err != nil {
 		ckpt.Close()
 		return nil, err
 	}
-	lo := decoderOptions(opts)
-	lo.ResidualScale = alpha
-	conv, err := decoder.NewConverter(cfg, ckpt, lo)
-	if err != nil {
-		ckpt.Close()
-		return nil, err
+	if alpha != 0 {
+		lo.ResidualScale = alpha
+		if conv, err = decoder.NewConverter(cfg, ckpt, lo); err != nil {
+			ckpt.Close()
+			return nil, err
+		}
 	}
 	var cal *Calibrator
 	if opts.Calibration != "" {
