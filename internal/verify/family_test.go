@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"github.com/anemll/anemll/internal/arch/decoder"
+	"github.com/anemll/anemll/internal/hf"
 	"math"
 	"os"
 	"path/filepath"
@@ -168,6 +169,9 @@ func synthIDs(n, vocab int) []int {
 	return ids
 }
 
+// gemmaEmbedStd is the embedding spread of the random Gemma checkpoints.
+var gemmaEmbedStd = 0.15
+
 // TestFamiliesSynthetic converts random checkpoints of every family in
 // shapes the bundled ones do not cover (odd layer counts over 3 chunks,
 // head_dim ≠ hidden/heads, GQA 4:1, untied heads, windows far smaller
@@ -184,13 +188,20 @@ func TestFamiliesSynthetic(t *testing.T) {
 		{"qwen3 untied, head_dim 32 with hidden 64/4 heads", func(o *synth.Options) { o.Family = "qwen3" }, 3},
 		{"qwen2 tied", func(o *synth.Options) { o.Family = "qwen2"; o.TieEmbeddings = true; o.KVHeads = 2 }, 3},
 		{"mistral window 6", func(o *synth.Options) { o.Family = "mistral"; o.SlidingWindow = 6 }, 2},
+		// Gemma scales embeddings by sqrt(hidden) and ties the head: with a
+		// small embedding spread the layers, not the token's own
+		// embedding, decide the logits (a wrong RoPE or window shows).
 		{"gemma3_text window 5, pattern 3, soft caps", func(o *synth.Options) {
-			o.Family, o.TieEmbeddings, o.SlidingWindow, o.SlidingPattern = "gemma3_text", true, 5, 3
+			o.Family, o.TieEmbeddings, o.SlidingWindow, o.SlidingPattern, o.EmbedStd = "gemma3_text", true, 5, 3, gemmaEmbedStd
 			o.QueryPreAttnScalar, o.AttnSoftcap, o.FinalSoftcap, o.RopeLocalBase = 24, 20, 15, 10000
 		}, 3},
 		{"gemma3 nested", func(o *synth.Options) {
-			o.Family, o.TieEmbeddings, o.SlidingWindow, o.SlidingPattern = "gemma3", true, 4, 2
+			o.Family, o.TieEmbeddings, o.SlidingWindow, o.SlidingPattern, o.EmbedStd = "gemma3", true, 4, 2, gemmaEmbedStd
 		}, 1},
+		{"gemma3 with linear RoPE scaling on global layers (4B and larger)", func(o *synth.Options) {
+			o.Family, o.TieEmbeddings, o.SlidingWindow, o.SlidingPattern, o.EmbedStd = "gemma3", true, 4, 2, gemmaEmbedStd
+			o.RopeTheta, o.RopeScaling = 1e6, &hf.RopeScaling{RopeType: "linear", Factor: 8}
+		}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
