@@ -144,25 +144,6 @@ type Spec struct {
 	AttnSoftcap, FinalSoftcap float64
 }
 
-// Windowed reports whether any layer uses sliding-window attention.
-func (s *Spec) Windowed() bool {
-	for _, l := range s.Layers {
-		if l.Window > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// MaxWindow is the largest sliding window of any layer (0: none).
-func (s *Spec) MaxWindow() int {
-	w := 0
-	for _, l := range s.Layers {
-		w = max(w, l.Window)
-	}
-	return w
-}
-
 // Resolve looks cfg's family up and applies it to cfg.
 func Resolve(cfg *hf.Config) (*Spec, error) {
 	f, err := Lookup(cfg)

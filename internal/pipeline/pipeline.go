@@ -113,6 +113,7 @@ type Converter interface {
 	Layout() []arch.Range
 	Options() decoder.Options
 	Spec() *arch.Spec
+	SlidingWindow() int
 	LMHeadChunkSizes() []int
 }
 
@@ -305,9 +306,7 @@ func Run(opts Options) (*Result, error) {
 				return err
 			}
 			meta := s.metaInfo(opts)
-			if w := s.Conv.Spec().MaxWindow(); w > 0 && w < s.Conv.Options().StateLength {
-				meta.SlidingWindow = w
-			}
+			meta.SlidingWindow = s.Conv.SlidingWindow()
 			if s.Calib != nil {
 				meta.CalibrationTokens, meta.CalibrationSHA256 = s.Calib.Set.Tokens, s.Calib.Text.SHA256
 			}

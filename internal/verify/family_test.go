@@ -341,9 +341,10 @@ func TestGemma3AgainstGoldenLogits(t *testing.T) {
 }
 
 // TestMistralWithoutWindowIsLlama converts the same random weights declared
-// as llama and as mistral with sliding_window null or at least the state
-// length: the packages must be byte-identical (the window changes nothing
-// there, so the graph is exactly LLaMA's).
+// as llama and as mistral with sliding_window null or at least the context
+// length: the packages must be byte-identical (positions stay below the
+// context, so such a window masks nothing and the graph is exactly
+// LLaMA's).
 func TestMistralWithoutWindowIsLlama(t *testing.T) {
 	base := synth.Options{Hidden: 64, Intermediate: 96, Layers: 3, Heads: 4, KVHeads: 2, Vocab: 256, Seed: 4}
 	hashes := func(o synth.Options) map[string][32]byte {
@@ -351,7 +352,7 @@ func TestMistralWithoutWindowIsLlama(t *testing.T) {
 		if err := synth.Write(dir, o); err != nil {
 			t.Fatal(err)
 		}
-		sep, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 32, BatchSize: 8, NumChunks: 2,
+		sep, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 32, StateLength: 64, BatchSize: 8, NumChunks: 2,
 			LUT: decoder.LUTBits{FFN: 4, LMHead: 6}})
 		out := map[string][32]byte{}
 		for _, p := range []string{sep.Embeddings, sep.LMHead, sep.Chunks[0].FFN, sep.Chunks[1].Prefill, comb.Chunks[0].Combined} {
@@ -366,7 +367,7 @@ func TestMistralWithoutWindowIsLlama(t *testing.T) {
 		return out
 	}
 	want := hashes(base)
-	for _, w := range []int{0, 32, 4096} {
+	for _, w := range []int{0, 32, 40, 4096} { // context 32, state 64
 		o := base
 		o.Family, o.SlidingWindow = "mistral", w
 		got := hashes(o)

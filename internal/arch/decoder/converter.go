@@ -125,6 +125,23 @@ func NewConverter(cfg *hf.Config, ckpt *hf.Checkpoint, opts Options) (*Converter
 	return c, nil
 }
 
+// windowed reports whether a sliding window of w positions changes
+// attention: queries and keys lie in [0, ContextLength), so a window at
+// least that long never masks anything and the layer is plain causal.
+func (c *Converter) windowed(w int) bool { return w > 0 && w < c.opts.ContextLength }
+
+// SlidingWindow is the largest window that changes attention (0: none);
+// meta.yaml records it.
+func (c *Converter) SlidingWindow() int {
+	w := 0
+	for _, la := range c.spec.Layers {
+		if c.windowed(la.Window) {
+			w = max(w, la.Window)
+		}
+	}
+	return w
+}
+
 // Spec returns the model family applied to the configuration.
 func (c *Converter) Spec() *arch.Spec { return c.spec }
 

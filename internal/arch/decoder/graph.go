@@ -191,7 +191,7 @@ func (f *fn) layer(l int, x *mil.Var, io *decoderIO, skipMLP bool, out string) *
 		sc = f.softcap(sc, c, p+"_softcap")
 	}
 	mask := io.mask
-	if la.Window > 0 && la.Window < f.c.opts.StateLength {
+	if f.c.windowed(la.Window) {
 		mask = io.window(la.Window)
 	}
 	sc = f.op("add", p+"_masked", mil.In{"x": sc, "y": mask})
@@ -332,7 +332,7 @@ func (c *Converter) decoderFunction(name string, chunk int, prefill bool, ws *we
 	// layers, in layer order.
 	for l := r.Start; l < r.End; l++ {
 		io.rope(c.ropeOf[l])
-		if w := c.spec.Layers[l].Window; w > 0 && w < o.StateLength {
+		if w := c.spec.Layers[l].Window; c.windowed(w) {
 			io.window(w)
 		}
 	}
