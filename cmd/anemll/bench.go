@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/anemll/anemll/internal/verify"
 	"io"
 	"os"
 	"strings"
@@ -24,9 +25,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	workers := fs.Int("workers", 0, "lut: palettization workers (0 = all cores)")
 	big := fs.Bool("1b", true, "runtime: also run a random Llama-3.2-1B-shaped model (writes 2.5 GB to --tmp)")
 	tokens := fs.Int("tokens", 64, "runtime: tokens to decode")
-	shapes := fs.String("shape", "mid,1b", "convert: checkpoint shapes, comma-separated: mid (hidden 512, 4 layers, vocab 8192), 1b (Llama-3.2-1B; writes 2.5 GB to --tmp), qwen3-0.6b, gemma3-1b")
+	shapes := fs.String("shape", "mid,1b", "convert: checkpoint shapes, comma-separated: mid (hidden 512, 4 layers, vocab 8192), 1b (Llama-3.2-1B; writes 2.5 GB to --tmp), 8b (Llama-3.1-8B; 16 GB), qwen3-0.6b, gemma3-1b")
 	mono := fs.Bool("monolithic", false, "convert: one monolithic package (LUT4 everywhere, as convert_monolith.sh)")
 	argmax := fs.Bool("argmax", false, "convert: in-model argmax LM head")
+	check := fs.Bool("verify", false, "convert: run step 8 too, on a short prompt")
 	if _, err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -40,11 +42,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		for _, name := range strings.Split(*shapes, ",") {
 			mk, ok := bench.Shapes[strings.TrimSpace(name)]
 			if !ok {
-				return fmt.Errorf("%w: --shape %q: want mid, 1b, qwen3-0.6b or gemma3-1b (comma-separated)", errUsage, name)
+				return fmt.Errorf("%w: --shape %q: want mid, 1b, 8b, qwen3-0.6b or gemma3-1b (comma-separated)", errUsage, name)
 			}
 			list = append(list, mk())
 		}
-		return bench.Convert(stdout, *tmp, list, pipeline.Options{Log: io.Discard, Monolithic: *mono, Argmax: *argmax})
+		var vf func(model, dir, text string, out io.Writer) error
+		if *check {
+			vf = verify.DirectoryText
+		}
+		return bench.Convert(stdout, *tmp, list, pipeline.Options{Log: io.Discard, Monolithic: *mono, Argmax: *argmax}, vf)
 	}
 	return fmt.Errorf("%w: unknown benchmark %q (lut, runtime, convert)", errUsage, args[0])
 }

@@ -140,8 +140,15 @@ func Qwen3_06B() Shape { return Shape{Name: "Qwen3-0.6B", Opts: synth.Qwen3_06B(
 // Gemma3_1B is the random Gemma-3-1B shape (synth.Gemma3_1B).
 func Gemma3_1B() Shape { return Shape{Name: "Gemma-3-1B", Opts: synth.Gemma3_1B()} }
 
+// Llama8B is the random Llama-3.1-8B shape (synth.Llama8B; 16 GB).
+func Llama8B() Shape { return Shape{Name: "Llama-3.1-8B", Opts: synth.Llama8B()} }
+
 // Shapes maps the --shape names of `anemll bench convert` to shapes.
-var Shapes = map[string]func() Shape{"mid": MidSize, "1b": Llama1B, "qwen3-0.6b": Qwen3_06B, "gemma3-1b": Gemma3_1B}
+var Shapes = map[string]func() Shape{"mid": MidSize, "1b": Llama1B, "8b": Llama8B, "qwen3-0.6b": Qwen3_06B, "gemma3-1b": Gemma3_1B}
+
+// VerifyText is the short prompt step 8 checks when the convert benchmark
+// runs it (Convert's verify argument).
+const VerifyText = "The quick brown fox jumps over the lazy dog."
 
 //go:embed standin/tokenizer.json standin/tokenizer_config.json
 var standin embed.FS
@@ -160,19 +167,23 @@ type StepIO struct {
 // the checkpoint or earlier packages, page cache warm as in the run, and
 // to write and fsync the output bytes, measured right after the run) and
 // the ratio of the two, and peak RSS.
-func Convert(w io.Writer, tmp string, shapes []Shape, opts pipeline.Options) error {
+//
+// With verify set, step 8 runs too, on VerifyText, with the lazy
+// reference and the bounded-memory runtime; its time and peak RSS are
+// printed with the others.
+func Convert(w io.Writer, tmp string, shapes []Shape, opts pipeline.Options, verify func(model, dir, text string, out io.Writer) error) error {
 	for i, sh := range shapes {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		if err := convertShape(w, tmp, sh, opts); err != nil {
+		if err := convertShape(w, tmp, sh, opts, verify); err != nil {
 			return fmt.Errorf("bench: %s: %w", sh.Name, err)
 		}
 	}
 	return nil
 }
 
-func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options) error {
+func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, verify func(model, dir, text string, out io.Writer) error) error {
 	dir, err := os.MkdirTemp(tmp, "anemll-bench-")
 	if err != nil {
 		return err
@@ -217,7 +228,15 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options) erro
 			o.LUT.FFN, o.LUT.LMHead = 4, 6
 		}
 	}
-	o.SkipCheck = true
+	o.SkipCheck = verify == nil
+	var report strings.Builder
+	if verify != nil {
+		o.Verify = func(dir string) error { return verify(model, dir, VerifyText, &report) }
+	}
+	last := len(names) - 2 // the last step before verification
+	if verify != nil {
+		last++
+	}
 	var stepRSS [9]int64
 	var sio [9]StepIO
 	var sizeBefore int64
@@ -265,7 +284,7 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options) erro
 	fmt.Fprintf(w, "this machine: reads the checkpoint at %.2f GB/s (page cache warm), writes+fsyncs at %.2f GB/s\n", readBW/1e9, writeBW/1e9)
 	fmt.Fprintf(w, "\n%-4s %-48s %9s %9s %9s %10s %7s %10s\n", "step", "", "wall", "read", "written", "I/O floor", "ratio", "peak RSS")
 	var floorTotal float64
-	for i := 1; i < len(names)-1; i++ { // every step but verification
+	for i := 1; i <= last; i++ {
 		floor := float64(sio[i].Read)/readBW + float64(sio[i].Written)/writeBW
 		floorTotal += floor
 		fmt.Fprintf(w, "%-4d %-48s %9s %9s %9s %9.2fs %7s %10s\n", i, names[i], sec(res.Times[i]), mb(sio[i].Read), mb(sio[i].Written),
@@ -277,7 +296,10 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options) erro
 		top = max(top, r)
 	}
 	fmt.Fprintf(w, "\n%s: checkpoint %s, output %s, steps 1-%d in %s, peak RSS %s (%s while writing the checkpoint)\n",
-		sh.Name, gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), len(names)-2, sec(total), gib(top), gib(rssBefore))
+		sh.Name, gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), last, sec(total), gib(top), gib(rssBefore))
+	if report.Len() > 0 {
+		fmt.Fprintf(w, "step 8 on %q:\n%s", VerifyText, report.String())
+	}
 	for _, f := range res.Files {
 		if strings.HasSuffix(f, ".mlpackage") {
 			fmt.Fprintf(w, "  %-48s %s\n", f, gib(pipeline.DirSize(filepath.Join(out, f))))

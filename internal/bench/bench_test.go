@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"github.com/anemll/anemll/internal/verify"
 	"io"
 	"math"
 	"runtime"
@@ -84,7 +85,7 @@ func TestRuntimeTinyRow(t *testing.T) {
 func BenchmarkConvertMid(b *testing.B) {
 	tmp := b.TempDir()
 	for b.Loop() {
-		if err := Convert(io.Discard, tmp, []Shape{MidSize()}, pipeline.Options{}); err != nil {
+		if err := Convert(io.Discard, tmp, []Shape{MidSize()}, pipeline.Options{}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -95,9 +96,9 @@ func BenchmarkConvertMid(b *testing.B) {
 // and checks the table: seven steps with their bytes, a total, the floor
 // line and the output of every step but compile.
 func TestConvertSmall(t *testing.T) {
-	sh := Shape{Name: "small", Opts: synth.Options{Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, Vocab: 256, Seed: 3}}
+	sh := Shape{Name: "small", Opts: synth.Options{Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, Vocab: 1024, Seed: 3}}
 	var buf bytes.Buffer
-	if err := Convert(&buf, t.TempDir(), []Shape{sh}, pipeline.Options{ContextLength: 64, BatchSize: 16}); err != nil {
+	if err := Convert(&buf, t.TempDir(), []Shape{sh}, pipeline.Options{ContextLength: 64, BatchSize: 16}, nil); err != nil {
 		t.Fatal(err)
 	}
 	out := buf.String()
@@ -121,5 +122,22 @@ func TestConvertSmall(t *testing.T) {
 	}
 	if steps != 7 {
 		t.Errorf("%d step lines, want 7", steps)
+	}
+}
+
+// TestConvertWithVerify runs the benchmark with step 8 on its short
+// prompt: the table gains step 8 and the verification report.
+func TestConvertWithVerify(t *testing.T) {
+	sh := Shape{Name: "small", Opts: synth.Options{Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, Vocab: 1024, Seed: 3}}
+	var buf bytes.Buffer
+	if err := Convert(&buf, t.TempDir(), []Shape{sh}, pipeline.Options{ContextLength: 64, BatchSize: 16}, verify.DirectoryText); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	t.Logf("\n%s", out)
+	for _, want := range []string{"\n8    Verifying against the checkpoint", "steps 1-8 in", "step 8 on ", "weights read back from the packages"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the output", want)
+		}
 	}
 }

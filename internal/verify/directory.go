@@ -100,6 +100,12 @@ func run(modelDir string, files *runner.Files, ids []int, packageWeights []bool,
 // thresholds, and against the checkpoint itself, reported for information
 // (it includes the quantization error). The packages run once for both.
 func Directory(modelDir, dir string, out io.Writer) error {
+	return DirectoryText(modelDir, dir, DefaultText, out)
+}
+
+// DirectoryText is Directory on the given text (a short one keeps the
+// check cheap for big models).
+func DirectoryText(modelDir, dir, text string, out io.Writer) error {
 	files, err := runner.FindFiles(dir)
 	if err != nil {
 		return err
@@ -108,7 +114,7 @@ func Directory(modelDir, dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reps, err := run(modelDir, files, tok.Encode(DefaultText, true), []bool{true, false}, out)
+	reps, err := run(modelDir, files, tok.Encode(text, true), []bool{true, false}, out)
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,17 @@ func Llama1B() Options {
 	}
 }
 
+// Llama8B returns the shape of Llama-3.1-8B: untied, 32 layers, 32 query
+// heads over 8 KV heads, about 16 GB in BF16.
+func Llama8B() Options {
+	return Options{
+		Hidden: 4096, Intermediate: 14336, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
+		Vocab: 128256, RopeTheta: 500000, MaxPositions: 131072, DType: hf.BF16, Std: 0.02,
+		RopeScaling: &hf.RopeScaling{RopeType: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4,
+			OriginalMaxPositionEmbeddings: 8192},
+	}
+}
+
 // Qwen3_06B returns the shape of Qwen3-0.6B: tied embeddings, head_dim 128
 // with 16 query heads over a hidden size of 1024, about 1.2 GB in BF16.
 func Qwen3_06B() Options {
