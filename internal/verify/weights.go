@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/bitpack"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/mil"
@@ -200,7 +201,7 @@ func evalWeight(op *mil.Op) (weight, error) {
 	if err != nil {
 		return weight{}, err
 	}
-	idx, err := idxV.Ints()
+	idx, err := lutIndices(idxV)
 	if err != nil {
 		return weight{}, err
 	}
@@ -212,9 +213,24 @@ func evalWeight(op *mil.Op) (weight, error) {
 	return weight{f, shape}, err
 }
 
+// lutIndices unpacks a constexpr_lut_to_dense indices value to one byte
+// per index (LUT indices are uint1…uint8), not eight: a big model's
+// weights are read back one tensor at a time and this bounds each.
+func lutIndices(v *mil.Value) ([]uint8, error) {
+	bits := v.Type.DType.Bits()
+	if v.Type.DType.IsFloat() || bits < 1 || bits > 8 {
+		return nil, fmt.Errorf("LUT indices of type %s", v.Type.DType)
+	}
+	b, err := v.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return bitpack.Unpack(nil, b, int(v.Type.NumElements()), bits)
+}
+
 // dequantize applies constexpr_lut_to_dense with vector size 1: element p
 // takes lut[p_0/bs_0, …, p_{K−1}/bs_{K−1}, index(p), 0].
-func dequantize(idx []int64, ishape []int64, lut []float32, lshape []int64) ([]float32, error) {
+func dequantize(idx []uint8, ishape []int64, lut []float32, lshape []int64) ([]float32, error) {
 	k := len(ishape)
 	if len(lshape) != k+2 || lshape[k+1] != 1 {
 		return nil, fmt.Errorf("lut shape %v does not fit indices %v (vector size 1 only)", lshape, ishape)
@@ -234,10 +250,10 @@ func dequantize(idx []int64, ishape []int64, lut []float32, lshape []int64) ([]f
 		for i := 0; i < k; i++ {
 			table = table*lshape[i] + pos[i]/bs[i]
 		}
-		if ix < 0 || ix >= entries {
+		if int64(ix) >= entries {
 			return nil, fmt.Errorf("index %d outside a %d-entry table", ix, entries)
 		}
-		out[n] = lut[table*entries+ix]
+		out[n] = lut[table*entries+int64(ix)]
 		for i := k - 1; i >= 0; i-- {
 			pos[i]++
 			if pos[i] < ishape[i] {
