@@ -276,24 +276,22 @@ func (pw *packageWeights) Tensor(name string) ([]float32, []int64, error) {
 	if isHead(name) && pw.head != nil {
 		return pw.lmHead()
 	}
-	base, shape, err := pw.base.Tensor(name)
-	if err != nil {
-		return nil, nil, err
-	}
 	op, ok := pw.byKey[normKey(name)]
 	if !ok {
-		return base, shape, nil
+		return pw.base.Tensor(name)
 	}
 	got, err := evalWeight(op)
 	if err != nil {
 		return nil, nil, fmt.Errorf("verify: %s: %w", op.Outputs[0].Name, err)
 	}
-	if int64(len(got.data)) < int64(len(base)) {
-		return nil, nil, fmt.Errorf("verify: package holds %d values for %s, the checkpoint %d", len(got.data), name, len(base))
+	// Conv weights [out,in,1,1] are read as [out,in] (the reference checks
+	// every shape against config.json). A residual branch stored times α
+	// is divided back; Gemma's gains 1 + w become w.
+	shape := got.shape
+	for len(shape) > 2 && shape[len(shape)-1] == 1 {
+		shape = shape[:len(shape)-1]
 	}
-	// Conv weights [out,in,1,1] are read as [out,in]. A residual branch
-	// stored times α is divided back; Gemma's gains 1 + w become w.
-	out := got.data[:len(base)]
+	out := got.data
 	scale := 1.0
 	if pw.alpha > 0 && strings.Contains(name, "layers.") {
 		for _, b := range pw.branch {
