@@ -324,7 +324,11 @@ func (pw *packageWeights) lmHead() ([]float32, []int64, error) {
 		return nil, nil, fmt.Errorf("verify: the embeddings package holds no [vocab, hidden] table")
 	}
 	shape := emb.Outputs[0].Type.Shape
-	var data []float32
+	rows := int64(0)
+	for _, op := range pw.head {
+		rows += op.Outputs[0].Type.Shape[0]
+	}
+	data := make([]float32, 0, rows*shape[1]) // one allocation: the head is the largest tensor
 	for _, op := range pw.head {
 		w, err := evalWeight(op)
 		if err != nil {
