@@ -98,24 +98,31 @@ func TestQwenAgainstHFLogits(t *testing.T) {
 				sep, comb := convertModel(t, pipeline.Options{Model: filepath.Join(qwenDir, m, "checkpoint"),
 					ContextLength: 256, BatchSize: 64, NumChunks: chunks})
 				for _, files := range []*runner.Files{sep, comb} {
-					rm, err := runner.Load(files)
-					if err != nil {
-						t.Fatal(err)
-					}
-					rep, err := CompareLogits(rm, ids, want)
-					if err != nil {
-						t.Fatal(err)
-					}
-					var sb strings.Builder
-					rep.Write(&sb)
-					t.Logf("\n%s", sb.String())
-					if err := rep.Check(familyThresholds); err != nil {
+					if err := logitsReport(t, files, ids, want).Check(familyThresholds); err != nil {
 						t.Error(err)
 					}
 				}
 			})
 		}
 	}
+}
+
+// logitsReport loads files and compares them with precomputed logits,
+// logging the table.
+func logitsReport(t *testing.T, files *runner.Files, ids []int, want [][]float32) *Report {
+	t.Helper()
+	rm, err := runner.Load(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := CompareLogits(rm, ids, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	rep.Write(&sb)
+	t.Logf("\n%s", sb.String())
+	return rep
 }
 
 // TestANEMLLQwenPackages runs ANEMLL's own Qwen packages: with one chunk
@@ -134,18 +141,7 @@ func TestANEMLLQwenPackages(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				rm, err := runner.Load(files)
-				if err != nil {
-					t.Fatal(err)
-				}
-				rep, err := CompareLogits(rm, ids, want)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var sb strings.Builder
-				rep.Write(&sb)
-				t.Logf("\n%s", sb.String())
-				err = rep.Check(familyThresholds)
+				err = logitsReport(t, files, ids, want).Check(familyThresholds)
 				switch {
 				case set.good && err != nil:
 					t.Errorf("ANEMLL's one-chunk packages should pass: %v", err)
