@@ -6,18 +6,24 @@ import (
 	"github.com/anemll/anemll/internal/hf"
 )
 
-// rowReader is what CheckpointWeights offers the lazy mode beyond Weights:
-// shapes without reading, and rows decoded straight into the reference's
-// own buffers, the mapped file pages released as soon as they are decoded.
-type rowReader interface {
-	shapeOf(name string) ([]int64, bool)
-	readRows(name string, row0, row1 int, dst []float32) error
-	// release drops every mapped page of the checkpoint from the resident
-	// set. Dropping each block after decoding is not enough: the kernel
-	// maps pages around a faulting address (fault-around, large folios),
-	// so reading one tensor can map pages of neighbours already released.
-	release()
+// RowWeights are Weights that the lazy mode reads without whole-tensor
+// copies: shapes without reading, and rows of axis 0 decoded straight
+// into the reference's own reused buffers (CheckpointWeights from the
+// memory-mapped file; verify's package weights from the packages). The
+// values must equal those Tensor returns, bit for bit.
+type RowWeights interface {
+	Weights
+	// Shape returns name's shape, or false when there is no such tensor.
+	Shape(name string) ([]int64, bool)
+	// ReadRows decodes rows [row0, row1) of axis 0 of name into dst,
+	// which holds exactly those rows.
+	ReadRows(name string, row0, row1 int, dst []float32) error
 }
+
+// releaser is the optional Release of RowWeights: called after each layer,
+// the embedding rows and each LM-head block, it lets go of what reading
+// them left resident (the checkpoint's mapped pages, a cached tensor).
+type releaser interface{ Release() }
 
 // decodeBlockBytes is how much of a mapped tensor is decoded before its
 // pages are released.
@@ -26,14 +32,15 @@ const decodeBlockBytes = 4 << 20
 // headBlockBytes bounds the float32 LM-head rows held at once in lazy mode.
 const headBlockBytes = 16 << 20
 
-func (w ckWeights) shapeOf(name string) ([]int64, bool) {
+// Shape implements RowWeights.
+func (w ckWeights) Shape(name string) ([]int64, bool) {
 	info, ok := w.c.Info(name)
 	return info.Shape, ok
 }
 
-// readRows decodes rows [row0, row1) of axis 0 of name into dst (exactly
-// those rows), block by block, dropping each block's mapped pages after.
-func (w ckWeights) readRows(name string, row0, row1 int, dst []float32) error {
+// ReadRows implements RowWeights: block by block, dropping each block's
+// mapped pages after.
+func (w ckWeights) ReadRows(name string, row0, row1 int, dst []float32) error {
 	info, ok := w.c.Info(name)
 	if !ok {
 		return fmt.Errorf("reference: tensor %q not in checkpoint %s", name, w.c.Dir)
@@ -66,7 +73,11 @@ func (w ckWeights) readRows(name string, row0, row1 int, dst []float32) error {
 	return nil
 }
 
-func (w ckWeights) release() {
+// Release drops every mapped page of the checkpoint from the resident
+// set. Dropping each block after decoding is not enough: the kernel maps
+// pages around a faulting address (fault-around, large folios), so
+// reading one tensor can map pages of neighbours already released.
+func (w ckWeights) Release() {
 	for _, n := range w.c.Names() {
 		if raw, err := w.c.Raw(n); err == nil {
 			hf.DropPages(raw)
@@ -76,14 +87,14 @@ func (w ckWeights) release() {
 
 // release lets go of the checkpoint pages a lazy read mapped.
 func (m *Model) release() {
-	if rr, ok := m.w.(rowReader); ok {
-		rr.release()
+	if r, ok := m.w.(releaser); ok {
+		r.Release()
 	}
 }
 
 // checkShape checks name's shape through the row reader, without reading.
-func (m *Model) checkShape(rr rowReader, name string, shape []int) error {
-	s, ok := rr.shapeOf(name)
+func (m *Model) checkShape(rr RowWeights, name string, shape []int) error {
+	s, ok := rr.Shape(name)
 	if !ok {
 		return fmt.Errorf("reference: tensor %q not in the checkpoint", name)
 	}
@@ -100,7 +111,7 @@ func (m *Model) checkShape(rr rowReader, name string, shape []int) error {
 // checkLazy checks that every tensor a lazy model will read exists with its
 // shape (without reading data when the weights can tell shapes).
 func (m *Model) checkLazy() error {
-	rr, _ := m.w.(rowReader)
+	rr, _ := m.w.(RowWeights)
 	check := func(name string, shape ...int) error {
 		if rr == nil {
 			_, err := m.tensor(name, shape...)
@@ -129,7 +140,7 @@ func (m *Model) checkLazy() error {
 // (grown if needed; owned reports that) when the weights can, else as
 // Weights.Tensor returns it.
 func (m *Model) fetch(name string, buf []float32, shape ...int) (d []float32, owned bool, err error) {
-	rr, ok := m.w.(rowReader)
+	rr, ok := m.w.(RowWeights)
 	if !ok {
 		d, err = m.tensor(name, shape...)
 		return d, false, err
@@ -145,7 +156,7 @@ func (m *Model) fetch(name string, buf []float32, shape ...int) (d []float32, ow
 		buf = make([]float32, n)
 	}
 	buf = buf[:n]
-	if err := rr.readRows(name, 0, shape[0], buf); err != nil {
+	if err := rr.ReadRows(name, 0, shape[0], buf); err != nil {
 		return nil, false, err
 	}
 	return buf, true, nil
@@ -177,9 +188,9 @@ func (m *Model) headSource() string {
 
 // lazyEmbed reads the embedding rows of ids into x.
 func (m *Model) lazyEmbed(x [][]float32, ids []int) error {
-	if rr, ok := m.w.(rowReader); ok {
+	if rr, ok := m.w.(RowWeights); ok {
 		for t, id := range ids {
-			if err := rr.readRows(m.names.embed(), id, id+1, x[t]); err != nil {
+			if err := rr.ReadRows(m.names.embed(), id, id+1, x[t]); err != nil {
 				return err
 			}
 		}
@@ -200,7 +211,7 @@ func (m *Model) lazyEmbed(x [][]float32, ids []int) error {
 // lazyHead applies the LM head block of rows by block.
 func (m *Model) lazyHead(logits, hn [][]float32) error {
 	name := m.headSource()
-	rr, ok := m.w.(rowReader)
+	rr, ok := m.w.(RowWeights)
 	if !ok {
 		w, err := m.tensor(name, m.embedShape()...)
 		if err != nil {
@@ -217,7 +228,7 @@ func (m *Model) lazyHead(logits, hn [][]float32) error {
 	for r0 := 0; r0 < m.vocab; r0 += step {
 		r1 := min(r0+step, m.vocab)
 		w := buf[:(r1-r0)*m.hidden]
-		if err := rr.readRows(name, r0, r1, w); err != nil {
+		if err := rr.ReadRows(name, r0, r1, w); err != nil {
 			return err
 		}
 		l := linear{w: w, out: r1 - r0, in: m.hidden}

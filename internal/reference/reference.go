@@ -75,6 +75,9 @@ type Options struct {
 	// step (slow, but bounded). New checks every tensor's shape without
 	// reading the data.
 	Lazy bool
+	// Progress, if set, is called by Forward after each decoder layer
+	// with the layers done and their count (long passes report with it).
+	Progress func(done, total int)
 }
 
 // Model is a decoder-only language model ready to run.
@@ -393,6 +396,9 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 		var c kvCache
 		for t := range T {
 			m.layer(L, li, &c, t, x[t], wk)
+		}
+		if m.opt.Progress != nil {
+			m.opt.Progress(li+1, m.layerCount())
 		}
 	}
 	hn := newRows(T, m.hidden)
