@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/runtime"
 )
 
@@ -31,6 +32,10 @@ type lowMem struct {
 	cur            int // index of the loaded chunk
 	infer, prefill *runtime.Function
 }
+
+// LowMemory reports whether the model runs in low-memory mode (asked for
+// and possible: several chunks, no rotating window caches).
+func (m *Model) LowMemory() bool { return m.low != nil }
 
 // numChunks returns the number of FFN chunks.
 func (m *Model) numChunks() int {
@@ -178,4 +183,81 @@ func NeedsLowMemory(files *Files) bool {
 
 func needsLowMemory(files *Files, avail int64) bool {
 	return avail > 0 && len(files.Chunks) > 1 && EstimateBytes(files) > avail
+}
+
+// PeekContextLength returns the context length of the model in files (the
+// last dimension of the decode function's causal_mask) from the first
+// chunk's program alone, without loading any weight: callers that run the
+// reference before loading the packages cut their tokens with it.
+func PeekContextLength(files *Files) (int, error) {
+	path := files.Monolithic
+	if path == "" {
+		if len(files.Chunks) == 0 {
+			return 0, fmt.Errorf("runner: no FFN chunks")
+		}
+		c := files.Chunks[0]
+		path = c.Combined
+		if path == "" {
+			path = c.FFN
+		}
+	}
+	pkg, err := coreml.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer pkg.Close()
+	for _, f := range pkg.Program.Functions {
+		if f.Name != "infer" && f.Name != "main" && len(pkg.Program.Functions) > 1 {
+			continue
+		}
+		if in, ok := f.Input("causal_mask"); ok {
+			t := in.Type
+			if n := len(t.Shape); n > 0 && t.Shape[n-1] > 0 {
+				return int(t.Shape[n-1]), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("runner: %s: no decode function with a fixed causal_mask input", path)
+}
+
+// MinBytes estimates the least memory the interpreter needs for the model
+// in files: with low set, the embeddings, the LM head and the largest
+// chunk (one chunk is loaded at a time), else every package; a quarter
+// is added as in EstimateBytes.
+func MinBytes(files *Files, low bool) int64 {
+	if !low || len(files.Chunks) < 2 {
+		return EstimateBytes(files)
+	}
+	n := EstimateBytes(&Files{Embeddings: files.Embeddings, LMHead: files.LMHead})
+	var largest int64
+	for _, c := range files.Chunks {
+		largest = max(largest, EstimateBytes(&Files{Chunks: []ChunkFiles{c}}))
+	}
+	return n + largest
+}
+
+// CheckMemory reports, in one line, when the model in files cannot run in
+// the memory available (MemAvailable) even in low-memory mode, which
+// needs the least; nil where the available memory is unknown.
+func CheckMemory(files *Files) error { return checkMemory(files, MemAvailable()) }
+
+func checkMemory(files *Files, avail int64) error {
+	if avail <= 0 {
+		return nil
+	}
+	chunked := files.Monolithic == "" && len(files.Chunks) > 1
+	need := MinBytes(files, chunked)
+	if need <= avail {
+		return nil
+	}
+	name := files.Dir
+	if name == "" {
+		name = filepath.Dir(files.Embeddings + files.Monolithic)
+	}
+	how, fix := "with every package loaded", "or convert with more chunks (--chunk N), which low-memory mode loads one at a time"
+	if chunked {
+		how = "with one chunk loaded at a time"
+	}
+	return fmt.Errorf("runner: the packages in %s need about %.1f GiB on the interpreter %s, and %.1f GiB is available: free memory %s",
+		name, float64(need)/(1<<30), how, float64(avail)/(1<<30), fix)
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -124,5 +125,44 @@ func TestNeedsLowMemory(t *testing.T) {
 	}
 	if got := memAvailable(filepath.Join(t.TempDir(), "none")); got != 0 {
 		t.Errorf("missing meminfo: %d", got)
+	}
+}
+
+// TestCheckMemory: a model that does not fit even one chunk at a time is
+// refused in one line; the budget is the embeddings, the LM head and the
+// largest chunk; unknown memory is never refused. PeekContextLength reads
+// the context without loading the packages.
+func TestCheckMemory(t *testing.T) {
+	d := filepath.Join(tinyRandom, "packages")
+	f := &Files{Dir: d, Embeddings: filepath.Join(d, "llama_embeddings.mlpackage"), LMHead: filepath.Join(d, "llama_lm_head_lut6.mlpackage"),
+		Chunks: []ChunkFiles{{Combined: filepath.Join(d, "llama_FFN_PF_lut4_chunk_01of02.mlpackage")}, {Combined: filepath.Join(d, "llama_FFN_PF_lut4_chunk_02of02.mlpackage")}}}
+	budget := MinBytes(f, true)
+	chunk := func(i int) int64 { return EstimateBytes(&Files{Chunks: f.Chunks[i : i+1]}) }
+	if want := EstimateBytes(&Files{Embeddings: f.Embeddings, LMHead: f.LMHead}) + max(chunk(0), chunk(1)); budget != want || budget >= EstimateBytes(f) {
+		t.Fatalf("low-memory budget %d, want %d (< all %d)", budget, want, EstimateBytes(f))
+	}
+	for _, tc := range []struct {
+		avail int64
+		ok    bool
+	}{{0, true}, {budget, true}, {budget - 1, false}} {
+		err := checkMemory(f, tc.avail)
+		if (err == nil) != tc.ok {
+			t.Fatalf("available %d: %v", tc.avail, err)
+		}
+		if err != nil {
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || !strings.Contains(msg, d) || !strings.Contains(msg, "one chunk") || !strings.Contains(msg, "--chunk") {
+				t.Errorf("message %q", msg)
+			}
+		}
+	}
+	m, err := LoadWith(f, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, files := range []*Files{f, {Chunks: []ChunkFiles{{FFN: filepath.Join(d, "llama_FFN_lut4_chunk_01of02.mlpackage")}}}} {
+		if got, err := PeekContextLength(files); err != nil || got != m.ContextLength {
+			t.Errorf("PeekContextLength = %d, %v; want %d", got, err, m.ContextLength)
+		}
 	}
 }
