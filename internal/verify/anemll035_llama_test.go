@@ -125,7 +125,7 @@ func TestArgmaxMonolithicLUTPackageWeights(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			files := runPipeline(t, tc.edit)
 			var sb strings.Builder
-			reps, err := run(tinyModel, files, ids, []bool{true, false}, &sb)
+			reps, err := run(tinyModel, files, ids, []bool{true, false}, &sb, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

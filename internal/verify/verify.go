@@ -174,8 +174,18 @@ func CompareLogits(m *runner.Model, ids []int, want [][]float32) (*Report, error
 // compareWant runs the packages over ids on the decode path (and the
 // prefill path when prefillPath) and compares them with each entry of want.
 func compareWant(m *runner.Model, ids []int, want [][][]float32, prefillPath bool) ([]*Report, error) {
+	return compareWantProgress(m, ids, want, prefillPath, nil)
+}
+
+// compareWantProgress is compareWant calling progress (if set) after each
+// position of each path with the positions done and their total.
+func compareWantProgress(m *runner.Model, ids []int, want [][][]float32, prefillPath bool, progress func(done, total int)) ([]*Report, error) {
 	if m.InModelArgmax() {
 		return compareArgmax(m, ids, want, prefillPath)
+	}
+	total, done := len(ids), 0
+	if prefillPath {
+		total *= 2
 	}
 	// path runs the packages over ids and adds each position's logits to
 	// one accumulator per reference.
@@ -188,6 +198,9 @@ func compareWant(m *runner.Model, ids []int, want [][][]float32, prefillPath boo
 			got, err := step(t, id)
 			if err != nil {
 				return nil, err
+			}
+			if done++; progress != nil {
+				progress(done, total)
 			}
 			if got == nil {
 				continue // position not measured on this path

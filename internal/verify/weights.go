@@ -35,6 +35,8 @@ type packageWeights struct {
 	// 0: none); branch lists the weights it multiplies.
 	alpha  float64
 	branch []string
+	// cache holds the last weight's bytes (see ReadRows).
+	cache rawCache
 }
 
 type weight struct {
@@ -107,6 +109,7 @@ func (pw *packageWeights) Close() error {
 		p.Close()
 	}
 	pw.pkgs = nil
+	pw.cache = rawCache{}
 	return nil
 }
 
@@ -186,18 +189,7 @@ func evalWeight(op *mil.Op) (weight, error) {
 		f, err := op.ConstValue().Floats()
 		return weight{f, shape}, err
 	}
-	arg := func(p string) (*mil.Value, error) {
-		a := op.Input(p)
-		if len(a) != 1 || a[0].Value == nil {
-			return nil, fmt.Errorf("%s input %q is not a literal", op.Name, p)
-		}
-		return a[0].Value, nil
-	}
-	idxV, err := arg("indices")
-	if err != nil {
-		return weight{}, err
-	}
-	lutV, err := arg("lut")
+	idxV, lutV, err := lutArgs(op)
 	if err != nil {
 		return weight{}, err
 	}
@@ -292,15 +284,7 @@ func (pw *packageWeights) Tensor(name string) ([]float32, []int64, error) {
 		shape = shape[:len(shape)-1]
 	}
 	out := got.data
-	scale := 1.0
-	if pw.alpha > 0 && strings.Contains(name, "layers.") {
-		for _, b := range pw.branch {
-			if strings.HasSuffix(name, b) {
-				scale = pw.alpha
-			}
-		}
-	}
-	plusOne := pw.plusOne && strings.HasSuffix(name, "norm.weight")
+	scale, plusOne := pw.transform(name)
 	if scale != 1 || plusOne {
 		w := make([]float32, len(out))
 		for i, v := range out {
