@@ -17,6 +17,7 @@ import (
 	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/quant"
+	"github.com/anemll/anemll/internal/runner"
 )
 
 // Options are ANEMLL's convert_model.sh flags.
@@ -81,6 +82,12 @@ type Options struct {
 	fault func(step int, where string) error
 	// palettize, if set, replaces Palettize (tests count calls with it).
 	palettize decoder.Palettizer
+	// freeSpace, if set, replaces the free-space query of the output
+	// directory's file system (tests fake a full disk with it).
+	freeSpace func(dir string) (int64, error)
+	// memAvailable, if set, replaces runner.MemAvailable (tests fake a
+	// small machine with it).
+	memAvailable func() int64
 }
 
 // Steps names ANEMLL's numbered steps.
@@ -201,6 +208,24 @@ func Run(opts Options) (*Result, error) {
 		if opts.ChunkNo == 0 || opts.ChunkNo == i+1 {
 			chunkList = append(chunkList, i)
 		}
+	}
+	planned, err := s.plannedOutputs(opts, chunkList)
+	if err != nil {
+		return nil, err
+	}
+	free := opts.freeSpace
+	if free == nil {
+		free = diskFree
+	}
+	if err := checkDiskSpace(opts.Output, planned, free); err != nil {
+		return nil, err
+	}
+	mem := opts.memAvailable
+	if mem == nil {
+		mem = runner.MemAvailable
+	}
+	if err := checkVerifyMemory(opts, last, planned, chunks, mem()); err != nil {
+		return nil, err
 	}
 	res := &Result{}
 	fault := func(step int, where string) error {

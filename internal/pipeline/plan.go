@@ -21,6 +21,7 @@ const MB = 1 << 20
 type PlannedFile struct {
 	Name  string
 	Bytes int64
+	part  arch.Part
 }
 
 // ChunkPlan is the outcome of --chunk auto.
@@ -69,7 +70,7 @@ func PlanChunks(opts Options, limit int64) (*ChunkPlan, error) {
 		if err != nil {
 			return PlannedFile{}, fmt.Errorf("pipeline: size of %s: %w", name, err)
 		}
-		return PlannedFile{name, r.Total()}, nil
+		return PlannedFile{Name: name, Bytes: r.Total(), part: p}, nil
 	}
 	var fixed []PlannedFile
 	for _, p := range []arch.Part{arch.PartEmbeddings, arch.PartLMHead} {
