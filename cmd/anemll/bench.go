@@ -48,7 +48,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		var vf func(model, dir, text string, out io.Writer) error
 		if *check {
-			vf = verify.DirectoryText
+			vf = func(model, dir, text string, out io.Writer) error {
+				return verify.DirectoryWith(model, dir, text, out, verify.Options{Progress: stderr})
+			}
 		}
 		return bench.Convert(stdout, *tmp, list, pipeline.Options{Log: io.Discard, Monolithic: *mono, Argmax: *argmax}, vf)
 	}

@@ -30,6 +30,7 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 	topP := fs.Float64("top-p", 1, "nucleus sampling: keep tokens up to this cumulative probability")
 	seed := fs.Uint64("seed", 0, "random seed for sampling")
 	noTemplate := fs.Bool("no-template", false, "feed the prompt as plain text, without the chat template")
+	lowMem := fs.Bool("low-memory", false, "load one chunk's weights at a time (automatic when memory is short; slower decode with several chunks)")
 	stats := fs.Bool("stats", true, "print prefill and decode tokens/s after each answer")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: anemll chat (--meta OUT/meta.yaml | --dir OUT) [--prompt TEXT --max-tokens N --temperature T --no-template]")
@@ -61,9 +62,16 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "stop tokens: %s\n", describeTokens(tok, stops))
 	}
 	fmt.Fprintf(stderr, "loading %s ...\n", files.Dir)
-	m, err := runner.Load(files)
+	if err := runner.CheckMemory(files); err != nil {
+		return err
+	}
+	low := *lowMem || runner.NeedsLowMemory(files)
+	m, err := runner.LoadWith(files, runner.LoadOptions{LowMemory: low})
 	if err != nil {
 		return err
+	}
+	if low && m.LowMemory() {
+		fmt.Fprintln(stderr, "low-memory mode: one chunk's weights loaded at a time")
 	}
 	switch {
 	case m.Monolithic():

@@ -151,6 +151,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		restart    = fs.Int("restart", 1, "pipeline: restart from step N (1-8; 1-6 with --monolithic)")
 		only       = fs.Int("only", 0, "pipeline: run only step N (1-8; 1-6 with --monolithic)")
 		skipCheck  = fs.Bool("skip-check", false, "pipeline: skip the verification step")
+		lowMem     = fs.Bool("low-memory", false, "pipeline step 8: load one chunk's weights at a time on the interpreter (automatic when memory is short)")
 		group      = fs.Int("lut-group-size", 8, "output channels per LUT (default for every part; --lutN bits,group overrides)")
 		argmax     = fs.Bool("argmax", false, "LM head returns argmax_idx/argmax_val per split instead of logits (greedy decoding only)")
 		monolithic = fs.Bool("monolithic", false, "one package with embeddings, every layer and the LM head (ANEMLL's convert_monolith.sh)")
@@ -271,7 +272,9 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	base.Restart, base.Only, base.SkipCheck = *restart, *only, *skipCheck
-	base.Verify = func(dir string) error { return verify.Directory(*model, dir, stdout) }
+	base.Verify = func(dir string) error {
+		return verify.DirectoryWith(*model, dir, "", stdout, verify.Options{LowMemory: *lowMem, Progress: stderr})
+	}
 	if chunks.auto {
 		if *maxChunkMB < 1 {
 			return fmt.Errorf("%w: --max-chunk-mb must be positive", errUsage)

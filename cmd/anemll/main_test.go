@@ -241,3 +241,41 @@ func TestCombineCommandOnAppleMadePackages(t *testing.T) {
 		}
 	}
 }
+
+// TestLowMemoryFlag: --low-memory (one chunk's weights loaded at a time)
+// on convert's step 8, verify and chat prints the same numbers and text
+// as the default mode, bit for bit.
+func TestLowMemoryFlag(t *testing.T) {
+	out := t.TempDir()
+	var so, se bytes.Buffer
+	if code := run([]string{"convert", "--model", tinyModel, "--output", out, "--context", "128", "--batch", "32", "--low-memory"}, &so, &se); code != 0 {
+		t.Fatalf("convert --low-memory exit %d:\n%s", code, se.String())
+	}
+	if !strings.Contains(so.String(), "reference with weights read back from the packages") {
+		t.Errorf("step 8 did not verify:\n%s", so.String())
+	}
+	same := func(args ...string) string {
+		t.Helper()
+		var outs [2]string
+		for i, extra := range [][]string{nil, {"--low-memory"}} {
+			var so, se bytes.Buffer
+			if code := run(append(append([]string{}, args...), extra...), &so, &se); code != 0 {
+				t.Fatalf("%v %v: exit %d:\n%s", args, extra, code, se.String())
+			}
+			outs[i] = so.String()
+			if i == 1 && args[0] == "chat" && !strings.Contains(se.String(), "low-memory mode") {
+				t.Errorf("chat --low-memory did not say so: %q", se.String())
+			}
+		}
+		if outs[0] != outs[1] {
+			t.Errorf("%v: --low-memory changes the output:\n%s\nvs\n%s", args, outs[0], outs[1])
+		}
+		return outs[0]
+	}
+	if got := same("verify", "--model", tinyModel, "--dir", out, "--weights", "package"); !strings.Contains(got, "decode") {
+		t.Errorf("verify output %q", got)
+	}
+	if got := same("chat", "--dir", out, "--prompt", "Q: What do you get when", "--no-template", "--max-tokens", "12"); len(got) < 30 {
+		t.Errorf("chat output %q", got)
+	}
+}

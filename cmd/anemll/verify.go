@@ -24,6 +24,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	tokens := fs.String("tokens", "", "file of token ids (whitespace or comma separated) instead of --prompt")
 	weights := fs.String("weights", "checkpoint", "reference weights: checkpoint, or package (read back from the packages, LUTs dequantized)")
 	maxKL := fs.Float64("max-mean-kl", verify.DefaultThresholds.MaxMeanKL, "fail if either path's mean KL exceeds this")
+	lowMem := fs.Bool("low-memory", false, "load one chunk's weights at a time on the interpreter (automatic when memory is short)")
 	minTop1 := fs.Float64("min-top1", 100*verify.DefaultThresholds.MinTop1, "fail if either path's top-1 agreement (percent) is below this")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: anemll verify --model CKPT (--dir OUT | --meta OUT/meta.yaml) [--prompt TEXT | --tokens FILE] [--weights checkpoint|package]")
@@ -59,7 +60,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 		}
 		ids = tok.Encode(text, true)
 	}
-	rep, err := verify.Run(*model, files, ids, *weights == "package", stdout)
+	rep, err := verify.RunWith(*model, files, ids, *weights == "package", stdout, verify.Options{LowMemory: *lowMem, Progress: stderr})
 	if err != nil {
 		return err
 	}

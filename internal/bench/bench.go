@@ -230,8 +230,12 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 	}
 	o.SkipCheck = verify == nil
 	var report strings.Builder
+	var verifyErr error // a failed check still gets its table printed
 	if verify != nil {
-		o.Verify = func(dir string) error { return verify(model, dir, VerifyText, &report) }
+		o.Verify = func(dir string) error {
+			verifyErr = verify(model, dir, VerifyText, &report)
+			return nil
+		}
 	}
 	last := len(names) - 2 // the last step before verification
 	if verify != nil {
@@ -304,6 +308,9 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 		if strings.HasSuffix(f, ".mlpackage") {
 			fmt.Fprintf(w, "  %-48s %s\n", f, gib(pipeline.DirSize(filepath.Join(out, f))))
 		}
+	}
+	if verifyErr != nil {
+		return fmt.Errorf("step 8: %w", verifyErr)
 	}
 	return nil
 }
