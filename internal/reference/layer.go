@@ -31,9 +31,7 @@ func (m *Model) newWork() *work {
 // LLaMA, Mistral, Qwen:  x += o(attn(norm(x)));          x += mlp(norm(x))
 // Gemma 3:               x += norm(o(attn(norm(x))));    x += norm(mlp(norm(x)))
 func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32, wk *work) {
-	sp := m.sp.layers[li]
-	hd, kvd := m.headDim, m.kvDim()
-	if len(c.keys) != pos*kvd {
+	if len(c.keys) != pos*m.kvDim() {
 		panic("reference: key/value cache out of step with the position")
 	}
 	rmsNorm(wk.hn, x, L.attnNorm, m.eps)
@@ -43,53 +41,10 @@ func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32,
 	L.k.apply(wk.k, wk.hn)
 	m.see(&L.v, wk.hn)
 	L.v.apply(wk.v, wk.hn)
-	if L.qNorm != nil {
-		for h := range m.heads {
-			r := wk.q[h*hd : (h+1)*hd]
-			rmsNorm(r, r, L.qNorm, m.eps)
-		}
-		for h := range m.kvHeads {
-			r := wk.k[h*hd : (h+1)*hd]
-			rmsNorm(r, r, L.kNorm, m.eps)
-		}
-	}
-	rope(wk.q, m.heads, hd, pos, sp.invFreq)
-	rope(wk.k, m.kvHeads, hd, pos, sp.invFreq)
+	m.qkNormRope(L, li, pos, wk.q, wk.k)
 	c.keys = append(c.keys, wk.k...)
 	c.values = append(c.values, wk.v...)
-
-	// Query pos sees keys lo..pos: all earlier ones, or the window.
-	lo := 0
-	if sp.window > 0 {
-		lo = max(0, pos-sp.window+1)
-	}
-	n := pos + 1 - lo
-	if cap(wk.scores) < n {
-		wk.scores = make([]float64, n, 2*n)
-	}
-	scores := wk.scores[:n]
-	groups := m.heads / m.kvHeads
-	for head := range m.heads {
-		qo, ko := head*hd, (head/groups)*hd
-		qv := wk.q[qo : qo+hd]
-		for j := range n {
-			r := (lo + j) * kvd
-			s := dot(qv, c.keys[r+ko:r+ko+hd]) * m.sp.attnScale
-			if cp := m.sp.attnCap; cp != 0 {
-				s = math.Tanh(s/cp) * cp
-			}
-			scores[j] = s
-		}
-		softmax(scores)
-		out := wk.attn[qo : qo+hd]
-		for ch := range out {
-			var acc float64
-			for j := range n {
-				acc += scores[j] * float64(c.values[(lo+j)*kvd+ko+ch])
-			}
-			out[ch] = float32(acc)
-		}
-	}
+	m.attend(wk.attn, wk.q, c, li, pos, &wk.scores)
 	m.see(&L.o, wk.attn)
 	L.o.apply(wk.proj, wk.attn)
 	if L.attnOutNorm != nil {
@@ -115,6 +70,124 @@ func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32,
 	}
 	addTo(x, wk.proj)
 	m.seeResidual(li, x)
+}
+
+// qkNormRope applies the per-head q/k norms (when the family has them)
+// and RoPE for position pos to one position's queries q and keys k.
+func (m *Model) qkNormRope(L *layerWeights, li, pos int, q, k []float32) {
+	hd, inv := m.headDim, m.sp.layers[li].invFreq
+	if L.qNorm != nil {
+		for h := range m.heads {
+			r := q[h*hd : (h+1)*hd]
+			rmsNorm(r, r, L.qNorm, m.eps)
+		}
+		for h := range m.kvHeads {
+			r := k[h*hd : (h+1)*hd]
+			rmsNorm(r, r, L.kNorm, m.eps)
+		}
+	}
+	rope(q, m.heads, hd, pos, inv)
+	rope(k, m.kvHeads, hd, pos, inv)
+}
+
+// attend sets out to the attention of position pos's queries q over the
+// keys and values of c (positions 0..pos at least; the window's only are
+// read), using *scores as scratch.
+func (m *Model) attend(out, q []float32, c *kvCache, li, pos int, scores *[]float64) {
+	sp := m.sp.layers[li]
+	hd, kvd := m.headDim, m.kvDim()
+	// Query pos sees keys lo..pos: all earlier ones, or the window.
+	lo := 0
+	if sp.window > 0 {
+		lo = max(0, pos-sp.window+1)
+	}
+	n := pos + 1 - lo
+	if cap(*scores) < n {
+		*scores = make([]float64, n, 2*n)
+	}
+	sc := (*scores)[:n]
+	groups := m.heads / m.kvHeads
+	for head := range m.heads {
+		qo, ko := head*hd, (head/groups)*hd
+		qv := q[qo : qo+hd]
+		for j := range n {
+			r := (lo + j) * kvd
+			s := dot(qv, c.keys[r+ko:r+ko+hd]) * m.sp.attnScale
+			if cp := m.sp.attnCap; cp != 0 {
+				s = math.Tanh(s/cp) * cp
+			}
+			sc[j] = s
+		}
+		softmax(sc)
+		o := out[qo : qo+hd]
+		for ch := range o {
+			var acc float64
+			for j := range n {
+				acc += sc[j] * float64(c.values[(lo+j)*kvd+ko+ch])
+			}
+			o[ch] = float32(acc)
+		}
+	}
+}
+
+// batch holds the scratch rows of layerBatch, one per position.
+type batch struct {
+	hn, q, k, v, attn, proj, g, u [][]float32
+	scores                        []float64
+}
+
+func (m *Model) newBatch(T int) *batch {
+	return &batch{
+		hn: newRows(T, m.hidden), q: newRows(T, m.qDim()), k: newRows(T, m.kvDim()), v: newRows(T, m.kvDim()),
+		attn: newRows(T, m.qDim()), proj: newRows(T, m.hidden), g: newRows(T, m.inter), u: newRows(T, m.inter),
+	}
+}
+
+// layerBatch is layer for positions 0..len(x)-1 at once (the cache c
+// empty): the same operations on the same values, so the same numbers bit
+// for bit, but each linear layer's weights are read once for all
+// positions instead of once per position. Forward uses it when nothing
+// observes the layers (Observe reports position by position).
+func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b *batch) {
+	T := len(x)
+	for t := range T {
+		rmsNorm(b.hn[t], x[t], L.attnNorm, m.eps)
+	}
+	L.q.applyRows(b.q, b.hn)
+	L.k.applyRows(b.k, b.hn)
+	L.v.applyRows(b.v, b.hn)
+	for t := range T {
+		m.qkNormRope(L, li, t, b.q[t], b.k[t])
+		c.keys = append(c.keys, b.k[t]...)
+		c.values = append(c.values, b.v[t]...)
+	}
+	for t := range T {
+		m.attend(b.attn[t], b.q[t], c, li, t, &b.scores)
+	}
+	L.o.applyRows(b.proj, b.attn)
+	for t := range T {
+		if L.attnOutNorm != nil {
+			rmsNorm(b.proj[t], b.proj[t], L.attnOutNorm, m.eps)
+		}
+		addTo(x[t], b.proj[t])
+		rmsNorm(b.hn[t], x[t], L.mlpNorm, m.eps)
+	}
+	L.gate.applyRows(b.g, b.hn)
+	L.up.applyRows(b.u, b.hn)
+	for t := range T {
+		if m.sp.act == "gelu_pytorch_tanh" {
+			geglu(b.g[t], b.u[t])
+		} else {
+			swiglu(b.g[t], b.u[t])
+		}
+	}
+	L.down.applyRows(b.proj, b.g)
+	for t := range T {
+		if L.mlpOutNorm != nil {
+			rmsNorm(b.proj[t], b.proj[t], L.mlpOutNorm, m.eps)
+		}
+		addTo(x[t], b.proj[t])
+	}
 }
 
 // rope rotates each of the heads of x (heads × hd) in place for position
@@ -227,6 +300,39 @@ func (l *linear) apply(dst, x []float32) {
 				s += float64(l.b[o])
 			}
 			dst[o] = float32(s)
+		}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if workers == 1 || l.out*l.in < parallelMin {
+		rows(0, l.out)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (l.out + workers - 1) / workers
+	for lo := 0; lo < l.out; lo += step {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			rows(lo, hi)
+		}(lo, min(lo+step, l.out))
+	}
+	wg.Wait()
+}
+
+// applyRows sets dst[t] = W·x[t] + b for every position t, each output
+// row's weights read once for all positions (the same dot products as
+// apply, so the same numbers), rows split over cores as apply splits them.
+func (l *linear) applyRows(dst, x [][]float32) {
+	rows := func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			w := l.w[o*l.in : (o+1)*l.in]
+			for t := range x {
+				s := dot(x[t], w)
+				if l.b != nil {
+					s += float64(l.b[o])
+				}
+				dst[t][o] = float32(s)
+			}
 		}
 	}
 	workers := runtime.GOMAXPROCS(0)

@@ -218,13 +218,12 @@ func (m *Model) lazyHead(logits, hn [][]float32) error {
 			return err
 		}
 		l := linear{w: w, out: m.vocab, in: m.hidden}
-		for t := range hn {
-			l.apply(logits[t], hn[t])
-		}
+		l.applyRows(logits, hn)
 		return nil
 	}
 	step := max(1, headBlockBytes/(4*m.hidden))
 	buf := make([]float32, min(step, m.vocab)*m.hidden)
+	sub := make([][]float32, len(hn))
 	for r0 := 0; r0 < m.vocab; r0 += step {
 		r1 := min(r0+step, m.vocab)
 		w := buf[:(r1-r0)*m.hidden]
@@ -233,8 +232,9 @@ func (m *Model) lazyHead(logits, hn [][]float32) error {
 		}
 		l := linear{w: w, out: r1 - r0, in: m.hidden}
 		for t := range hn {
-			l.apply(logits[t][r0:r1], hn[t])
+			sub[t] = logits[t][r0:r1]
 		}
+		l.applyRows(sub, hn)
 		m.release()
 	}
 	return nil

@@ -386,7 +386,16 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 	if err := m.embedInto(x, ids); err != nil {
 		return nil, err
 	}
-	wk := m.newWork()
+	// Observers see the layers position by position; otherwise all
+	// positions go through each layer together (the same numbers).
+	batched := m.observe == nil && m.residual == nil
+	var wk *work
+	var b *batch
+	if batched {
+		b = m.newBatch(T)
+	} else {
+		wk = m.newWork()
+	}
 	var buf layerWeights // lazy mode: every layer is read into this memory
 	for li := range m.layerCount() {
 		L, err := m.layerAt(li, &buf)
@@ -394,8 +403,12 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 			return nil, err
 		}
 		var c kvCache
-		for t := range T {
-			m.layer(L, li, &c, t, x[t], wk)
+		if batched {
+			m.layerBatch(L, li, &c, x, b)
+		} else {
+			for t := range T {
+				m.layer(L, li, &c, t, x[t], wk)
+			}
 		}
 		if m.opt.Progress != nil {
 			m.opt.Progress(li+1, m.layerCount())
@@ -454,9 +467,7 @@ func (m *Model) finalNorm(hn, x []float32) {
 func (m *Model) head(logits, hn [][]float32) error {
 	if !m.opt.Lazy {
 		l := linear{w: m.lmHead, out: m.vocab, in: m.hidden}
-		for t := range hn {
-			l.apply(logits[t], hn[t])
-		}
+		l.applyRows(logits, hn)
 	} else if err := m.lazyHead(logits, hn); err != nil {
 		return err
 	}
