@@ -100,6 +100,7 @@ func run(modelDir string, files *runner.Files, ids []int, packageWeights []bool,
 			return nil, err
 		}
 	}
+	debug.FreeOSMemory() // the references' layer buffers, before the packages load
 	low := opt.LowMemory || runner.NeedsLowMemory(files)
 	m, err := runner.LoadWith(files, runner.LoadOptions{LowMemory: low})
 	if err != nil {
