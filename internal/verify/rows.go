@@ -324,9 +324,17 @@ func (pw *packageWeights) headRows(r0, r1 int, dst []float32) error {
 	return nil
 }
 
-// Release implements the reference's optional Release: the checkpoint's
-// pages, when reads fell back to it.
+// keepBytes is the largest cached weight Release keeps: the LM head's
+// splits stay cached across its row blocks, a big fp16 embedding table
+// is let go once its rows are read (before the first layer's buffer).
+const keepBytes = 64 << 20
+
+// Release implements the reference's optional Release: a large cached
+// weight, and the checkpoint's pages when reads fell back to it.
 func (pw *packageWeights) Release() {
+	if len(pw.cache.data) > keepBytes {
+		pw.cache = rawCache{}
+	}
 	if r, ok := pw.base.(interface{ Release() }); ok {
 		r.Release()
 	}
