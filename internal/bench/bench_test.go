@@ -2,6 +2,8 @@ package bench
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"github.com/anemll/anemll/internal/verify"
 	"io"
 	"math"
@@ -138,6 +140,26 @@ func TestConvertWithVerify(t *testing.T) {
 	for _, want := range []string{"\n8    Verifying against the checkpoint", "steps 1-8 in", "step 8 on ", "weights read back from the packages"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the output", want)
+		}
+	}
+}
+
+// TestConvertVerifyFailurePrintsTable: when step 8's check fails, the
+// table and the report are still printed, and the error is returned.
+func TestConvertVerifyFailurePrintsTable(t *testing.T) {
+	sh := Shape{Name: "small", Opts: synth.Options{Hidden: 64, Intermediate: 128, Layers: 2, Heads: 4, KVHeads: 2, Vocab: 1024, Seed: 3}}
+	var buf bytes.Buffer
+	fail := func(model, dir, text string, out io.Writer) error {
+		fmt.Fprintln(out, "the report")
+		return errors.New("top-1 below threshold")
+	}
+	err := Convert(&buf, t.TempDir(), []Shape{sh}, pipeline.Options{ContextLength: 64, BatchSize: 16}, fail)
+	if err == nil || !strings.Contains(err.Error(), "step 8: top-1 below threshold") {
+		t.Fatalf("err %v", err)
+	}
+	for _, want := range []string{"\n8    Verifying against the checkpoint", "steps 1-8 in", "the report"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("no %q in the output:\n%s", want, buf.String())
 		}
 	}
 }
