@@ -40,7 +40,9 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: calibration needs the checkpoint's tokenizer: %w", err)
 	}
-	ref, err := reference.New(cfg, reference.CheckpointWeights(ck))
+	// Lazy: one layer's weights at a time, so statistics of a big model
+	// cost about one layer of memory plus the Gram matrices.
+	ref, err := reference.NewWithOptions(cfg, reference.CheckpointWeights(ck), reference.Options{Lazy: true})
 	if err != nil {
 		return nil, err
 	}

@@ -247,6 +247,32 @@ func TestKMeans1DExact(t *testing.T) {
 		if got > best*(1+1e-12)+1e-15 {
 			t.Fatalf("trial %d (n %d, k %d): cost %g, optimum %g (cuts %v)", trial, n, k, got, best, cuts)
 		}
+		if fast := clusterCost(pts, g.exactCuts(pts, k)); fast > best*(1+1e-12)+1e-15 {
+			t.Fatalf("trial %d (n %d, k %d): exactCuts cost %g, optimum %g", trial, n, k, fast, best)
+		}
+	}
+}
+
+// TestExactCutsMatchesProgramme checks the fast weighted solver against the
+// layered programme on bigger groups (4 and 6 bits, weights spread over
+// four decades), where brute force is out of reach.
+func TestExactCutsMatchesProgramme(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for trial := range 12 {
+		n := 200 + 300*trial
+		k := []int{16, 64}[trial%2]
+		pts := make([]wpoint, n)
+		x := 0.0
+		for i := range pts {
+			x += 0.01 + rng.ExpFloat64()
+			pts[i] = wpoint{x, math.Pow(10, 4*rng.Float64())}
+		}
+		g := &groupSolver{}
+		want := clusterCost(pts, g.kmeans1D(pts, k))
+		got := clusterCost(pts, g.exactCuts(pts, k))
+		if math.Abs(got-want) > 1e-9*want {
+			t.Errorf("trial %d (n %d, k %d): exactCuts cost %.12g, programme %.12g", trial, n, k, got, want)
+		}
 	}
 }
 
@@ -318,6 +344,20 @@ func TestFeedbackFactor(t *testing.T) {
 func BenchmarkPalettizeCalibrated(b *testing.B) {
 	w, st := synthCalib(64, 2048, 64, 11)
 	st.factor()
+	b.ResetTimer()
+	for range b.N {
+		if _, _, err := PalettizeCalibrated(w, []int64{64, 2048}, st, Options{Bits: 4}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPalettizeCalibratedDiag is BenchmarkPalettizeCalibrated with
+// the diagonal of H only, the statistics wide inputs get.
+func BenchmarkPalettizeCalibratedDiag(b *testing.B) {
+	w, st := synthCalib(64, 2048, 64, 11)
+	st.Gram = nil
+	b.SetBytes(int64(len(w)))
 	b.ResetTimer()
 	for range b.N {
 		if _, _, err := PalettizeCalibrated(w, []int64{64, 2048}, st, Options{Bits: 4}); err != nil {
