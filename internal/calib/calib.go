@@ -29,15 +29,11 @@ import (
 // DefaultTokens is the default number of calibration tokens.
 const DefaultTokens = 4096
 
-// DefaultFullLimit is the widest input that gets a full Gram matrix; wider
-// inputs keep the diagonal only. The limit is set by time, not memory: with
-// a full H, palettizing feeds each column's error back through H (GPTQ)
-// and refines every row by coordinate descent on eᵀHe, O(in²) per row, so a
-// 2048-wide layer costs about 16× a 512-wide one per weight; with the
-// diagonal, each group's palette is the exact H-weighted k-means and every
-// weight takes its nearest entry, at about the cost of uncalibrated
-// palettization.
-const DefaultFullLimit = 512
+// DefaultFullLimit is the widest input that gets a full Gram matrix
+// (4096² float64 = 128 MiB); wider inputs keep the diagonal only. Which
+// weights then use the full matrix is the palettizer's choice, by cost
+// (see pipeline.Calibrator).
+const DefaultFullLimit = 4096
 
 // Options configure Collect.
 type Options struct {

@@ -365,3 +365,30 @@ func BenchmarkPalettizeCalibratedDiag(b *testing.B) {
 		}
 	}
 }
+
+func TestStatsAffordable(t *testing.T) {
+	full := func(in int) *Stats {
+		return &Stats{Diag: make([]float64, in), Gram: make([]float64, in*in), RowWeight: []float64{1}}
+	}
+	tests := []struct {
+		name     string
+		st       *Stats
+		rows     int
+		wantFull bool
+	}{
+		{"tiny down_proj 128×384", full(384), 128, true},
+		{"at the bound 128×512", full(512), 128, true},
+		{"just over the bound", full(512), 129, false},
+		{"1B gate_proj 8192×2048", full(2048), 8192, false},
+		{"diagonal only", &Stats{Diag: make([]float64, 64)}, 8, false},
+	}
+	for _, tc := range tests {
+		got := tc.st.Affordable(tc.rows)
+		if (got.Gram != nil) != tc.wantFull {
+			t.Errorf("%s: full Gram kept %v, want %v", tc.name, got.Gram != nil, tc.wantFull)
+		}
+		if len(got.Diag) != len(tc.st.Diag) || len(got.RowWeight) != len(tc.st.RowWeight) {
+			t.Errorf("%s: diagonal or row weights lost", tc.name)
+		}
+	}
+}
