@@ -28,9 +28,20 @@ func (m mapWeights) Tensor(name string) ([]float32, []int64, error) {
 // pass and the Gram matrices) on 512 tokens of a random two-layer model of
 // the mid-size benchmark shape.
 func BenchmarkCollectMid(b *testing.B) {
-	cfg := &hf.Config{ModelType: "llama", HiddenSize: 512, IntermediateSize: 2048, NumHiddenLayers: 2,
+	benchCollect(b, &hf.Config{ModelType: "llama", HiddenSize: 512, IntermediateSize: 2048, NumHiddenLayers: 2,
 		NumAttentionHeads: 8, NumKeyValueHeads: 2, HeadDim: 64, VocabSize: 8192, RMSNormEps: 1e-5,
-		RopeTheta: 10000, MaxPositionEmbeddings: 512}
+		RopeTheta: 10000, MaxPositionEmbeddings: 512}, 512, 256)
+}
+
+// BenchmarkCollect1BLayer is BenchmarkCollectMid on one decoder layer of
+// the Llama-3.2-1B shape (vocabulary cut to 1024), 128 tokens.
+func BenchmarkCollect1BLayer(b *testing.B) {
+	benchCollect(b, &hf.Config{ModelType: "llama", HiddenSize: 2048, IntermediateSize: 8192, NumHiddenLayers: 1,
+		NumAttentionHeads: 32, NumKeyValueHeads: 8, HeadDim: 64, VocabSize: 1024, RMSNormEps: 1e-5,
+		RopeTheta: 500000, MaxPositionEmbeddings: 512}, 128, 128)
+}
+
+func benchCollect(b *testing.B, cfg *hf.Config, tokens, ctx int) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	w := mapWeights{}
 	mk := func(name string, n int, gain bool, shape ...int64) {
@@ -47,11 +58,11 @@ func BenchmarkCollectMid(b *testing.B) {
 		}
 		w[name] = tensor{d, shape}
 	}
-	h, in, kv := 512, 2048, 128
-	mk("model.embed_tokens.weight", 8192*h, false, 8192, int64(h))
-	mk("lm_head.weight", 8192*h, false, 8192, int64(h))
+	h, in, kv, V := cfg.HiddenSize, cfg.IntermediateSize, cfg.NumKeyValueHeads*cfg.HeadDim, cfg.VocabSize
+	mk("model.embed_tokens.weight", V*h, false, int64(V), int64(h))
+	mk("lm_head.weight", V*h, false, int64(V), int64(h))
 	mk("model.norm.weight", h, true)
-	for l := range 2 {
+	for l := range cfg.NumHiddenLayers {
 		p := fmt.Sprintf("model.layers.%d.", l)
 		mk(p+"input_layernorm.weight", h, true)
 		mk(p+"post_attention_layernorm.weight", h, true)
@@ -67,13 +78,13 @@ func BenchmarkCollectMid(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ids := make([]int, 512)
+	ids := make([]int, tokens)
 	for i := range ids {
-		ids[i] = rng.IntN(8192)
+		ids[i] = rng.IntN(V)
 	}
 	b.ResetTimer()
 	for range b.N {
-		if _, err := Collect(ref, ids, Options{ContextLength: 256, FullLimit: 512}); err != nil {
+		if _, err := Collect(ref, ids, Options{ContextLength: ctx, FullLimit: 512}); err != nil {
 			b.Fatal(err)
 		}
 	}
