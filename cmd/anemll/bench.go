@@ -29,6 +29,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	mono := fs.Bool("monolithic", false, "convert: one monolithic package (LUT4 everywhere, as convert_monolith.sh)")
 	argmax := fs.Bool("argmax", false, "convert: in-model argmax LM head")
 	check := fs.Bool("verify", false, "convert: run step 8 too, on a short prompt")
+	calText := fs.String("calibration", "", "convert: calibrate the palettes on this UTF-8 text (tokenized with the stand-in tokenizer)")
+	calTokens := fs.Int("calibration-tokens", 0, "convert: calibration tokens (default as convert)")
 	if _, err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -52,7 +54,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 				return verify.DirectoryWith(model, dir, text, out, verify.Options{Progress: stderr})
 			}
 		}
-		return bench.Convert(stdout, *tmp, list, pipeline.Options{Log: io.Discard, Monolithic: *mono, Argmax: *argmax}, vf)
+		return bench.Convert(stdout, *tmp, list, pipeline.Options{Log: io.Discard, Monolithic: *mono, Argmax: *argmax,
+			Calibration: *calText, CalibrationTokens: *calTokens}, vf)
 	}
 	return fmt.Errorf("%w: unknown benchmark %q (lut, runtime, convert)", errUsage, args[0])
 }

@@ -30,7 +30,9 @@ import (
 const DefaultTokens = 4096
 
 // DefaultFullLimit is the widest input that gets a full Gram matrix
-// (4096² float64 = 128 MiB); wider inputs keep the diagonal only.
+// (4096² float64 = 128 MiB); wider inputs keep the diagonal only. Which
+// weights then use the full matrix is the palettizer's choice, by cost
+// (see pipeline.Calibrator).
 const DefaultFullLimit = 4096
 
 // Options configure Collect.

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/anemll/anemll/internal/calib"
@@ -40,12 +41,14 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: calibration needs the checkpoint's tokenizer: %w", err)
 	}
-	ref, err := reference.New(cfg, reference.CheckpointWeights(ck))
+	// Lazy: one layer's weights at a time, so statistics of a big model
+	// cost about one layer of memory plus the Gram matrices.
+	ref, err := reference.NewWithOptions(cfg, reference.CheckpointWeights(ck), reference.Options{Lazy: true})
 	if err != nil {
 		return nil, err
 	}
 	ids := calib.Tokenize(tok, string(text.Data))
-	set, err := calib.Collect(ref, ids, calib.Options{ContextLength: contextLength, Tokens: tokens})
+	set, err := calib.Collect(ref, ids, calib.Options{ContextLength: contextLength, Tokens: tokens, FullLimit: fullLimit(cfg)})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -53,15 +56,28 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 	return &Calibrator{Set: set, Text: text}, nil
 }
 
+// fullLimit is the widest input worth a full Gram matrix: one that some
+// weight, at least as many rows as the smallest projection (k_proj), can
+// afford (quant.MaxFullGramWork); wider inputs collect the diagonal only.
+func fullLimit(cfg *hf.Config) int {
+	rows := cfg.NumKeyValueHeads * cfg.HeadDim
+	if rows <= 0 {
+		return calib.DefaultFullLimit
+	}
+	return max(1, min(calib.DefaultFullLimit, int(math.Sqrt(float64(quant.MaxFullGramWork)/float64(rows)))))
+}
+
 // Palettize is the converter's palettizer with calibration: the request's
 // statistics are looked up by tensor name (LM-head splits share the head's)
-// and the palette minimises the output error on them.
+// and the palette minimises the output error on them, with the full Gram
+// matrix where that is affordable (quant.MaxFullGramWork) and its diagonal
+// elsewhere.
 func (c *Calibrator) Palettize(req quant.Request) ([]uint8, []uint16, error) {
 	st, err := c.Set.For(req)
 	if err != nil {
 		return nil, nil, err
 	}
-	req.Stats = st
+	req.Stats = st.Affordable(int(req.Shape[0]))
 	p, rep, err := quant.PalettizeRequest(req, quant.Options{})
 	if err != nil {
 		return nil, nil, err

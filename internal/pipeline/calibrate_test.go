@@ -12,6 +12,7 @@ import (
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/decoder"
+	"github.com/anemll/anemll/internal/hf"
 )
 
 const tinyCalibration = "../../testdata/tiny-llama-fortunes/text/calibration.txt"
@@ -111,4 +112,25 @@ func TestCalibrationMeta(t *testing.T) {
 func tail(s string, n int) string {
 	l := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
 	return strings.Join(l[max(0, len(l)-n):], "\n")
+}
+
+// TestCalibrationFullLimit checks which inputs collect a full Gram matrix:
+// those some weight can afford to use it for (quant.MaxFullGramWork).
+func TestCalibrationFullLimit(t *testing.T) {
+	tests := []struct {
+		name        string
+		kvHeads, hd int
+		want        int
+	}{
+		{"tiny (2×32 KV rows; widest input 384)", 2, 32, 724},
+		{"mid-size (2×64)", 2, 64, 512},
+		{"Llama-3.2-1B (8×64)", 8, 64, 256},
+		{"no KV heads given", 0, 0, 4096},
+	}
+	for _, tc := range tests {
+		got := fullLimit(&hf.Config{NumKeyValueHeads: tc.kvHeads, HeadDim: tc.hd})
+		if got != tc.want {
+			t.Errorf("%s: full Gram up to %d inputs, want %d", tc.name, got, tc.want)
+		}
+	}
 }

@@ -47,6 +47,32 @@ type Stats struct {
 // In returns the number of input channels.
 func (s *Stats) In() int { return len(s.Diag) }
 
+// Diagonal returns the statistics without the full Gram matrix: the error
+// becomes Σ diag·e², which palettization minimises exactly (weighted
+// k-means, nearest entries) at about the cost of an uncalibrated palette.
+func (s *Stats) Diagonal() *Stats {
+	return &Stats{Diag: s.Diag, RowWeight: s.RowWeight}
+}
+
+// MaxFullGramWork bounds rows·in² of a weight palettized with the full
+// Gram matrix; heavier weights use its diagonal (Stats.Diagonal). With the
+// full H every row's indices are chosen with error feedback through H and
+// refined by coordinate descent on eᵀHe, several O(in²) passes per row and
+// round: a few seconds of one core at this bound (a 128×512 weight; the
+// largest weight of the bundled tiny model is 128×384), and an hour for one
+// FFN matrix of a 1B model.
+const MaxFullGramWork = 1 << 25
+
+// Affordable returns st, or its diagonal when a rows×in weight would cost
+// more than MaxFullGramWork with the full Gram matrix.
+func (s *Stats) Affordable(rows int) *Stats {
+	in := s.In()
+	if s.Gram == nil || float64(rows)*float64(in)*float64(in) <= MaxFullGramWork {
+		return s
+	}
+	return s.Diagonal()
+}
+
 // Calibration parameters.
 const (
 	// dampFraction is the ridge added to H's diagonal for the GPTQ factor,

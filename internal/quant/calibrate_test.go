@@ -247,6 +247,32 @@ func TestKMeans1DExact(t *testing.T) {
 		if got > best*(1+1e-12)+1e-15 {
 			t.Fatalf("trial %d (n %d, k %d): cost %g, optimum %g (cuts %v)", trial, n, k, got, best, cuts)
 		}
+		if fast := clusterCost(pts, g.exactCuts(pts, k)); fast > best*(1+1e-12)+1e-15 {
+			t.Fatalf("trial %d (n %d, k %d): exactCuts cost %g, optimum %g", trial, n, k, fast, best)
+		}
+	}
+}
+
+// TestExactCutsMatchesProgramme checks the fast weighted solver against the
+// layered programme on bigger groups (4 and 6 bits, weights spread over
+// four decades), where brute force is out of reach.
+func TestExactCutsMatchesProgramme(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for trial := range 12 {
+		n := 200 + 300*trial
+		k := []int{16, 64}[trial%2]
+		pts := make([]wpoint, n)
+		x := 0.0
+		for i := range pts {
+			x += 0.01 + rng.ExpFloat64()
+			pts[i] = wpoint{x, math.Pow(10, 4*rng.Float64())}
+		}
+		g := &groupSolver{}
+		want := clusterCost(pts, g.kmeans1D(pts, k))
+		got := clusterCost(pts, g.exactCuts(pts, k))
+		if math.Abs(got-want) > 1e-9*want {
+			t.Errorf("trial %d (n %d, k %d): exactCuts cost %.12g, programme %.12g", trial, n, k, got, want)
+		}
 	}
 }
 
@@ -322,6 +348,47 @@ func BenchmarkPalettizeCalibrated(b *testing.B) {
 	for range b.N {
 		if _, _, err := PalettizeCalibrated(w, []int64{64, 2048}, st, Options{Bits: 4}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPalettizeCalibratedDiag is BenchmarkPalettizeCalibrated with
+// the diagonal of H only, the statistics wide inputs get.
+func BenchmarkPalettizeCalibratedDiag(b *testing.B) {
+	w, st := synthCalib(64, 2048, 64, 11)
+	st.Gram = nil
+	b.SetBytes(int64(len(w)))
+	b.ResetTimer()
+	for range b.N {
+		if _, _, err := PalettizeCalibrated(w, []int64{64, 2048}, st, Options{Bits: 4}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestStatsAffordable(t *testing.T) {
+	full := func(in int) *Stats {
+		return &Stats{Diag: make([]float64, in), Gram: make([]float64, in*in), RowWeight: []float64{1}}
+	}
+	tests := []struct {
+		name     string
+		st       *Stats
+		rows     int
+		wantFull bool
+	}{
+		{"tiny down_proj 128×384", full(384), 128, true},
+		{"at the bound 128×512", full(512), 128, true},
+		{"just over the bound", full(512), 129, false},
+		{"1B gate_proj 8192×2048", full(2048), 8192, false},
+		{"diagonal only", &Stats{Diag: make([]float64, 64)}, 8, false},
+	}
+	for _, tc := range tests {
+		got := tc.st.Affordable(tc.rows)
+		if (got.Gram != nil) != tc.wantFull {
+			t.Errorf("%s: full Gram kept %v, want %v", tc.name, got.Gram != nil, tc.wantFull)
+		}
+		if len(got.Diag) != len(tc.st.Diag) || len(got.RowWeight) != len(tc.st.RowWeight) {
+			t.Errorf("%s: diagonal or row weights lost", tc.name)
 		}
 	}
 }

@@ -3,6 +3,8 @@ package quant
 import (
 	"math"
 	"slices"
+
+	"github.com/anemll/anemll/internal/fp16"
 )
 
 // groupSolver holds one worker's scratch space for calibrated groups. Its
@@ -24,6 +26,14 @@ type groupSolver struct {
 	arg  []int32
 	prev []float64
 	cur  []float64
+	sol  *solver // the exact solver's scratch, for exactCuts
+
+	bits []uint16  // the group's fp16 weights
+	r0   int       // its first row
+	tab  []float64 // per order key: summed weight, zero between groups
+	keys []uint16
+	tmpk []uint16
+	near []uint8 // per order key: nearest palette entry (assign)
 }
 
 // descentSweeps bounds the coordinate-descent sweeps per row.
@@ -60,6 +70,7 @@ func (g *groupSolver) solve(w []uint16, r0 int, lut0 []uint16, idx0 []uint8, lut
 	for i, h := range w {
 		g.w[i] = h2f(h)
 	}
+	g.bits, g.r0 = w, r0
 	val0 := make([]float64, g.k)
 	for i, h := range lut0 {
 		val0[i] = h2f(h)
@@ -77,6 +88,21 @@ func (g *groupSolver) solve(w []uint16, r0 int, lut0 []uint16, idx0 []uint8, lut
 			copy(idx, id)
 		}
 		return e
+	}
+	if g.st.Gram == nil {
+		// Diagonal H: the error is Σ weight·e² per weight, which the
+		// weighted k-means minimises exactly; nearest entries are then the
+		// optimal indices, and one refit absorbs the fp16 rounding of the
+		// centroids. The uncalibrated palette is already a candidate.
+		l := g.weightedKMeans(r0)
+		v := halves(l)
+		g.assign(v, g.idx)
+		keep(l, v, g.idx)
+		l, v = g.refit(r0, g.idx, l, v)
+		g.assign(v, g.idx)
+		keep(l, v, g.idx)
+		res.err = best
+		return res
 	}
 	starts := [][]uint16{g.weightedKMeans(r0), slices.Clone(lut0)}
 	for _, start := range starts {
@@ -136,8 +162,16 @@ func nearest(v []float64, x float64) int {
 func (g *groupSolver) assign(v []float64, idx []uint8) {
 	n := g.in
 	if g.fb == nil {
-		for i, x := range g.w {
-			idx[i] = uint8(nearest(v, x))
+		// Nearest entries, found once per distinct value (g.pts, from
+		// binned) and looked up by order key.
+		if g.near == nil {
+			g.near = make([]uint8, 1<<16)
+		}
+		for _, p := range g.pts {
+			g.near[orderKey(f2hExact(p.x))] = uint8(nearest(v, p.x))
+		}
+		for i, h := range g.bits {
+			idx[i] = g.near[orderKey(h)]
 		}
 		return
 	}
@@ -405,38 +439,8 @@ func (g *groupSolver) weightedKMeans(r0 int) []uint16 {
 	if !(floor > 0) {
 		floor = 1e-300
 	}
-	pts := g.pts[:0]
-	for r := range g.rows {
-		rw := rowWeight(g.st, r0+r)
-		for j := range n {
-			x := g.w[r*n+j]
-			if x == 0 {
-				x = 0 // fold −0
-			}
-			pts = append(pts, wpoint{x, rw*g.st.Diag[j] + floor})
-		}
-	}
-	slices.SortFunc(pts, func(a, b wpoint) int {
-		switch {
-		case a.x < b.x:
-			return -1
-		case a.x > b.x:
-			return 1
-		}
-		return 0
-	})
-	// Merge equal values (in order, so the sums are deterministic).
-	m := 0
-	for _, p := range pts {
-		if m > 0 && pts[m-1].x == p.x {
-			pts[m-1].c += p.c
-			continue
-		}
-		pts[m] = p
-		m++
-	}
-	g.pts = pts
-	pts = pts[:m]
+	pts := g.binned(floor)
+	m := len(pts)
 	k := g.k
 	out := make([]uint16, k)
 	if m <= k {
@@ -445,7 +449,7 @@ func (g *groupSolver) weightedKMeans(r0 int) []uint16 {
 		}
 		return out
 	}
-	cuts := g.kmeans1D(pts, k)
+	cuts := g.exactCuts(pts, k)
 	for c := range k {
 		var s0, s1 float64
 		for _, p := range pts[cuts[c]:cuts[c+1]] {
@@ -465,6 +469,117 @@ func (g *groupSolver) weightedKMeans(r0 int) []uint16 {
 		return 0
 	})
 	return out
+}
+
+// binned returns the group's distinct values, ascending, each with its
+// summed weight rowWeight·diag H (+ floor): weights are summed per fp16
+// value in a table indexed by order key, in element order (so the sums are
+// deterministic), and only the distinct keys are sorted, by radix.
+func (g *groupSolver) binned(floor float64) []wpoint {
+	if g.tab == nil {
+		g.tab = make([]float64, 1<<16)
+	}
+	tab := g.tab
+	keys := g.keys[:0]
+	n := g.in
+	for r := range g.rows {
+		rw := rowWeight(g.st, g.r0+r)
+		for j, h := range g.bits[r*n : (r+1)*n] {
+			k := orderKey(h)
+			c := rw*g.st.Diag[j] + floor
+			if tab[k] == 0 {
+				keys = append(keys, k)
+			}
+			tab[k] += c
+		}
+	}
+	g.keys = keys
+	sorted := radixKeys(keys, &g.tmpk)
+	pts := g.pts[:0]
+	for _, k := range sorted {
+		pts = append(pts, wpoint{halfTable[keyHalf(k)], tab[k]})
+		tab[k] = 0
+	}
+	g.pts = pts
+	return pts
+}
+
+// f2hExact returns the half bit pattern of x, a value that is exactly a
+// half (as every point of binned is).
+func f2hExact(x float64) uint16 { return uint16(fp16.FromFloat64(x)) }
+
+// radixKeys sorts keys ascending by a two-pass LSD radix sort, using *tmp
+// as scratch, and returns the sorted slice (keys' own storage).
+func radixKeys(keys []uint16, tmp *[]uint16) []uint16 {
+	n := len(keys)
+	*tmp = resize(*tmp, n)
+	t := (*tmp)[:n]
+	var c0, c1 [256]int32
+	for _, k := range keys {
+		c0[k&0xff]++
+		c1[k>>8]++
+	}
+	var a0, a1 int32
+	for i := range 256 {
+		a0, c0[i] = a0+c0[i], a0
+		a1, c1[i] = a1+c1[i], a1
+	}
+	for _, k := range keys {
+		b := k & 0xff
+		t[c0[b]] = k
+		c0[b]++
+	}
+	for _, k := range t {
+		b := k >> 8
+		keys[c1[b]] = k
+		c1[b]++
+	}
+	return keys
+}
+
+// exactCuts returns the k+1 cut positions of the optimal weighted k-means
+// of the sorted distinct points (k < len(pts)), found by the uncalibrated
+// palettizer's solver (solver.solveCuts, exact for any positive weights) in
+// O(n) passes instead of kmeans1D's O(k·n·log n) programme.
+func (g *groupSolver) exactCuts(pts []wpoint, k int) []int {
+	if g.sol == nil || g.sol.k != k {
+		g.sol = newSolver(bitsOf(k))
+	}
+	s := g.sol
+	n := len(pts)
+	s.val = resize(s.val, n)
+	s.cnt = resize(s.cnt, n)
+	s.p0 = resize(s.p0, n+1)
+	s.p1 = resize(s.p1, n+1)
+	s.p2 = resize(s.p2, n+1)
+	// Centre the values for accurate prefix sums, as kmeans1D does.
+	var c0, c1 float64
+	for _, p := range pts {
+		c0 += p.c
+		c1 += p.c * p.x
+	}
+	mu := c1 / c0
+	var b0, b1, b2 float64
+	s.p0[0], s.p1[0], s.p2[0] = 0, 0, 0
+	for i, p := range pts {
+		x := p.x - mu
+		s.val[i], s.cnt[i] = x, p.c
+		b0 += p.c
+		b1 += p.c * x
+		b2 += p.c * x * x
+		s.p0[i+1], s.p1[i+1], s.p2[i+1] = b0, b1, b2
+	}
+	s.scale = 1
+	s.solveCuts()
+	return slices.Clone(s.cuts[:k+1])
+}
+
+func bitsOf(k int) int {
+	b := 0
+	for 1<<b < k {
+		b++
+	}
+	return b
 }
 
 // kmeans1D returns the k+1 cut positions of the optimal weighted k-means
