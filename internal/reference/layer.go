@@ -146,12 +146,17 @@ func (m *Model) newBatch(T int) *batch {
 // layerBatch is layer for positions 0..len(x)-1 at once (the cache c
 // empty): the same operations on the same values, so the same numbers bit
 // for bit, but each linear layer's weights are read once for all
-// positions instead of once per position. Forward uses it when nothing
-// observes the layers (Observe reports position by position).
+// positions instead of once per position. Observers see each weight's
+// input rows position by position just before the weight is applied (q, k
+// and v of one position together, as gate and up), and the residual rows
+// after each add.
 func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b *batch) {
 	T := len(x)
 	for t := range T {
 		rmsNorm(b.hn[t], x[t], L.attnNorm, m.eps)
+		m.see(&L.q, b.hn[t])
+		m.see(&L.k, b.hn[t])
+		m.see(&L.v, b.hn[t])
 	}
 	L.q.applyRows(b.q, b.hn)
 	L.k.applyRows(b.k, b.hn)
@@ -163,6 +168,7 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 	}
 	for t := range T {
 		m.attend(b.attn[t], b.q[t], c, li, t, &b.scores)
+		m.see(&L.o, b.attn[t])
 	}
 	L.o.applyRows(b.proj, b.attn)
 	for t := range T {
@@ -170,7 +176,10 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 			rmsNorm(b.proj[t], b.proj[t], L.attnOutNorm, m.eps)
 		}
 		addTo(x[t], b.proj[t])
+		m.seeResidual(li, x[t])
 		rmsNorm(b.hn[t], x[t], L.mlpNorm, m.eps)
+		m.see(&L.gate, b.hn[t])
+		m.see(&L.up, b.hn[t])
 	}
 	L.gate.applyRows(b.g, b.hn)
 	L.up.applyRows(b.u, b.hn)
@@ -180,6 +189,7 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		} else {
 			swiglu(b.g[t], b.u[t])
 		}
+		m.see(&L.down, b.g[t])
 	}
 	L.down.applyRows(b.proj, b.g)
 	for t := range T {
@@ -187,6 +197,7 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 			rmsNorm(b.proj[t], b.proj[t], L.mlpOutNorm, m.eps)
 		}
 		addTo(x[t], b.proj[t])
+		m.seeResidual(li, x[t])
 	}
 }
 

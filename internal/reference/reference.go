@@ -233,8 +233,10 @@ func (m *Model) Family() string { return m.sp.family }
 // ...; always "lm_head.weight" for the LM head's input, the final-norm
 // output, tied or not). Calls happen on the goroutine that runs Forward or
 // Session.Step, in a deterministic order: Forward reports layer by layer,
-// each layer position by position (q, k, v, o, gate, up, down), then the LM
-// head position by position; Step reports one position layer by layer, then
+// within a layer each weight's inputs position by position just before the
+// weight runs (q, k and v of one position together, then o, then gate and
+// up together, then down), then the LM head position by position; Step
+// reports one position layer by layer (q, k, v, o, gate, up, down), then
 // the LM head. x is only valid during the call and must not be modified. A
 // nil fn disables observation. Observe must not be called while the model
 // is running.
@@ -242,7 +244,8 @@ func (m *Model) Observe(fn func(weight string, x []float32)) { m.observe = fn }
 
 // ObserveResidual installs fn to be called with the residual stream of a
 // position after each residual add of layer i (twice per layer: after
-// attention and after the MLP), so a caller can find its peak magnitude
+// attention and after the MLP; Forward reports every position's first add,
+// then every position's second), so a caller can find its peak magnitude
 // (fp16 safety). x is only valid during the call; nil disables it. Calls
 // happen on the goroutine running Forward or Step; Observe's rules apply.
 func (m *Model) ObserveResidual(fn func(layer int, x []float32)) { m.residual = fn }
@@ -386,16 +389,9 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 	if err := m.embedInto(x, ids); err != nil {
 		return nil, err
 	}
-	// Observers see the layers position by position; otherwise all
-	// positions go through each layer together (the same numbers).
-	batched := m.observe == nil && m.residual == nil
-	var wk *work
-	var b *batch
-	if batched {
-		b = m.newBatch(T)
-	} else {
-		wk = m.newWork()
-	}
+	// All positions go through each layer together (the same numbers as
+	// Step, position by position).
+	b := m.newBatch(T)
 	var buf layerWeights // lazy mode: every layer is read into this memory
 	for li := range m.layerCount() {
 		L, err := m.layerAt(li, &buf)
@@ -403,13 +399,7 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 			return nil, err
 		}
 		var c kvCache
-		if batched {
-			m.layerBatch(L, li, &c, x, b)
-		} else {
-			for t := range T {
-				m.layer(L, li, &c, t, x[t], wk)
-			}
-		}
+		m.layerBatch(L, li, &c, x, b)
 		if m.opt.Progress != nil {
 			m.opt.Progress(li+1, m.layerCount())
 		}
