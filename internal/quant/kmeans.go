@@ -89,8 +89,8 @@ type solver struct {
 	// hit k clusters, 0 if the last group needed the band.
 	scale, hitRatio float64
 
-	tab       []uint32 // per order key count, all zero between groups
-	keys, tmp []uint16 // distinct order keys of the group, then radix-sorted
+	tab       []uint32 // per half bit pattern count, all zero between groups
+	keys, tmp []uint16 // distinct halves of the group, then order keys radix-sorted
 
 	dkey []uint16  // distinct order keys, ascending
 	val  []float64 // their values
@@ -124,7 +124,7 @@ type solver struct {
 
 	prevLUT []uint16 // roundPolish's scratch
 	prevIdx []uint8
-	byKey   [1 << 16]uint8
+	byHalf  [1 << 16]uint8 // per half bit pattern: LUT index (setIndices)
 }
 
 func newSolver(bits int) *solver {
@@ -143,31 +143,47 @@ func newSolver(bits int) *solver {
 }
 
 // distinct fills dkey, val, cnt and the prefix sums from the group's half
-// values. Counts go into a per-worker table indexed by order key, the keys
-// seen are listed as they first appear, and only that list (the distinct
-// values) is sorted, by a two-pass LSD radix sort on bytes; the table
-// entries used are reset afterwards. So the work is proportional to the
-// group's size, not to the 65,536 possible halves.
+// values. Counts go into a per-worker table indexed by the half's bit
+// pattern, the patterns seen are listed as they first appear (a branch-free
+// append), −0 is folded onto +0, and only that list (the distinct values) is
+// turned into order keys and sorted, by a two-pass LSD radix sort on bytes;
+// the table entries used are reset afterwards. So the work is proportional
+// to the group's size, not to the 65,536 possible halves.
 func (s *solver) distinct(w []uint16) {
 	if s.tab == nil {
 		s.tab = make([]uint32, 1<<16)
 	}
-	tab := s.tab[:1<<16]
-	keys := s.keys[:0]
+	tab := (*[1 << 16]uint32)(s.tab)
+	s.keys = resize(s.keys, len(w)+1)
+	keys := s.keys[:len(w)+1]
+	n := 0
 	for _, x := range w {
-		k := orderKey(x)
-		c := tab[k]
+		c := tab[x]
+		keys[n] = x
 		if c == 0 {
-			keys = append(keys, k)
+			n++
 		}
-		tab[k] = c + 1
+		tab[x] = c + 1
 	}
-	s.keys = keys
-	n := len(keys)
+	keys = keys[:n]
+	if c := tab[0x8000]; c != 0 { // fold −0 onto +0
+		tab[0x8000] = 0
+		i := slices.Index(keys, 0x8000)
+		if tab[0] == 0 {
+			keys[i] = 0
+		} else {
+			keys[i] = keys[n-1]
+			n--
+			keys = keys[:n]
+		}
+		tab[0] += c
+	}
 	s.tmp = resize(s.tmp, n)
 	tmp := s.tmp[:n]
 	var c0, c1 [256]int32
-	for _, k := range keys {
+	for i, h := range keys {
+		k := orderKey(h)
+		keys[i] = k
 		c0[k&0xff]++
 		c1[k>>8]++
 	}
@@ -198,14 +214,29 @@ func (s *solver) distinct(w []uint16) {
 	p0[0], p1[0], p2[0] = 0, 0, 0
 	var b0, b1, b2 float64
 	for i, key := range dkey {
-		v := halfTable[keyHalf(key)]
-		c := float64(tab[key])
-		tab[key] = 0
+		h := keyHalf(key)
+		v := halfTable[h]
+		c := float64(tab[h])
+		tab[h] = 0
 		val[i], cnt[i] = v, c
 		b0 += c
 		b1 += c * v
 		b2 += c * v * v
 		p0[i+1], p1[i+1], p2[i+1] = b0, b1, b2
+	}
+}
+
+// setIndices writes each weight's LUT index (s.index of its distinct
+// value) to idx, through a table indexed by half bit pattern.
+func (s *solver) setIndices(w []uint16, idx []uint8) {
+	by := &s.byHalf
+	for i, key := range s.dkey {
+		by[keyHalf(key)] = s.index[i]
+	}
+	by[0x8000] = by[0] // −0 takes +0's entry (stale only if neither occurs)
+	idx = idx[:len(w)]
+	for i, x := range w {
+		idx[i] = by[x]
 	}
 }
 
@@ -774,12 +805,7 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 		}
 	}
 	copy(lut, s.lut)
-	for i, key := range s.dkey {
-		s.byKey[key] = s.index[i]
-	}
-	for i, x := range w {
-		idx[i] = s.byKey[orderKey(x)]
-	}
+	s.setIndices(w, idx)
 	return e, true
 }
 
