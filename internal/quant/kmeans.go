@@ -88,6 +88,9 @@ type solver struct {
 	// the first group); hitRatio is λ/initial λ when a penalised pass last
 	// hit k clusters, 0 if the last group needed the band.
 	scale, hitRatio float64
+	// cutSSE is the error before rounding of the clustering solveCuts
+	// found for the last group, −1 if that group needed none.
+	cutSSE float64
 
 	tab       []uint32 // per half bit pattern count, all zero between groups
 	keys, tmp []uint16 // distinct halves of the group, then order keys radix-sorted
@@ -127,8 +130,11 @@ type solver struct {
 	byHalf  [1 << 16]uint8 // per half bit pattern: LUT index (setIndices)
 }
 
-func newSolver(bits int) *solver {
-	k := 1 << bits
+func newSolver(bits int) *solver { return newSolverK(1 << bits) }
+
+// newSolverK makes a solver for k clusters (k need not be a power of 2;
+// windowCentre uses k ± 1).
+func newSolverK(k int) *solver {
 	return &solver{
 		k:       k,
 		scale:   1,
@@ -273,6 +279,45 @@ func (s *solver) sse() float64 {
 		e += s.cost(s.cuts[j], s.cuts[j+1])
 	}
 	return e
+}
+
+// windowCentre returns, for the group last solved (n > k distinct values,
+// still in s), the geometric centre of the range of λ whose penalised
+// optimum has exactly k clusters, relative to the group's initialPenalty at
+// scale 1; ok is false if the range is degenerate. By the convexity of the
+// optimal error F in the number of clusters, that range is
+// [F(k) − F(k+1), F(k−1) − F(k)], so it costs an exact solve with k − 1 and
+// one with k + 1 clusters. Palettize uses it to aim the first penalised
+// pass of a tensor's other groups at the middle of their ranges rather than
+// wherever group 0's search happened to land.
+func (s *solver) windowCentre() (ratio float64, ok bool) {
+	n, k := len(s.val), s.k
+	if k < 2 || n <= k+1 {
+		return 0, false
+	}
+	f := func(kk int) float64 {
+		t := newSolverK(kk)
+		t.val, t.cnt, t.p0, t.p1, t.p2 = s.val, s.cnt, s.p0, s.p1, s.p2
+		if kk == 1 {
+			return t.cost(0, n)
+		}
+		t.solveCuts()
+		return t.sse()
+	}
+	fk := s.cutSSE
+	if fk < 0 {
+		return 0, false
+	}
+	lo, hi := fk-f(k+1), f(k-1)-fk
+	lam0 := s.initialPenalty()
+	if !(lo > 0 && hi >= lo && lam0 > 0) {
+		return 0, false
+	}
+	r := math.Sqrt(lo*hi) / lam0
+	if math.IsInf(r, 0) || !(r > 0) {
+		return 0, false
+	}
+	return r, true
 }
 
 // solveCuts finds an optimal clustering of the current distinct values
@@ -784,6 +829,7 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 		return 0, false
 	}
 	var e float64
+	s.cutSSE = -1
 	if n <= s.k {
 		// Exact: one LUT entry per distinct value, padded with the largest.
 		for j := 0; j < s.k; j++ {
@@ -794,6 +840,7 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 		e = s.assign()
 	} else {
 		s.solveCuts()
+		s.cutSSE = s.sse()
 		s.meansFromCuts()
 		e = s.finish()
 		for pass := 0; n < roundPolishPerEntry*s.k && pass < maxRoundPasses; pass++ {

@@ -222,6 +222,13 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	if r := s0.hitRatio; r > 0 {
 		scale = r
 	}
+	if groups >= centreGroups && opts.Bits <= centreMaxBits {
+		// Aim at the middle of group 0's range of λ instead (two more
+		// exact solves of group 0; worth it on tensors of many groups).
+		if r, ok := s0.windowCentre(); ok {
+			scale = r
+		}
+	}
 	putSolver(s0)
 	var next atomic.Int64
 	next.Store(1)
@@ -251,6 +258,16 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	}
 	return p, nil
 }
+
+// centreGroups is the number of groups from which Palettize calibrates
+// the first penalised pass on the centre of group 0's λ range
+// (solver.windowCentre) rather than on the λ its search hit.
+// centreMaxBits is the widest LUT it does that for: at 6 bits and more the
+// ranges are a few per cent wide, narrower than their spread between
+// groups, so the centre wins no first passes, and the λ path would only
+// change which of several clusterings of equal error before rounding
+// (there are ties at 8 bits) a group gets.
+const centreGroups, centreMaxBits = 64, 4
 
 // solvers keeps idle solvers per bit width: a solver's tables (a count per
 // possible half, an index per possible half) cost more to allocate and zero
