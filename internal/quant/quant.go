@@ -208,14 +208,44 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	groups := p.Groups()
 	per := len(w) / groups
 	k := 1 << opts.Bits
-	// Group 0 first, alone: the λ that gave it 2^Bits clusters, relative to
-	// the estimate, calibrates the estimate for the tensor's other groups
-	// (which are alike), saving penalised passes. It depends only on the
-	// weights, so results do not depend on the number of workers.
+	// Group 0 first: the λ that gave it 2^Bits clusters, relative to the
+	// estimate, calibrates the estimate for the tensor's other groups
+	// (which are alike), saving penalised passes. The last group is solved
+	// uncalibrated meanwhile, so that a second worker is not idle on a
+	// tensor of few groups. Which groups are calibrated, and how, depends
+	// only on the weights and the group count, so results do not depend on
+	// the number of workers. (Not at 8 bits, where many clusterings tie
+	// before rounding and the λ path decides between them; there the
+	// palettes stay as they were with every group calibrated.)
+	last := groups - 1
+	if opts.Bits >= 8 {
+		last = groups
+	}
+	var lastOK atomic.Bool
+	lastOK.Store(true)
+	var lastWG sync.WaitGroup
+	solveLast := func() {
+		defer lastWG.Done()
+		s := getSolver(opts.Bits)
+		s.scale = 1
+		defer putSolver(s)
+		if _, ok := s.solveGroup(w[last*per:], p.LUT[last*k:], p.Indices[last*per:]); !ok {
+			lastOK.Store(false)
+		}
+	}
+	if last > 0 && last < groups {
+		lastWG.Add(1)
+		if opts.Workers > 1 {
+			go solveLast()
+		} else {
+			solveLast()
+		}
+	}
 	s0 := getSolver(opts.Bits)
 	s0.scale, s0.hitRatio = 1, 0
 	if _, ok := s0.solveGroup(w[:per], p.LUT[:k], p.Indices[:per]); !ok {
 		putSolver(s0)
+		lastWG.Wait()
 		return nil, nonFinite(w)
 	}
 	scale := 1.0
@@ -234,7 +264,7 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	next.Store(1)
 	var bad atomic.Bool
 	var wg sync.WaitGroup
-	for range min(opts.Workers, groups-1) {
+	for range min(opts.Workers, last-1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -243,7 +273,7 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 			defer putSolver(s)
 			for !bad.Load() {
 				g := int(next.Add(1) - 1)
-				if g >= groups {
+				if g >= last {
 					return
 				}
 				if _, ok := s.solveGroup(w[g*per:(g+1)*per], p.LUT[g*k:(g+1)*k], p.Indices[g*per:(g+1)*per]); !ok {
@@ -253,7 +283,8 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 		}()
 	}
 	wg.Wait()
-	if bad.Load() {
+	lastWG.Wait()
+	if bad.Load() || !lastOK.Load() {
 		return nil, nonFinite(w)
 	}
 	return p, nil
