@@ -699,15 +699,18 @@ func (s *solver) bandLayer(a, b, pa, pb, poff, coff int) {
 			continue
 		}
 		x := int(uint(t.a+t.b) >> 1)
-		best, by := math.Inf(1), t.oa
+		// The minimum without branches: every candidate is ≥ +0 (or +Inf),
+		// and such floats order as their bit patterns do as integers.
+		bestb, by := math.Float64bits(math.Inf(1)), t.oa
 		top := min(t.ob, x)
 		c0, c1, c2 := p0[x], p1[x], p2[x]
 		for y := t.oa; y <= top; y++ {
-			v := F[poff+y-pa] + rangeCost(c0-p0[y], c1-p1[y], c2-p2[y])
-			if v < best {
-				best, by = v, y
-			}
+			vb := math.Float64bits(F[poff+y-pa] + rangeCost(c0-p0[y], c1-p1[y], c2-p2[y]))
+			lt := int64(vb-bestb) >> 63 // −1 if vb < bestb
+			bestb ^= (bestb ^ vb) & uint64(lt)
+			by ^= (by ^ y) & int(lt)
 		}
+		best := math.Float64frombits(bestb)
 		F[coff+x-a] = best
 		A[coff+x-a] = int32(by)
 		stack[sp] = span{t.a, x - 1, t.oa, by}
