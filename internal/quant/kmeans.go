@@ -88,9 +88,12 @@ type solver struct {
 	// the first group); hitRatio is λ/initial λ when a penalised pass last
 	// hit k clusters, 0 if the last group needed the band.
 	scale, hitRatio float64
+	// cutSSE is the error before rounding of the clustering solveCuts
+	// found for the last group, −1 if that group needed none.
+	cutSSE float64
 
-	tab       []uint32 // per order key count, all zero between groups
-	keys, tmp []uint16 // distinct order keys of the group, then radix-sorted
+	tab       []uint32 // per half bit pattern count, all zero between groups
+	keys, tmp []uint16 // distinct halves of the group, then order keys radix-sorted
 
 	dkey []uint16  // distinct order keys, ascending
 	val  []float64 // their values
@@ -124,11 +127,14 @@ type solver struct {
 
 	prevLUT []uint16 // roundPolish's scratch
 	prevIdx []uint8
-	byKey   [1 << 16]uint8
+	byHalf  [1 << 16]uint8 // per half bit pattern: LUT index (setIndices)
 }
 
-func newSolver(bits int) *solver {
-	k := 1 << bits
+func newSolver(bits int) *solver { return newSolverK(1 << bits) }
+
+// newSolverK makes a solver for k clusters (k need not be a power of 2;
+// windowCentre uses k ± 1).
+func newSolverK(k int) *solver {
 	return &solver{
 		k:       k,
 		scale:   1,
@@ -143,31 +149,45 @@ func newSolver(bits int) *solver {
 }
 
 // distinct fills dkey, val, cnt and the prefix sums from the group's half
-// values. Counts go into a per-worker table indexed by order key, the keys
-// seen are listed as they first appear, and only that list (the distinct
-// values) is sorted, by a two-pass LSD radix sort on bytes; the table
-// entries used are reset afterwards. So the work is proportional to the
-// group's size, not to the 65,536 possible halves.
+// values. Counts go into a per-worker table indexed by the half's bit
+// pattern, the patterns seen are listed as they first appear (a branch-free
+// append), −0 is folded onto +0, and only that list (the distinct values) is
+// turned into order keys and sorted, by a two-pass LSD radix sort on bytes;
+// the table entries used are reset afterwards. So the work is proportional
+// to the group's size, not to the 65,536 possible halves.
 func (s *solver) distinct(w []uint16) {
 	if s.tab == nil {
 		s.tab = make([]uint32, 1<<16)
 	}
-	tab := s.tab[:1<<16]
-	keys := s.keys[:0]
+	tab := (*[1 << 16]uint32)(s.tab)
+	s.keys = resize(s.keys, len(w)+1)
+	keys := s.keys[:len(w)+1]
+	n := 0
 	for _, x := range w {
-		k := orderKey(x)
-		c := tab[k]
-		if c == 0 {
-			keys = append(keys, k)
-		}
-		tab[k] = c + 1
+		c := tab[x]
+		keys[n] = x
+		n += int((c - 1) >> 31) // 1 if c == 0 (a count never reaches 2³¹)
+		tab[x] = c + 1
 	}
-	s.keys = keys
-	n := len(keys)
+	keys = keys[:n]
+	if c := tab[0x8000]; c != 0 { // fold −0 onto +0
+		tab[0x8000] = 0
+		i := slices.Index(keys, 0x8000)
+		if tab[0] == 0 {
+			keys[i] = 0
+		} else {
+			keys[i] = keys[n-1]
+			n--
+			keys = keys[:n]
+		}
+		tab[0] += c
+	}
 	s.tmp = resize(s.tmp, n)
 	tmp := s.tmp[:n]
 	var c0, c1 [256]int32
-	for _, k := range keys {
+	for i, h := range keys {
+		k := orderKey(h)
+		keys[i] = k
 		c0[k&0xff]++
 		c1[k>>8]++
 	}
@@ -198,14 +218,29 @@ func (s *solver) distinct(w []uint16) {
 	p0[0], p1[0], p2[0] = 0, 0, 0
 	var b0, b1, b2 float64
 	for i, key := range dkey {
-		v := halfTable[keyHalf(key)]
-		c := float64(tab[key])
-		tab[key] = 0
+		h := keyHalf(key)
+		v := halfTable[h]
+		c := float64(tab[h])
+		tab[h] = 0
 		val[i], cnt[i] = v, c
 		b0 += c
 		b1 += c * v
 		b2 += c * v * v
 		p0[i+1], p1[i+1], p2[i+1] = b0, b1, b2
+	}
+}
+
+// setIndices writes each weight's LUT index (s.index of its distinct
+// value) to idx, through a table indexed by half bit pattern.
+func (s *solver) setIndices(w []uint16, idx []uint8) {
+	by := &s.byHalf
+	for i, key := range s.dkey {
+		by[keyHalf(key)] = s.index[i]
+	}
+	by[0x8000] = by[0] // −0 takes +0's entry (stale only if neither occurs)
+	idx = idx[:len(w)]
+	for i, x := range w {
+		idx[i] = by[x]
 	}
 }
 
@@ -242,6 +277,45 @@ func (s *solver) sse() float64 {
 		e += s.cost(s.cuts[j], s.cuts[j+1])
 	}
 	return e
+}
+
+// windowCentre returns, for the group last solved (n > k distinct values,
+// still in s), the geometric centre of the range of λ whose penalised
+// optimum has exactly k clusters, relative to the group's initialPenalty at
+// scale 1; ok is false if the range is degenerate. By the convexity of the
+// optimal error F in the number of clusters, that range is
+// [F(k) − F(k+1), F(k−1) − F(k)], so it costs an exact solve with k − 1 and
+// one with k + 1 clusters. Palettize uses it to aim the first penalised
+// pass of a tensor's other groups at the middle of their ranges rather than
+// wherever group 0's search happened to land.
+func (s *solver) windowCentre() (ratio float64, ok bool) {
+	n, k := len(s.val), s.k
+	if k < 2 || n <= k+1 {
+		return 0, false
+	}
+	f := func(kk int) float64 {
+		t := newSolverK(kk)
+		t.val, t.cnt, t.p0, t.p1, t.p2 = s.val, s.cnt, s.p0, s.p1, s.p2
+		if kk == 1 {
+			return t.cost(0, n)
+		}
+		t.solveCuts()
+		return t.sse()
+	}
+	fk := s.cutSSE
+	if fk < 0 {
+		return 0, false
+	}
+	lo, hi := fk-f(k+1), f(k-1)-fk
+	lam0 := s.initialPenalty()
+	if !(lo > 0 && hi >= lo && lam0 > 0) {
+		return 0, false
+	}
+	r := math.Sqrt(lo*hi) / lam0
+	if math.IsInf(r, 0) || !(r > 0) {
+		return 0, false
+	}
+	return r, true
 }
 
 // solveCuts finds an optimal clustering of the current distinct values
@@ -405,6 +479,11 @@ func (s *solver) initialPenalty() float64 {
 	return lam
 }
 
+// probes is how many positions past a queue tail's first prefix penalised
+// tests without branches for where a new start overtakes it (the offset is
+// at most 7 for about 90 % of starts on real weights).
+const probes = 7
+
 // penalised solves min over partitions of Σ cost + lam·clusters exactly and
 // leaves the cuts of the solution in s.tmpc (tmpc[0] = 0 … tmpc[k₀] = n). It
 // returns k₀ and the solution's squared error (without the penalty).
@@ -433,6 +512,11 @@ func (s *solver) penalised(lam float64) (int, float64) {
 	h, t := 0, 1
 	dq[0], dst[0] = 0, 1
 	for x := 1; x <= n; x++ {
+		// The head moves on by one start per value or so: the first step
+		// is arithmetic, a second one is rare.
+		if h+1 < t {
+			h += int(uint(int(dst[h+1])-x-1) >> 63) // 1 if dst[h+1] ≤ x
+		}
 		for h+1 < t && int(dst[h+1]) <= x {
 			h++
 		}
@@ -471,9 +555,34 @@ func (s *solver) penalised(lam float64) (int, float64) {
 				continue
 			}
 			lo := s0 // x loses at lo
-			if s0+3 <= n {
-				// Probe s0+1 … s0+3 without branches; wins is monotone,
-				// so the number of losses is the offset of the first win.
+			if s0+probes <= n {
+				// Probe s0+1 … s0+probes without branches; wins is
+				// monotone, so the number of losses is the offset of the
+				// first win. A win is d² > rhs, i.e. rhs − d² < 0: its sign
+				// bit is set (rhs and d² are finite and never −0, tn being
+				// ≥ 0 here and n2 > 0).
+				q0, q1 := p0[s0+1:s0+probes+1:s0+probes+1], p1[s0+1:s0+probes+1:s0+probes+1]
+				tm := tn * n1
+				// winA is the test of the first three probes (the form they
+				// always used), winB that of wins: 1 if rhs − d² < 0.
+				winA := func(n2, s2 float64) uint64 {
+					d := s1*n2 - s2*n1
+					return math.Float64bits((tm+tn*n2)*n2-d*d) >> 63
+				}
+				winB := func(n2, s2 float64) uint64 {
+					d := s1*n2 - s2*n1
+					return math.Float64bits(tn*(n1+n2)*n2-d*d) >> 63
+				}
+				won := winA(q0[0]-a0, q1[0]-a1) + winA(q0[1]-a0, q1[1]-a1) + winA(q0[2]-a0, q1[2]-a1) +
+					winB(q0[3]-a0, q1[3]-a1) + winB(q0[4]-a0, q1[4]-a1) + winB(q0[5]-a0, q1[5]-a1) +
+					winB(q0[6]-a0, q1[6]-a1)
+				loss := probes - int(won)
+				if loss < probes {
+					hi = s0 + 1 + loss
+					break
+				}
+				lo = s0 + probes
+			} else if s0+3 <= n {
 				q0, q1 := p0[s0+1:s0+4:s0+4], p1[s0+1:s0+4:s0+4]
 				tm := tn * n1
 				n2a, n2b, n2c := q0[0]-a0, q0[1]-a0, q0[2]-a0
@@ -590,15 +699,18 @@ func (s *solver) bandLayer(a, b, pa, pb, poff, coff int) {
 			continue
 		}
 		x := int(uint(t.a+t.b) >> 1)
-		best, by := math.Inf(1), t.oa
+		// The minimum without branches: every candidate is ≥ +0 (or +Inf),
+		// and such floats order as their bit patterns do as integers.
+		bestb, by := math.Float64bits(math.Inf(1)), t.oa
 		top := min(t.ob, x)
 		c0, c1, c2 := p0[x], p1[x], p2[x]
 		for y := t.oa; y <= top; y++ {
-			v := F[poff+y-pa] + rangeCost(c0-p0[y], c1-p1[y], c2-p2[y])
-			if v < best {
-				best, by = v, y
-			}
+			vb := math.Float64bits(F[poff+y-pa] + rangeCost(c0-p0[y], c1-p1[y], c2-p2[y]))
+			lt := int64(vb-bestb) >> 63 // −1 if vb < bestb
+			bestb ^= (bestb ^ vb) & uint64(lt)
+			by ^= (by ^ y) & int(lt)
 		}
+		best := math.Float64frombits(bestb)
 		F[coff+x-a] = best
 		A[coff+x-a] = int32(by)
 		stack[sp] = span{t.a, x - 1, t.oa, by}
@@ -753,6 +865,7 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 		return 0, false
 	}
 	var e float64
+	s.cutSSE = -1
 	if n <= s.k {
 		// Exact: one LUT entry per distinct value, padded with the largest.
 		for j := 0; j < s.k; j++ {
@@ -763,6 +876,7 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 		e = s.assign()
 	} else {
 		s.solveCuts()
+		s.cutSSE = s.sse()
 		s.meansFromCuts()
 		e = s.finish()
 		for pass := 0; n < roundPolishPerEntry*s.k && pass < maxRoundPasses; pass++ {
@@ -774,12 +888,7 @@ func (s *solver) solveGroup(w []uint16, lut []uint16, idx []uint8) (sse float64,
 		}
 	}
 	copy(lut, s.lut)
-	for i, key := range s.dkey {
-		s.byKey[key] = s.index[i]
-	}
-	for i, x := range w {
-		idx[i] = s.byKey[orderKey(x)]
-	}
+	s.setIndices(w, idx)
 	return e, true
 }
 

@@ -88,12 +88,7 @@ func LloydBaseline(w []uint16, shape []int64, opts Options) (*Palette, error) {
 		}
 		s.finish()
 		copy(lut, s.lut)
-		for i, key := range s.dkey {
-			s.byKey[key] = s.index[i]
-		}
-		for i, x := range gw {
-			idx[i] = s.byKey[orderKey(x)]
-		}
+		s.setIndices(gw, idx)
 	}
 	return p, nil
 }

@@ -208,26 +208,63 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	groups := p.Groups()
 	per := len(w) / groups
 	k := 1 << opts.Bits
-	// Group 0 first, alone: the λ that gave it 2^Bits clusters, relative to
-	// the estimate, calibrates the estimate for the tensor's other groups
-	// (which are alike), saving penalised passes. It depends only on the
-	// weights, so results do not depend on the number of workers.
+	// Group 0 first: the λ that gave it 2^Bits clusters, relative to the
+	// estimate, calibrates the estimate for the tensor's other groups
+	// (which are alike), saving penalised passes. The last group is solved
+	// uncalibrated meanwhile, so that a second worker is not idle on a
+	// tensor of few groups. Which groups are calibrated, and how, depends
+	// only on the weights and the group count, so results do not depend on
+	// the number of workers. (Not at 8 bits, where many clusterings tie
+	// before rounding and the λ path decides between them; there the
+	// palettes stay as they were with every group calibrated.)
+	last := groups - 1
+	if opts.Bits >= 8 {
+		last = groups
+	}
+	var lastOK atomic.Bool
+	lastOK.Store(true)
+	var lastWG sync.WaitGroup
+	solveLast := func() {
+		defer lastWG.Done()
+		s := getSolver(opts.Bits)
+		s.scale = 1
+		defer putSolver(s)
+		if _, ok := s.solveGroup(w[last*per:], p.LUT[last*k:], p.Indices[last*per:]); !ok {
+			lastOK.Store(false)
+		}
+	}
+	if last > 0 && last < groups {
+		lastWG.Add(1)
+		if opts.Workers > 1 {
+			go solveLast()
+		} else {
+			solveLast()
+		}
+	}
 	s0 := getSolver(opts.Bits)
 	s0.scale, s0.hitRatio = 1, 0
 	if _, ok := s0.solveGroup(w[:per], p.LUT[:k], p.Indices[:per]); !ok {
 		putSolver(s0)
+		lastWG.Wait()
 		return nil, nonFinite(w)
 	}
 	scale := 1.0
 	if r := s0.hitRatio; r > 0 {
 		scale = r
 	}
+	if groups >= centreGroups && opts.Bits <= centreMaxBits {
+		// Aim at the middle of group 0's range of λ instead (two more
+		// exact solves of group 0; worth it on tensors of many groups).
+		if r, ok := s0.windowCentre(); ok {
+			scale = r
+		}
+	}
 	putSolver(s0)
 	var next atomic.Int64
 	next.Store(1)
 	var bad atomic.Bool
 	var wg sync.WaitGroup
-	for range min(opts.Workers, groups-1) {
+	for range min(opts.Workers, last-1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -236,7 +273,7 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 			defer putSolver(s)
 			for !bad.Load() {
 				g := int(next.Add(1) - 1)
-				if g >= groups {
+				if g >= last {
 					return
 				}
 				if _, ok := s.solveGroup(w[g*per:(g+1)*per], p.LUT[g*k:(g+1)*k], p.Indices[g*per:(g+1)*per]); !ok {
@@ -246,11 +283,22 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 		}()
 	}
 	wg.Wait()
-	if bad.Load() {
+	lastWG.Wait()
+	if bad.Load() || !lastOK.Load() {
 		return nil, nonFinite(w)
 	}
 	return p, nil
 }
+
+// centreGroups is the number of groups from which Palettize calibrates
+// the first penalised pass on the centre of group 0's λ range
+// (solver.windowCentre) rather than on the λ its search hit.
+// centreMaxBits is the widest LUT it does that for: at 6 bits and more the
+// ranges are a few per cent wide, narrower than their spread between
+// groups, so the centre wins no first passes, and the λ path would only
+// change which of several clusterings of equal error before rounding
+// (there are ties at 8 bits) a group gets.
+const centreGroups, centreMaxBits = 64, 4
 
 // solvers keeps idle solvers per bit width: a solver's tables (a count per
 // possible half, an index per possible half) cost more to allocate and zero

@@ -211,7 +211,7 @@ func TestDeterministic(t *testing.T) {
 	for _, tc := range []struct {
 		shape []int64
 		bits  int
-	}{{[]int64{32, 2048}, 6}, {[]int64{128, 512}, 4}, {[]int64{256, 256}, 3}} {
+	}{{[]int64{32, 2048}, 6}, {[]int64{128, 512}, 4}, {[]int64{256, 256}, 3}, {[]int64{512, 128}, 4}, {[]int64{16, 4096}, 8}, {[]int64{8, 8192}, 4}} {
 		var ref *Palette
 		for _, workers := range []int{1, 2, 7, 2} {
 			p, err := Palettize(w, tc.shape, Options{Bits: tc.bits, Workers: workers})
