@@ -182,30 +182,10 @@ func (s *solver) distinct(w []uint16) {
 		}
 		tab[0] += c
 	}
-	s.tmp = resize(s.tmp, n)
-	tmp := s.tmp[:n]
-	var c0, c1 [256]int32
 	for i, h := range keys {
-		k := orderKey(h)
-		keys[i] = k
-		c0[k&0xff]++
-		c1[k>>8]++
+		keys[i] = orderKey(h)
 	}
-	var a0, a1 int32
-	for i := range 256 {
-		a0, c0[i] = a0+c0[i], a0
-		a1, c1[i] = a1+c1[i], a1
-	}
-	for _, k := range keys {
-		b := k & 0xff
-		tmp[c0[b]] = k
-		c0[b]++
-	}
-	for _, k := range tmp {
-		b := k >> 8
-		keys[c1[b]] = k
-		c1[b]++
-	}
+	radixKeys(keys, &s.tmp)
 	s.dkey = resize(s.dkey, n)
 	s.val = resize(s.val, n)
 	s.cnt = resize(s.cnt, n)

@@ -3,8 +3,6 @@ package quant
 import (
 	"math"
 	"slices"
-
-	"github.com/anemll/anemll/internal/fp16"
 )
 
 // groupSolver holds one worker's scratch space for calibrated groups. Its
@@ -162,13 +160,13 @@ func nearest(v []float64, x float64) int {
 func (g *groupSolver) assign(v []float64, idx []uint8) {
 	n := g.in
 	if g.fb == nil {
-		// Nearest entries, found once per distinct value (g.pts, from
-		// binned) and looked up by order key.
+		// Nearest entries, found once per distinct value (g.pts and their
+		// order keys g.keys, from binned) and looked up by order key.
 		if g.near == nil {
 			g.near = make([]uint8, 1<<16)
 		}
-		for _, p := range g.pts {
-			g.near[orderKey(f2hExact(p.x))] = uint8(nearest(v, p.x))
+		for i, p := range g.pts {
+			g.near[g.keys[i]] = uint8(nearest(v, p.x))
 		}
 		for i, h := range g.bits {
 			idx[i] = g.near[orderKey(h)]
@@ -503,10 +501,6 @@ func (g *groupSolver) binned(floor float64) []wpoint {
 	g.pts = pts
 	return pts
 }
-
-// f2hExact returns the half bit pattern of x, a value that is exactly a
-// half (as every point of binned is).
-func f2hExact(x float64) uint16 { return uint16(fp16.FromFloat64(x)) }
 
 // radixKeys sorts keys ascending by a two-pass LSD radix sort, using *tmp
 // as scratch, and returns the sorted slice (keys' own storage).

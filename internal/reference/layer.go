@@ -313,6 +313,12 @@ func (l *linear) apply(dst, x []float32) {
 			dst[o] = float32(s)
 		}
 	}
+	l.split(rows)
+}
+
+// split runs rows over [0, l.out), in one piece for a small W or on one
+// core, else in one contiguous block of rows per core.
+func (l *linear) split(rows func(lo, hi int)) {
 	workers := runtime.GOMAXPROCS(0)
 	if workers == 1 || l.out*l.in < parallelMin {
 		rows(0, l.out)
@@ -346,19 +352,5 @@ func (l *linear) applyRows(dst, x [][]float32) {
 			}
 		}
 	}
-	workers := runtime.GOMAXPROCS(0)
-	if workers == 1 || l.out*l.in < parallelMin {
-		rows(0, l.out)
-		return
-	}
-	var wg sync.WaitGroup
-	step := (l.out + workers - 1) / workers
-	for lo := 0; lo < l.out; lo += step {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			rows(lo, hi)
-		}(lo, min(lo+step, l.out))
-	}
-	wg.Wait()
+	l.split(rows)
 }
