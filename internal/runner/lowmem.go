@@ -74,11 +74,7 @@ func (m *Model) chunkInfer(i, pos int) (*runtime.Function, error) {
 
 // zero clears every state tensor (a fresh state without a function).
 func (l *lowMem) zero(st *runtime.State) {
-	for _, n := range st.Names() {
-		t := st.Tensor(n)
-		clear(t.F)
-		clear(t.I)
-	}
+	st.Reset()
 }
 
 // prefillLow is Prefill in low-memory mode: the same batches, run chunk

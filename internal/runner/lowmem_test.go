@@ -30,7 +30,12 @@ func runTiny(t *testing.T, m *Model) ([][]float32, map[string][]float32) {
 		all = append(all, l)
 		id = Argmax(l)
 	}
-	return all, m.Snapshot()
+	snap := m.Snapshot()
+	state := map[string][]float32{}
+	for _, n := range snap.Names() {
+		state[n] = snap.Tensor(n).F
+	}
+	return all, state
 }
 
 // Low-memory mode (one chunk loaded at a time, prefill chunk by chunk)

@@ -379,18 +379,14 @@ func (m *Model) Logits(h *runtime.Tensor) ([]float32, error) {
 	return m.joinLogits(out), nil
 }
 
-// Snapshot copies the KV-cache state.
-func (m *Model) Snapshot() map[string][]float32 {
-	snap := map[string][]float32{}
-	for _, n := range m.state.Names() {
-		snap[n] = append([]float32(nil), m.state.Tensor(n).F...)
-	}
-	return snap
-}
+// Snapshot copies the KV-cache state (stored as the model stores it: fp16
+// states as half bits).
+func (m *Model) Snapshot() *runtime.State { return m.state.Clone() }
 
-// Restore puts back a state copied by Snapshot.
-func (m *Model) Restore(snap map[string][]float32) {
-	for n, v := range snap {
-		copy(m.state.Tensor(n).F, v)
+// Restore puts back a state copied by Snapshot of this model. It panics on
+// a snapshot of a model with other states (a programmer error).
+func (m *Model) Restore(snap *runtime.State) {
+	if err := m.state.CopyFrom(snap); err != nil {
+		panic(err)
 	}
 }

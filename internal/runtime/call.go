@@ -182,7 +182,7 @@ func finish(t *Tensor) {
 
 // view returns a tensor sharing t's data with a new shape.
 func view(t *Tensor, shape []int) *Tensor {
-	return &Tensor{DType: t.DType, Shape: shape, F: t.F, I: t.I, S: t.S}
+	return &Tensor{DType: t.DType, Shape: shape, F: t.F, I: t.I, S: t.S, half: t.half}
 }
 
 var kernels map[string]kernel
@@ -215,16 +215,19 @@ func opWriteState(c *call) error {
 	if sameData(d, cur) {
 		return nil // slice_update already wrote in place
 	}
-	if c.n.inplace {
-		copy(cur.F, d.F)
-		copy(cur.I, d.I)
-		return nil
+	if !c.n.inplace {
+		// A value read before is still used: the state gets a new buffer.
+		cur = newStateTensor(cur.DType, cur.Shape)
+		c.ctx.st.t[c.n.state] = cur
 	}
-	c.ctx.st.t[c.n.state] = d.Clone()
+	storeState(cur, d)
 	return nil
 }
 
 func sameData(a, b *Tensor) bool {
+	if len(a.half) > 0 && len(b.half) > 0 {
+		return &a.half[0] == &b.half[0]
+	}
 	if len(a.F) > 0 && len(b.F) > 0 {
 		return &a.F[0] == &b.F[0]
 	}

@@ -12,7 +12,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch"
@@ -180,14 +179,9 @@ func runGolden(t *testing.T, f *runner.Files) golden {
 		tokens = append(tokens, id)
 	}
 	snap := m.Snapshot()
-	names := make([]string, 0, len(snap))
-	for n := range snap {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range snap.Names() {
 		io.WriteString(h, n)
-		put(snap[n])
+		put(snap.Tensor(n).F)
 	}
 	return golden{Outputs: hex.EncodeToString(h.Sum(nil)), Tokens: tokens}
 }

@@ -57,22 +57,43 @@ type node struct {
 	// inplace: slice_update writes straight into the state buffer;
 	// write_state may copy into the state buffer (else it reallocates).
 	inplace bool
+	// widen lists the argument slots that may hold an fp16 state (or a
+	// view of one) stored as half bits, where the kernel reads F: Predict
+	// gives the kernel a widened copy (see planStateWidening).
+	widen []int
 }
 
 // kernel runs one op.
 type kernel func(c *call) error
 
 // State holds the tensors of a function's state inputs (Core ML's MLState),
-// keyed by state name. A State made by one function can be used by any
-// function or model whose state inputs have the same names and shapes. A
-// State must not be used by two Predict calls at once.
+// keyed by state name. An fp16 state is stored as half bits, its real
+// size (a KV cache of n values takes 2n bytes, not 4n). A State made by one
+// function can be used by any function or model whose state inputs have
+// the same names and shapes. A State must not be used by two Predict calls
+// at once.
 type State struct {
 	t map[string]*Tensor
 }
 
-// Tensor returns the current value of the state named name (live: it
-// changes when a Predict writes the state), or nil.
-func (s *State) Tensor(name string) *Tensor { return s.t[name] }
+// newStateTensor returns a zero tensor for a state of dt and shape: half
+// bits for fp16, else as Zeros.
+func newStateTensor(dt mil.DType, shape []int) *Tensor {
+	if dt == mil.Float16 {
+		return &Tensor{DType: dt, Shape: cloneInts(shape), half: make([]uint16, numel(shape))}
+	}
+	return Zeros(dt, shape)
+}
+
+// Tensor returns a copy of the current value of the state named name
+// (fp16 values widened into F), or nil.
+func (s *State) Tensor(name string) *Tensor {
+	t := s.t[name]
+	if t == nil {
+		return nil
+	}
+	return t.Clone()
+}
 
 // Names returns the state names, sorted.
 func (s *State) Names() []string {
@@ -82,6 +103,70 @@ func (s *State) Names() []string {
 	}
 	sort.Strings(n)
 	return n
+}
+
+// Bytes returns the memory the state values take as stored: 2 bytes per
+// fp16 value, 4 per fp32 or integer value.
+func (s *State) Bytes() int64 {
+	var n int64
+	for _, t := range s.t {
+		n += 2*int64(len(t.half)) + 4*int64(len(t.F)+len(t.I))
+	}
+	return n
+}
+
+// Clone returns a deep copy of s, stored as s is (a snapshot).
+func (s *State) Clone() *State {
+	c := &State{t: make(map[string]*Tensor, len(s.t))}
+	for n, t := range s.t {
+		c.t[n] = &Tensor{DType: t.DType, Shape: cloneInts(t.Shape),
+			F: slices.Clone(t.F), I: slices.Clone(t.I), half: slices.Clone(t.half)}
+	}
+	return c
+}
+
+// CopyFrom sets s's values to from's (a snapshot of the same states, as
+// Clone made it), in place. It fails if the names or shapes differ.
+func (s *State) CopyFrom(from *State) error {
+	if len(from.t) != len(s.t) {
+		return fmt.Errorf("runtime: state has %d tensors, snapshot %d", len(s.t), len(from.t))
+	}
+	for n, t := range s.t {
+		f := from.t[n]
+		if f == nil || f.DType != t.DType || !equalInts(f.Shape, t.Shape) {
+			return fmt.Errorf("runtime: snapshot does not match state %q (%s)", n, t)
+		}
+	}
+	for n, t := range s.t {
+		f := from.t[n]
+		storeState(t, f)
+	}
+	return nil
+}
+
+// Reset sets every state value to zero (a fresh state), in place.
+func (s *State) Reset() {
+	for _, t := range s.t {
+		clear(t.F)
+		clear(t.I)
+		clear(t.half)
+	}
+}
+
+// storeState copies src's values into the state tensor dst of the same
+// dtype and shape, in dst's storage.
+func storeState(dst, src *Tensor) {
+	switch {
+	case dst.half != nil && src.half != nil:
+		copy(dst.half, src.half)
+	case dst.half != nil:
+		floatToHalf(dst.half, src.F)
+	case src.half != nil:
+		halfToFloat(dst.F, src.half)
+	default:
+		copy(dst.F, src.F)
+		copy(dst.I, src.I)
+	}
 }
 
 // Load prepares every function of p: every op is checked against the
@@ -143,7 +228,7 @@ func (f *Function) Outputs() []string { return append([]string(nil), f.outputs..
 func (f *Function) NewState() *State {
 	s := &State{t: map[string]*Tensor{}}
 	for _, d := range f.states {
-		s.t[d.name] = Zeros(d.dtype, d.shape)
+		s.t[d.name] = newStateTensor(d.dtype, d.shape)
 	}
 	return s
 }
@@ -219,6 +304,7 @@ func loadFunction(f *mil.Function, cache *loadCache) (*Function, error) {
 		fn.consts = append(fn.consts, nil)
 	}
 	planInPlace(fn)
+	planStateWidening(fn)
 	planBuffers(fn)
 	return fn, nil
 }
@@ -438,6 +524,51 @@ func planInPlace(fn *Function) {
 	}
 }
 
+// readsHalf reports whether the kernel of op reads its param p stored as
+// half bits (a state, or a view of one).
+func readsHalf(op, p string) bool {
+	switch op {
+	case "reshape", "expand_dims", "squeeze", "identity", "slice_by_index", "slice_update", "gather":
+		return p == "x"
+	case "write_state":
+		return p == "data"
+	}
+	return false
+}
+
+// planStateWidening marks, on every node, the argument slots that may hold
+// an fp16 state stored as half bits where the kernel does not read half:
+// the values read_state returns, the views of them (reshape, expand_dims,
+// squeeze, identity) and in-place slice_update results.
+func planStateWidening(fn *Function) {
+	halfState := map[string]bool{}
+	for _, d := range fn.states {
+		halfState[d.name] = d.dtype == mil.Float16
+	}
+	alias := map[int]bool{}
+	for _, n := range fn.nodes {
+		for p, ss := range n.args {
+			if readsHalf(n.op.Type, p) {
+				continue
+			}
+			for _, s := range ss {
+				if alias[s] && !slices.Contains(n.widen, s) {
+					n.widen = append(n.widen, s)
+				}
+			}
+		}
+		slices.Sort(n.widen)
+		switch {
+		case n.op.Type == "read_state":
+			alias[n.outs[0]] = halfState[n.state]
+		case viewOp(n):
+			if x := n.args["x"]; len(x) == 1 && alias[x[0]] {
+				alias[n.outs[0]] = true
+			}
+		}
+	}
+}
+
 // viewOp reports whether node n's output shares its x input's buffer.
 func viewOp(n *node) bool {
 	switch n.op.Type {
@@ -614,9 +745,22 @@ func (f *Function) Predict(inputs map[string]*Tensor, st *State) (map[string]*Te
 		c.vals[s] = inputs[name]
 	}
 	cl := call{ctx: c}
+	var saved []*Tensor
 	for _, n := range f.nodes {
 		cl.n = n
-		if err := n.kern(&cl); err != nil {
+		saved = saved[:0]
+		for _, s := range n.widen {
+			t := c.vals[s]
+			saved = append(saved, t)
+			if t != nil && t.half != nil && t.F == nil {
+				c.vals[s] = t.Clone()
+			}
+		}
+		err := n.kern(&cl)
+		for i, s := range n.widen {
+			c.vals[s] = saved[i]
+		}
+		if err != nil {
 			return nil, fmt.Errorf("runtime: %s: op %q (%s): %w", f.name, n.op.Name, n.op.Type, err)
 		}
 		for i, s := range n.outs {

@@ -574,3 +574,96 @@ func TestDecodeValue(t *testing.T) {
 		t.Fatalf("string: %v, %v", s, err)
 	}
 }
+
+// An fp16 state is held as half bits (2 bytes a value) through every way
+// a program writes it: in place (slice_update then write_state), by a
+// fresh buffer (a read used after the write), and by write_state of a
+// computed value; views of it feed kernels that read half (slice_by_index,
+// gather) and kernels that get a widened copy (add, concat). fp32 and
+// int32 states keep 4 bytes a value. Clone, CopyFrom and Reset keep the
+// storage.
+func TestStateStorage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		dt    mil.DType
+		bytes int64
+	}{
+		{"fp16", mil.Float16, 2 * 6},
+		{"fp32", mil.Float32, 4 * 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scalar := func(v float32) any {
+				if tc.dt == mil.Float16 {
+					return mil.F16(v)
+				}
+				return v
+			}
+			b := mil.NewBuilder("main", mil.OpsetIOS18)
+			x := b.Input("x", mil.TensorType(tc.dt, 1, 2))
+			kv := b.Input("kv", mil.StateType(mil.TensorType(tc.dt, 3, 2)))
+			old := b.Op("read_state", "old", mil.In{"input": kv})
+			flat := b.Op("reshape", "flat", mil.In{"x": old, "shape": []int{6}})
+			// Row 0 += x (a widened read, written back by write_state of a new value).
+			row0 := b.Op("slice_by_index", "row0", mil.In{"x": old, "begin": []int{0, 0}, "end": []int{1, 2}})
+			acc := b.Op("add", "acc", mil.In{"x": row0, "y": x})
+			up := b.Op("slice_update", "up", mil.In{"x": old, "update": acc, "begin": []int{0, 0}, "end": []int{1, 2}})
+			b.OpN("write_state", "ws", mil.In{"input": kv, "data": up})
+			// The pre-write value, used after the write: a widened copy.
+			before := b.Op("add", "before", mil.In{"x": flat, "y": scalar(0.5)})
+			cur := b.Op("read_state", "cur", mil.In{"input": kv})
+			rows := b.Op("gather", "rows", mil.In{"x": cur, "indices": []int32{2, 0}, "axis": 0})
+			both := b.Op("concat", "both", mil.In{"values": []*mil.Var{cur, x}, "axis": 0})
+			// Row 2 = row 1 + 1: a write_state of a computed full value.
+			r1 := b.Op("slice_by_index", "r1", mil.In{"x": both, "begin": []int{1, 0}, "end": []int{2, 2}})
+			r2 := b.Op("add", "r2", mil.In{"x": r1, "y": scalar(1)})
+			full := b.Op("concat", "full", mil.In{"values": []*mil.Var{b.Op("slice_by_index", "r01", mil.In{"x": both, "begin": []int{0, 0}, "end": []int{2, 2}}), r2}, "axis": 0})
+			b.OpN("write_state", "ws2", mil.In{"input": kv, "data": full})
+			b.Output(before, rows)
+			f, err := loadBuilt(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := f.NewState()
+			if got := st.Bytes(); got != tc.bytes {
+				t.Fatalf("new state holds %d bytes, want %d", got, tc.bytes)
+			}
+			mk := func(v ...float32) *Tensor {
+				if tc.dt == mil.Float16 {
+					return f16([]int{1, 2}, v...)
+				}
+				return NewFloat32([]int{1, 2}, v)
+			}
+			var snap *State
+			for i, want := range []struct{ before, rows, state []float32 }{
+				{[]float32{0.5, 0.5, 0.5, 0.5, 0.5, 0.5}, []float32{0, 0, 1, 2}, []float32{1, 2, 0, 0, 1, 1}},
+				{[]float32{1.5, 2.5, 0.5, 0.5, 1.5, 1.5}, []float32{1, 1, 2, 4}, []float32{2, 4, 0, 0, 1, 1}},
+			} {
+				res, err := f.Predict(map[string]*Tensor{"x": mk(1, 2)}, st)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantTensor(t, res["before"], tc.dt, []int{6}, want.before, nil)
+				wantTensor(t, res["rows"], tc.dt, []int{2, 2}, want.rows, nil)
+				wantTensor(t, st.Tensor("kv"), tc.dt, []int{3, 2}, want.state, nil)
+				if got := st.Bytes(); got != tc.bytes {
+					t.Fatalf("call %d: state holds %d bytes, want %d", i, got, tc.bytes)
+				}
+				if i == 0 {
+					snap = st.Clone()
+				}
+			}
+			if got := snap.Bytes(); got != tc.bytes {
+				t.Fatalf("snapshot holds %d bytes, want %d", got, tc.bytes)
+			}
+			if err := st.CopyFrom(snap); err != nil {
+				t.Fatal(err)
+			}
+			wantTensor(t, st.Tensor("kv"), tc.dt, []int{3, 2}, []float32{1, 2, 0, 0, 1, 1}, nil)
+			st.Reset()
+			wantTensor(t, st.Tensor("kv"), tc.dt, []int{3, 2}, make([]float32, 6), nil)
+			if err := st.CopyFrom(&State{t: map[string]*Tensor{}}); err == nil {
+				t.Fatal("CopyFrom accepted a snapshot of other states")
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/anemll/anemll/internal/fp16"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -55,6 +56,35 @@ func stridedScatter[T any](dst, src []T, shape []int, off int, st []int) {
 		}
 		for j := 0; j < n; j++ {
 			dst[s+j*inner] = src[o+j]
+		}
+	})
+}
+
+// halfStridedCopy is stridedCopy from half bits, widening to fp32.
+func halfStridedCopy(dst []float32, src []uint16, shape []int, off int, st []int) {
+	shape, st = mergeAxes(shape, st)
+	walk(shape, off, st, func(o, s, n, inner int) {
+		if inner == 1 {
+			halfToFloat(dst[o:o+n], src[s:s+n])
+			return
+		}
+		for j := 0; j < n; j++ {
+			dst[o+j] = fp16.Bits(src[s+j*inner]).Float32()
+		}
+	})
+}
+
+// halfStridedScatter is stridedScatter of fp16 values (exact halves) into
+// half bits.
+func halfStridedScatter(dst []uint16, src []float32, shape []int, off int, st []int) {
+	shape, st = mergeAxes(shape, st)
+	walk(shape, off, st, func(o, s, n, inner int) {
+		if inner == 1 {
+			floatToHalf(dst[s:s+n], src[o:o+n])
+			return
+		}
+		for j := 0; j < n; j++ {
+			dst[s+j*inner] = uint16(fp16.FromFloat32(src[o+j]))
 		}
 	})
 }
@@ -520,9 +550,12 @@ func opSliceByIndex(c *call) error {
 	}
 	off, st, full, shape := sp.layout(x)
 	out := c.newOut(0, x.DType, shape)
-	if out.F != nil {
+	switch {
+	case x.half != nil && x.F == nil:
+		halfStridedCopy(out.F, x.half, full, off, st)
+	case out.F != nil:
 		stridedCopy(out.F, x.F, full, off, st)
-	} else {
+	default:
 		stridedCopy(out.I, x.I, full, off, st)
 	}
 	return nil
@@ -594,12 +627,17 @@ func opSliceUpdate(c *call) error {
 		c.set(0, out)
 	} else {
 		out = c.newOut(0, x.DType, cloneInts(x.Shape))
-		copy(out.F, x.F)
-		copy(out.I, x.I)
+		storeState(out, x)
 	}
-	if out.F != nil {
+	if u.half != nil && u.F == nil {
+		u = u.Clone()
+	}
+	switch {
+	case out.half != nil && out.F == nil:
+		halfStridedScatter(out.half, u.F, full, off, st)
+	case out.F != nil:
 		stridedScatter(out.F, u.F, full, off, st)
-	} else {
+	default:
 		stridedScatter(out.I, u.I, full, off, st)
 	}
 	return nil

@@ -60,9 +60,12 @@ type Tensor struct {
 	I     []int32
 	S     []string
 
-	// half holds an fp16 matrix weight as half bits when Load prepared it
-	// for the fp16-weight kernels (see packHalfWeights); F is then nil.
-	// Only constants that nothing but linear and conv weights read get it.
+	// half holds the values of an fp16 tensor as half bits, F then nil: an
+	// fp16 matrix weight Load prepared for the fp16-weight kernels (see
+	// packHalfWeights; only constants that nothing but linear and conv
+	// weights read get it), or an fp16 state (see State) and the views of
+	// it. Kernels that do not read half are given a widened copy (see
+	// node.widen).
 	half []uint16
 	// lut holds a palettized fp16 weight as packed indices and palettes
 	// (see lutWeight) for the same kernels; F is then nil.
@@ -170,11 +173,15 @@ func (t *Tensor) Halfs() []uint16 {
 	return out
 }
 
-// Clone returns a deep copy of t.
+// Clone returns a deep copy of t, its fp16 values held in F however t
+// stores them.
 func (t *Tensor) Clone() *Tensor {
 	c := &Tensor{DType: t.DType, Shape: cloneInts(t.Shape)}
 	if t.F != nil {
 		c.F = append([]float32(nil), t.F...)
+	} else if t.half != nil {
+		c.F = make([]float32, len(t.half))
+		halfToFloat(c.F, t.half)
 	}
 	if t.I != nil {
 		c.I = append([]int32(nil), t.I...)
@@ -243,6 +250,14 @@ func wrapInt(dt mil.DType, v int32) int32 {
 func roundHalf(f []float32) {
 	for i, v := range f {
 		f[i] = round1(v)
+	}
+}
+
+// floatToHalf stores the fp16 values src (exact halves) as half bits.
+func floatToHalf(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = uint16(fp16.FromFloat32(v))
 	}
 }
 

@@ -123,8 +123,9 @@ func TestANEMLLGemma3Files(t *testing.T) {
 					m.HasRotate(), m.SlidingWindow, m.Driver, m.ContextLength, m.StateLength, m.BatchSize, m.Hidden)
 			}
 			snap := m.Snapshot()
-			if len(snap) != 2 || len(snap["model_model_kv_cache_local"]) != 10*2*8*32 || len(snap["model_model_kv_cache_global"]) != 2*2*64*32 {
-				t.Errorf("states: %d, local %d, global %d values", len(snap), len(snap["model_model_kv_cache_local"]), len(snap["model_model_kv_cache_global"]))
+			local, global := snap.Tensor("model_model_kv_cache_local"), snap.Tensor("model_model_kv_cache_global")
+			if len(snap.Names()) != 2 || local == nil || global == nil || len(local.F) != 10*2*8*32 || len(global.F) != 2*2*64*32 {
+				t.Errorf("states: %v, local %v, global %v", snap.Names(), local, global)
 			}
 		})
 	}
