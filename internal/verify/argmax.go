@@ -29,11 +29,7 @@ func compareArgmax(m *runner.Model, ids []int, want [][][]float32, prefillPath b
 				}
 				s.Positions++
 				s.Argmax = true
-				if runner.Argmax(w) == tok {
-					s.Top1++
-				} else {
-					s.Misses = append(s.Misses, t)
-				}
+				s.top1(t, w, tok)
 				if d := math.Abs(float64(val) - float64(w[tok])); d > s.MaxAbsLogit || math.IsNaN(d) {
 					s.MaxAbsLogit = d
 				}

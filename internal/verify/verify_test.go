@@ -3,6 +3,7 @@ package verify
 import (
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,6 +108,43 @@ func TestAppleMadePackages(t *testing.T) {
 			}
 			if rep.Decode.Positions != len(ids) || rep.Prefill.Positions != len(ids) {
 				t.Errorf("positions %d/%d, want %d", rep.Decode.Positions, rep.Prefill.Positions, len(ids))
+			}
+		})
+	}
+}
+
+// A top-1 miss counts as agreement in Check only when the reference
+// scores the packages' choice within TieGap of its best; Top1 itself
+// counts exact matches only.
+func TestTop1Ties(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		want, got [][]float32
+		top1      float64
+		misses    []int
+		ties      []int
+		pass      bool
+	}{
+		{"agree", [][]float32{{0, 2, 1}, {3, 0, 0}}, [][]float32{{0, 2, 1}, {3, 1, 0}}, 1, nil, nil, true},
+		{"tie", [][]float32{{0, 2, 2 - TieGap/2}, {3, 0, 0}}, [][]float32{{0, 2, 2.01}, {3, 1, 0}}, 0.5, []int{0}, []int{0}, true},
+		{"gap at the limit", [][]float32{{0, 2, 2 - TieGap}, {3, 0, 0}}, [][]float32{{0, 2, 2.01}, {3, 1, 0}}, 0.5, []int{0}, nil, false},
+		{"clear miss", [][]float32{{0, 2, 1}, {3, 0, 0}}, [][]float32{{0, 2, 1}, {0, 3, 0}}, 0.5, []int{1}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAccumulator()
+			for i := range tc.want {
+				if err := a.add(i, tc.want[i], tc.got[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := a.stats()
+			if s.Top1 != tc.top1 || !slices.Equal(s.Misses, tc.misses) || !slices.Equal(s.Ties, tc.ties) {
+				t.Fatalf("top-1 %v misses %v ties %v, want %v %v %v", s.Top1, s.Misses, s.Ties, tc.top1, tc.misses, tc.ties)
+			}
+			rep := &Report{Decode: s, Prefill: s}
+			err := rep.Check(Thresholds{MaxMeanKL: 1, MinTop1: 0.97})
+			if (err == nil) != tc.pass {
+				t.Fatalf("Check: %v, want pass %v", err, tc.pass)
 			}
 		})
 	}
