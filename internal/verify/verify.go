@@ -118,7 +118,7 @@ func (r *Report) Write(w io.Writer) {
 		}
 		ties := ""
 		if n := len(p.s.Ties); n > 0 {
-			ties = fmt.Sprintf("; %d of them near-ties (the reference's gap under %.3g)", n, TieGap)
+			ties = fmt.Sprintf("; near-ties among them (the reference's own gap under %.3g): %d", TieGap, n)
 		}
 		fmt.Fprintf(w, "%s top-1 misses at positions %v%s%s\n", p.name, shown, more, ties)
 	}
