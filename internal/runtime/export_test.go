@@ -9,3 +9,17 @@ func KernelFlavour() string {
 	}
 	return "purego"
 }
+
+// WidenedOps lists, as "function/op", the ops of m that read an fp16
+// state through a widened fp32 copy (kernels that do not read half bits).
+func WidenedOps(m *Model) []string {
+	var out []string
+	for _, name := range m.names {
+		for _, n := range m.funcs[name].nodes {
+			if len(n.widen) > 0 {
+				out = append(out, name+"/"+n.op.Name)
+			}
+		}
+	}
+	return out
+}

@@ -241,3 +241,34 @@ func TestGoldenOutputs(t *testing.T) {
 		}
 	}
 }
+
+// TestStateReadsWithoutCopies checks that in the golden models (ANEMLL's
+// Apple-made packages and our own) every op that reads the KV-cache state
+// reads its half bits directly: no op gets a widened fp32 copy of a state
+// (which would cost a state-sized buffer per call).
+func TestStateReadsWithoutCopies(t *testing.T) {
+	for _, gc := range goldenCases {
+		t.Run(gc.name, func(t *testing.T) {
+			f := gc.files(t)
+			for _, c := range f.Chunks {
+				for _, p := range []string{c.Combined, c.FFN, c.Prefill} {
+					if p == "" {
+						continue
+					}
+					pkg, err := coreml.Open(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					m, err := runtime.Load(pkg.Program)
+					pkg.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if w := runtime.WidenedOps(m); len(w) > 0 {
+						t.Errorf("%s: ops reading a widened state copy: %v", filepath.Base(p), w)
+					}
+				}
+			}
+		})
+	}
+}
