@@ -234,10 +234,11 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: got %d indices and %d LUT entries, want %d and %d",
 				r.Name, len(ind), len(table), n, nLUT)
 		}
-		if err := bitpack.CheckRange(ind, bits); err != nil {
+		packed, err := bitpack.PackInRange(nil, ind, bits)
+		if err != nil {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
-		return bitpack.Pack(nil, ind, bits), halfBytes(table), nil
+		return packed, halfBytes(table), nil
 	}}
 	idx = mil.LazyTensor(uintTypes[bits], r.Shape, func() ([]byte, error) { return pair.take(false) })
 	lut = mil.LazyTensor(mil.Float16, ls, func() ([]byte, error) { return pair.take(true) })

@@ -125,3 +125,24 @@ func fmtLines(s []string) string {
 	}
 	return out
 }
+
+// TestWriteRejectsIndexOutOfRange: a palettizer handing back an index the
+// LUT width cannot hold fails the write with an error naming the tensor
+// and the index, instead of storing a masked index.
+func TestWriteRejectsIndexOutOfRange(t *testing.T) {
+	cfg, ckpt := loadTiny(t)
+	bad := func(req quant.Request) ([]uint8, []uint16, error) {
+		idx, lut, err := testPalettize(req)
+		if err == nil && strings.Contains(req.Name, "mlp.up_proj") {
+			idx[len(idx)-3] = 1 << req.Bits
+		}
+		return idx, lut, err
+	}
+	c := newConv(t, cfg, ckpt, Options{ContextLength: 64, NumChunks: 1, LUT: LUTBits{FFN: 4},
+		Palettize: bad, Eligible: quant.Eligible})
+	pkg := build(t, c, arch.PartFFN, 0)
+	err := coreml.Write(pkg, filepath.Join(t.TempDir(), "ffn.mlpackage"), coreml.WriteOptions{})
+	if err == nil || !strings.Contains(err.Error(), "mlp.up_proj") || !strings.Contains(err.Error(), "out of range") {
+		t.Fatalf("write error %v, want one naming mlp.up_proj and the range", err)
+	}
+}
