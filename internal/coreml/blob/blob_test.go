@@ -615,3 +615,33 @@ func TestWriterFile(t *testing.T) {
 		t.Errorf("file differs from golden:\n%s", hex.Dump(got))
 	}
 }
+
+// TestWriterDedupLarge: blobs longer than the hashing chunk are equal
+// only if every chunk is: a copy is de-duplicated, a change in the first,
+// a middle or the last byte is not.
+func TestWriterDedupLarge(t *testing.T) {
+	const n = 200_003 // a few 64 KiB chunks and a partial one
+	base := make([]byte, n)
+	for i := range base {
+		base[i] = byte(i * 7)
+	}
+	var m memWS
+	w := blob.NewWriter(&m)
+	first, err := w.Add(blob.UInt8, base, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, err := w.Add(blob.UInt8, bytes.Clone(base), n); err != nil || off != first {
+		t.Errorf("copy stored at %d (%v), want %d", off, err, first)
+	}
+	for _, at := range []int{0, 70_000, n - 1} {
+		other := bytes.Clone(base)
+		other[at]++
+		if off, err := w.Add(blob.UInt8, other, n); err != nil || off == first {
+			t.Errorf("byte %d changed: offset %d (%v), first %d", at, off, err, first)
+		}
+	}
+	if w.Count() != 4 {
+		t.Errorf("Count() = %d, want 4", w.Count())
+	}
+}
