@@ -28,7 +28,11 @@ type tensorRef struct {
 // readFP16 converts the referenced rows to fp16 bit patterns, followed by
 // r.PadRows zero rows. It reads only those rows from the memory-mapped
 // checkpoint.
-func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
+func (c *Converter) readFP16(r tensorRef) ([]uint16, error) { return c.readFP16Into(r, nil) }
+
+// readFP16Into is readFP16 writing into buf's storage when its capacity
+// suffices (every element is overwritten).
+func (c *Converter) readFP16Into(r tensorRef, buf []uint16) ([]uint16, error) {
 	if c.missing[r.Name] {
 		return c.defaultFP16(r), nil
 	}
@@ -62,7 +66,14 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 		per = info.NumElements() / rows
 	}
 	n := max(0, row1-row0) // Float16Rows rejects a bad range
-	out := make([]uint16, (n+r.PadRows)*per)
+	size := (n + r.PadRows) * per
+	var out []uint16
+	if int64(cap(buf)) >= size {
+		out = buf[:size]
+		clear(out[n*per:])
+	} else {
+		out = make([]uint16, size)
+	}
 	over, err := c.ckpt.Float16Rows(name, row0, row1, out[:n*per])
 	if err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
@@ -133,6 +144,40 @@ type weightSet struct {
 	values map[string]*weightValues
 	// dense lists matrix weights left fp16 in a LUT package, in order.
 	dense []string
+	// scratch holds the working buffers of palettization between weights.
+	scratch scratch
+}
+
+// scratch lends the two buffers palettizing a weight needs and drops
+// once it is packed, the weight's fp16 values and its unpacked indices,
+// so that the weights of a package reuse them instead of allocating (and
+// zeroing) fresh ones each time; they live as long as the weight set.
+type scratch struct {
+	mu   sync.Mutex
+	half []uint16
+	idx  []uint8
+}
+
+// take returns the buffers (nil if another weight holds them).
+func (s *scratch) take() ([]uint16, []uint8) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, x := s.half, s.idx
+	s.half, s.idx = nil, nil
+	return h, x
+}
+
+// give keeps h and x for the next weight (the larger ones, if another
+// weight gave buffers back meanwhile).
+func (s *scratch) give(h []uint16, x []uint8) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cap(h) > cap(s.half) {
+		s.half = h
+	}
+	if cap(x) > cap(s.idx) {
+		s.idx = x
+	}
 }
 
 type weightValues struct {
@@ -221,12 +266,13 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 	ls := lutShape(r.Shape, bits, group)
 	nLUT := ls[0] << bits
 	pair := &lutPair{compute: func() ([]byte, []byte, error) {
-		w, err := c.readFP16(r)
+		hbuf, ibuf := ws.scratch.take()
+		w, err := c.readFP16Into(r, hbuf)
 		if err != nil {
 			return nil, nil, err
 		}
 		ind, table, err := c.opts.Palettize(quant.Request{Name: r.Name, Row0: r.Row0, Row1: r.Row1,
-			Weights: w, Shape: r.Shape, Bits: bits, GroupSize: group})
+			Weights: w, Shape: r.Shape, Bits: bits, GroupSize: group, Indices: ibuf})
 		if err != nil {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
@@ -238,6 +284,7 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
+		ws.scratch.give(w, ind)
 		return packed, halfBytes(table), nil
 	}}
 	idx = mil.LazyTensor(uintTypes[bits], r.Shape, func() ([]byte, error) { return pair.take(false) })
