@@ -3,6 +3,7 @@ package decoder
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -242,6 +243,40 @@ func (p *lutPair) take(wantLUT bool) ([]byte, error) {
 	return out, nil
 }
 
+// parallelPackMin is the index count from which packIndices splits the
+// work across GOMAXPROCS goroutines.
+const parallelPackMin = 1 << 20
+
+// packIndices is bitpack.PackInRange into a new slice, in parts of whole
+// bytes packed in parallel for a large weight (the rest of the converter
+// waits for it).
+func packIndices(ind []uint8, bits int) ([]byte, error) {
+	parts := min(runtime.GOMAXPROCS(0), len(ind)/parallelPackMin)
+	if parts <= 1 {
+		return bitpack.PackInRange(nil, ind, bits)
+	}
+	out := make([]byte, bitpack.PackedLen(len(ind), bits))
+	per := (len(ind)/parts + 7) &^ 7 // whole bytes per part
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := min(p*per, len(ind)), min((p+1)*per, len(ind))
+		o0, o1 := lo/8*bits, lo/8*bits+bitpack.PackedLen(hi-lo, bits)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[p] = bitpack.PackInRange(out[o0:o0:o1], ind[lo:hi], bits)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, bitpack.CheckRange(ind, bits) // names the first bad index
+		}
+	}
+	return out, nil
+}
+
 var uintTypes = map[int]mil.DType{1: mil.UInt1, 2: mil.UInt2, 3: mil.UInt3, 4: mil.UInt4, 6: mil.UInt6, 8: mil.UInt8}
 
 // lutShape returns the shape of the LUT for a weight of shape s grouped
@@ -280,7 +315,7 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: got %d indices and %d LUT entries, want %d and %d",
 				r.Name, len(ind), len(table), n, nLUT)
 		}
-		packed, err := bitpack.PackInRange(nil, ind, bits)
+		packed, err := packIndices(ind, bits)
 		if err != nil {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
