@@ -261,8 +261,9 @@ func checkFunction(fd FunctionDescription, f *mil.Function) error {
 type WriteOptions struct {
 	// Overwrite replaces an existing package at the target path.
 	Overwrite bool
-	// Progress, if set, is called after each weight-file constant is
-	// written with the number done and the total.
+	// Progress, if set, is called before each weight-file constant is
+	// produced with the number handed to the writer so far and the total,
+	// and with (total, total) once all are written.
 	Progress func(done, total int)
 }
 
