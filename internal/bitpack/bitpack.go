@@ -11,6 +11,7 @@
 package bitpack
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -47,8 +48,7 @@ func PadBits(n, bits int) int {
 
 // CheckRange returns an error wrapping ErrRange naming the first value of
 // vals that does not fit in bits bits, or an error wrapping ErrWidth for a
-// width outside 1..8. Use it before Pack when out-of-range values must be
-// rejected rather than masked.
+// width outside 1..8.
 func CheckRange(vals []uint8, bits int) error {
 	if !validWidth(bits) {
 		return fmt.Errorf("%w: got %d", ErrWidth, bits)
@@ -68,69 +68,101 @@ func CheckRange(vals []uint8, bits int) error {
 // Pack appends the packed form of vals at the given width to dst and returns
 // the extended slice. Only the low bits bits of each value are stored: higher
 // bits are masked off, which is how a two's-complement int4 is written (pass
-// uint8(int8(v))). Call CheckRange first to reject out-of-range values
-// instead. Pack panics if bits is outside 1..8, a programming error.
+// uint8(int8(v))). Use PackInRange to reject out-of-range values instead.
+// Pack panics if bits is outside 1..8, a programming error.
 func Pack(dst []byte, vals []uint8, bits int) []byte {
 	if !validWidth(bits) {
 		panic(fmt.Sprintf("bitpack: Pack with bit width %d", bits))
 	}
-	switch bits {
-	case 8:
-		return append(dst, vals...)
-	case 4:
-		return pack4(dst, vals)
+	dst, _ = pack(dst, vals, bits)
+	return dst
+}
+
+// PackInRange is Pack for values that must fit in bits bits: it returns
+// dst (its length unchanged) and CheckRange's error (wrapping ErrRange, naming the
+// first value that does not fit, or ErrWidth) instead of masking. The
+// range test rides along the packing, so it costs next to nothing.
+func PackInRange(dst []byte, vals []uint8, bits int) ([]byte, error) {
+	if !validWidth(bits) {
+		return dst, fmt.Errorf("%w: got %d", ErrWidth, bits)
+	}
+	out, high := pack(dst, vals, bits)
+	if high != 0 {
+		return dst, CheckRange(vals, bits)
+	}
+	return out, nil
+}
+
+// lanes8 is 0x01 in each byte of a word.
+const lanes8 = 0x0101_0101_0101_0101
+
+// pack appends vals packed at bits (1..8, masked) to dst and returns the
+// OR of every value's bits above the width (non-zero if any value is out
+// of range). Eight values at a time are loaded as one little-endian word
+// and their fields squeezed together in three shift-and-mask steps (bytes
+// into 16-bit lanes, those into 32-bit lanes, those into the word), giving
+// exactly bits bytes; a tail of fewer than eight goes through a bit
+// accumulator. Every output byte is written, so dst's spare capacity need
+// not be clear.
+func pack(dst []byte, vals []uint8, bits int) ([]byte, uint64) {
+	if bits == 8 {
+		return append(dst, vals...), 0
 	}
 	start := len(dst)
 	dst = grow(dst, PackedLen(len(vals), bits))
 	out := dst[start:]
-	mask := uint64(1)<<bits - 1
-	var acc uint64 // pending bits, LSB first
-	nacc := 0      // number of pending bits
-	o := 0
-	for _, v := range vals {
-		acc |= (uint64(v) & mask) << nacc
-		nacc += bits
-		if nacc >= 32 {
-			out[o] = byte(acc)
-			out[o+1] = byte(acc >> 8)
-			out[o+2] = byte(acc >> 16)
-			out[o+3] = byte(acc >> 24)
-			o += 4
-			acc >>= 32
-			nacc -= 32
+	b := uint(bits)
+	low := (uint64(1)<<b - 1) * lanes8
+	s1, s2, s3 := (8-b)&63, (16-2*b)&63, (32-4*b)&63
+	var high uint64
+	v := vals
+	// Whole words whose 8-byte store stays inside out, then the rest of
+	// the whole words byte by byte.
+	for len(v) >= 8 && len(out) >= 8 {
+		x := binary.LittleEndian.Uint64(v)
+		high |= x &^ low
+		x = squeeze(x&low, s1, s2, s3)
+		binary.LittleEndian.PutUint64(out, x)
+		v, out = v[8:], out[bits:]
+	}
+	for len(v) >= 8 {
+		x := binary.LittleEndian.Uint64(v)
+		high |= x &^ low
+		x = squeeze(x&low, s1, s2, s3)
+		for j := range out[:bits] {
+			out[j] = byte(x >> (8 * j))
 		}
+		v, out = v[8:], out[bits:]
 	}
-	for nacc > 0 {
+	mask := uint64(1)<<b - 1
+	var acc uint64 // pending bits, LSB first
+	nacc := uint(0)
+	for _, x := range v {
+		high |= uint64(x) &^ mask
+		acc |= (uint64(x) & mask) << nacc
+		nacc += b
+	}
+	for o := 0; nacc > 0; o++ {
 		out[o] = byte(acc)
-		o++
 		acc >>= 8
-		nacc -= 8
+		nacc -= min(nacc, 8)
 	}
-	return dst
+	return dst, high
 }
 
-// pack4 is the 4-bit fast path: two elements per byte, element 2j in the low
-// nibble.
-func pack4(dst []byte, vals []uint8) []byte {
-	start := len(dst)
-	dst = grow(dst, (len(vals)+1)/2)
-	out := dst[start:]
-	n := len(vals) / 2
-	for j := 0; j < n; j++ {
-		out[j] = vals[2*j]&0x0f | vals[2*j+1]<<4
-	}
-	if len(vals)%2 == 1 {
-		out[n] = vals[len(vals)-1] & 0x0f
-	}
-	return dst
+// squeeze packs the eight b-bit fields in the bytes of x into its low 8·b
+// bits, given the shifts 8−b, 16−2b and 32−4b.
+func squeeze(x uint64, s1, s2, s3 uint) uint64 {
+	x = x&0x00ff_00ff_00ff_00ff | x&0xff00_ff00_ff00_ff00>>s1
+	x = x&0x0000_ffff_0000_ffff | x&0xffff_0000_ffff_0000>>s2
+	return x&0x0000_0000_ffff_ffff | x&0xffff_ffff_0000_0000>>s3
 }
 
-// grow extends dst by n zero bytes.
+// grow extends dst by n bytes (not cleared when dst has the capacity: the
+// caller writes every one).
 func grow(dst []byte, n int) []byte {
 	if cap(dst)-len(dst) >= n {
-		dst = dst[:len(dst)+n]
-		clear(dst[len(dst)-n:])
-		return dst
+		return dst[:len(dst)+n]
 	}
 	return append(dst, make([]byte, n)...)
 }

@@ -282,3 +282,43 @@ func BenchmarkUnpack(b *testing.B) {
 		})
 	}
 }
+
+// TestPackInRange: for values in range PackInRange gives Pack's bytes at
+// every width and at lengths around multiples of eight; one value out of
+// range anywhere (word body or tail) gives CheckRange's error naming it
+// and leaves dst's length alone.
+func TestPackInRange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for bits := 1; bits <= 8; bits++ {
+		for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000} {
+			vals := make([]uint8, n)
+			for i := range vals {
+				vals[i] = uint8(rng.IntN(1 << bits))
+			}
+			prefix := []byte{0xaa}
+			got, err := PackInRange(append([]byte(nil), prefix...), vals, bits)
+			if err != nil || !bytes.Equal(got[1:], refPack(vals, bits)) || got[0] != 0xaa {
+				t.Fatalf("bits %d n %d: PackInRange = %x, %v; want %x", bits, n, got, err, refPack(vals, bits))
+			}
+			if bits == 8 {
+				continue
+			}
+			for _, at := range []int{0, n / 2, n - 1} {
+				if n == 0 {
+					break
+				}
+				bad := append([]uint8(nil), vals...)
+				bad[at] = uint8(1<<bits) | bad[at]
+				dst := []byte{1, 2}
+				out, err := PackInRange(dst, bad, bits)
+				want := CheckRange(bad, bits)
+				if !errors.Is(err, ErrRange) || err.Error() != want.Error() || len(out) != 2 {
+					t.Errorf("bits %d n %d bad at %d: len %d, %v; want %v", bits, n, at, len(out), err, want)
+				}
+			}
+		}
+	}
+	if _, err := PackInRange(nil, []uint8{1}, 9); !errors.Is(err, ErrWidth) {
+		t.Errorf("width 9: %v, want ErrWidth", err)
+	}
+}

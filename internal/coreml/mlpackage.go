@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/anemll/anemll/internal/coreml/blob"
 	"github.com/anemll/anemll/internal/coreml/manifest"
@@ -259,8 +261,9 @@ func checkFunction(fd FunctionDescription, f *mil.Function) error {
 type WriteOptions struct {
 	// Overwrite replaces an existing package at the target path.
 	Overwrite bool
-	// Progress, if set, is called after each weight-file constant is
-	// written with the number done and the total.
+	// Progress, if set, is called before each weight-file constant is
+	// produced with the number handed to the writer so far and the total,
+	// and with (total, total) once all are written.
 	Progress func(done, total int)
 }
 
@@ -429,6 +432,12 @@ func blobValues(p *mil.Program) []*mil.Value {
 // blob offset of each. Identical bytes share one blob. When every constant
 // was read from an existing package, the original blob order is kept, so a
 // package read and written back keeps its layout.
+//
+// Constants are produced (lazy sources run: checkpoint decoding,
+// palettization, reading other packages) on the calling goroutine, in
+// order, and handed to one writer goroutine that de-duplicates and writes
+// them in the same order, so producing a constant overlaps writing the one
+// before; at most two produced constants are held at a time.
 func writeBlobs(p *mil.Program, w io.WriteSeeker, progress func(done, total int)) (map[*mil.Value]uint64, error) {
 	vals := blobValues(p)
 	fromFile := len(vals) > 0
@@ -442,48 +451,92 @@ func writeBlobs(p *mil.Program, w io.WriteSeeker, progress func(done, total int)
 		sort.SliceStable(vals, func(i, j int) bool { return vals[i].BlobOffset < vals[j].BlobOffset })
 	}
 	bw := blob.NewWriter(w)
-	offsets := make(map[*mil.Value]uint64, len(vals))
+	type job struct {
+		dt   blob.DType
+		data []byte
+		n    int64
+	}
+	jobs := make(chan job)
+	var (
+		jobOffsets []uint64 // by job number, written by the writer goroutine
+		writeErr   error
+		failed     atomic.Bool
+		wg         sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for j := range jobs {
+			if writeErr != nil {
+				continue // drain
+			}
+			off, err := bw.Add(j.dt, j.data, j.n)
+			if err != nil {
+				writeErr = fmt.Errorf("coreml: weight file: %w", err)
+				failed.Store(true)
+				continue
+			}
+			jobOffsets = append(jobOffsets, off)
+		}
+	}()
+	stop := func() error {
+		close(jobs)
+		wg.Wait()
+		return writeErr
+	}
+	jobOf := make(map[*mil.Value]int, len(vals))
 	type origin struct {
 		file string
 		off  uint64
 	}
-	byOrigin := map[origin]uint64{}
+	byOrigin := map[origin]int{}
+	nJobs := 0
 	for i, v := range vals {
 		if progress != nil {
 			progress(i, len(vals))
 		}
-		if _, done := offsets[v]; done {
+		if _, done := jobOf[v]; done {
 			continue
 		}
 		key := origin{v.BlobFile, v.BlobOffset}
 		if v.BlobFile != "" {
-			if off, ok := byOrigin[key]; ok {
-				offsets[v] = off
+			if j, ok := byOrigin[key]; ok {
+				jobOf[v] = j
 				continue
 			}
 		}
-		data, err := v.Bytes()
-		if err != nil {
-			return nil, err
+		if failed.Load() {
+			break
 		}
-		if err := v.CheckSize(data); err != nil {
-			return nil, err
+		data, err := v.Bytes()
+		if err == nil {
+			err = v.CheckSize(data)
 		}
 		dt, ok := blobDTypes[v.Type.DType]
-		if !ok {
-			return nil, fmt.Errorf("coreml: %s constants cannot be stored in the weight file", v.Type.DType)
+		if err == nil && !ok {
+			err = fmt.Errorf("coreml: %s constants cannot be stored in the weight file", v.Type.DType)
 		}
-		off, err := bw.Add(dt, data, v.Type.NumElements())
 		if err != nil {
-			return nil, fmt.Errorf("coreml: weight file: %w", err)
+			stop()
+			return nil, err
 		}
-		offsets[v] = off
+		j := nJobs
+		nJobs++
+		jobOf[v] = j
 		if v.BlobFile != "" {
-			byOrigin[key] = off
+			byOrigin[key] = j
 		}
+		jobs <- job{dt, data, v.Type.NumElements()}
+	}
+	if err := stop(); err != nil {
+		return nil, err
 	}
 	if err := bw.Close(); err != nil {
 		return nil, fmt.Errorf("coreml: weight file: %w", err)
+	}
+	offsets := make(map[*mil.Value]uint64, len(jobOf))
+	for v, j := range jobOf {
+		offsets[v] = jobOffsets[j]
 	}
 	if progress != nil {
 		progress(len(vals), len(vals))

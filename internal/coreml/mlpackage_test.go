@@ -2,6 +2,7 @@ package coreml
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -241,5 +242,95 @@ func TestReferenceProgramsTypeCheck(t *testing.T) {
 			t.Errorf("%s: %v", filepath.Base(dir), err)
 		}
 		pkg.Close()
+	}
+}
+
+// TestWriteLazySources: lazy constants are produced once each, in program
+// order, and read back with their bytes (equal bytes share a blob); a
+// source that fails stops the write there, with its error, and leaves no
+// package.
+func TestWriteLazySources(t *testing.T) {
+	build := func(failAt int) (*Package, *[]string) {
+		var calls []string
+		lazy := func(name string, dt mil.DType, shape []int64, data []byte) *mil.Value {
+			return mil.LazyTensor(dt, shape, func() ([]byte, error) {
+				calls = append(calls, name)
+				if len(calls) == failAt {
+					return nil, fmt.Errorf("source %s failed", name)
+				}
+				return data, nil
+			})
+		}
+		table := make([]byte, 2*16*4)
+		for i := range table {
+			table[i] = byte(i)
+		}
+		b := mil.NewBuilder("main", mil.OpsetIOS18)
+		ids := b.Input("input_ids", mil.TensorType(mil.Int32, 1, mil.Unknown))
+		w := b.Const("embed", lazy("embed", mil.Float16, []int64{16, 4}, table))
+		w2 := b.Const("embed2", lazy("embed2", mil.Float16, []int64{16, 4}, bytes.Clone(table)))
+		idx := lazy("idx", mil.UInt4, []int64{16, 4}, bytes.Repeat([]byte{0x21}, 32))
+		lut := lazy("lut", mil.Float16, []int64{2, 1, 16, 1}, make([]byte, 64))
+		b.Op("constexpr_lut_to_dense", "pal", mil.In{"indices": mil.Literal{Value: idx}, "lut": mil.Literal{Value: lut}})
+		h := b.Op("gather", "hidden", mil.In{"x": w, "indices": ids, "axis": 0})
+		h2 := b.Op("gather", "hidden_states", mil.In{"x": w2, "indices": ids, "axis": 0})
+		_ = h
+		b.Output(h2)
+		f, err := b.Function()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Package{
+			SpecVersion: SpecVersionIOS18,
+			Program:     &mil.Program{Version: 1, Functions: []*mil.Function{f}},
+			Description: Description{
+				Inputs:  []Feature{{Name: "input_ids", Kind: MultiArray, DType: mil.Int32, Shape: []int64{1, 1}}},
+				Outputs: []Feature{{Name: "hidden_states", Kind: MultiArray, DType: mil.Float16}},
+			},
+		}, &calls
+	}
+	pkg, calls := build(0)
+	dir := filepath.Join(t.TempDir(), "m.mlpackage")
+	if err := Write(pkg, dir, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(*calls, " "); got != "embed embed2 idx lut" {
+		t.Errorf("sources called as %q, want %q", got, "embed embed2 idx lut")
+	}
+	back, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	var listing bytes.Buffer
+	mil.Print(&listing, back.Program)
+	// embed and embed2 share the blob at 64; idx and lut follow.
+	if n := strings.Count(listing.String(), "offset = uint64(64)"); n != 2 {
+		t.Errorf("%d constants at offset 64, want 2 (embed, embed2):\n%s", n, listing.String())
+	}
+	for _, op := range back.Program.Functions[0].Body.Ops {
+		if op.Type == "constexpr_lut_to_dense" {
+			got, err := op.Input("indices")[0].Value.Bytes()
+			if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{0x21}, 32)) {
+				t.Errorf("indices read back as %x (%v)", got, err)
+			}
+		}
+	}
+
+	pkg, calls = build(2)
+	dir = filepath.Join(t.TempDir(), "bad.mlpackage")
+	err = Write(pkg, dir, WriteOptions{})
+	if err == nil || !strings.Contains(err.Error(), "source embed2 failed") {
+		t.Errorf("write error %v, want the failing source's", err)
+	}
+	if got := strings.Join(*calls, " "); got != "embed embed2" {
+		t.Errorf("sources called as %q after the failure, want %q", got, "embed embed2")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Error("failed write left the target")
+	}
+	ents, _ := os.ReadDir(filepath.Dir(dir))
+	if len(ents) != 0 {
+		t.Errorf("failed write left %v", ents)
 	}
 }

@@ -364,14 +364,36 @@ func decodeBF16Parallel(dst []uint16, src []byte) int {
 	return n
 }
 
-// decodeBF16 is the serial table decode of BF16 src into dst.
+// decodeBF16 is the serial table decode of BF16 src into dst. It reads
+// four values per 64-bit load and only flags, per call, whether any
+// magnitude reaches the overflow range (bit 15 of each 16-bit lane of
+// |b| + 0x8000 − overflowFrom, which cannot carry into the next lane);
+// the exact count is taken in a second pass only then.
 func decodeBF16(dst []uint16, src []byte) (overflow int) {
 	t := bf16Table()
+	h := &t.half
 	from := t.overflowFrom
-	for i := range dst {
-		p := src[2*i : 2*i+2 : 2*i+2]
-		b := uint16(p[0]) | uint16(p[1])<<8
-		dst[i] = t.half[b]
+	n := len(dst)
+	src = src[:2*n]
+	k := uint64(0x8000-from) * 0x0001_0001_0001_0001
+	var flag uint64
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		x := binary.LittleEndian.Uint64(src[2*i:])
+		d := dst[i : i+4 : i+4]
+		d[0], d[1], d[2], d[3] = h[uint16(x)], h[uint16(x>>16)], h[uint16(x>>32)], h[x>>48]
+		flag |= x&0x7fff_7fff_7fff_7fff + k
+	}
+	for ; i < n; i++ {
+		b := uint16(src[2*i]) | uint16(src[2*i+1])<<8
+		dst[i] = h[b]
+		flag |= uint64(b&0x7fff) + k
+	}
+	if flag&0x8000_8000_8000_8000 == 0 {
+		return 0
+	}
+	for i := range n {
+		b := uint16(src[2*i]) | uint16(src[2*i+1])<<8
 		if a := b & 0x7fff; a-from < 0x7f80-from {
 			overflow++ // finite, beyond the half range
 		}

@@ -126,7 +126,7 @@ type Converter interface {
 
 // Palettize adapts internal/quant to the converter's LUT hook.
 func Palettize(req quant.Request) ([]uint8, []uint16, error) {
-	p, err := quant.Palettize(req.Weights, req.Shape, quant.Options{Bits: req.Bits, GroupSize: req.GroupSize})
+	p, err := quant.Palettize(req.Weights, req.Shape, quant.Options{Bits: req.Bits, GroupSize: req.GroupSize, Indices: req.Indices})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -153,7 +153,9 @@ func PalettizeCalibrated(w []uint16, shape []int64, st *Stats, opts Options) (*P
 	groups := base.Groups()
 	k := 1 << opts.Bits
 	per := len(w) / max(groups, 1)
-	p := newPalette(w, shape, opts)
+	own := opts
+	own.Indices = nil // the lent storage, if any, holds base's indices
+	p := newPalette(w, shape, own)
 	rep := &CalibReport{Groups: make([]float64, groups), Groups0: make([]float64, groups)}
 	refs := make([]float64, groups)
 	var next atomic.Int64

@@ -151,6 +151,16 @@ func TestPalettizeCalibratedWorkersAndReruns(t *testing.T) {
 			t.Fatalf("workers %d: result differs from workers 1", workers)
 		}
 	}
+	// Lent index storage (which the uncalibrated first pass uses) changes
+	// nothing either.
+	lent := bytes.Repeat([]byte{0xee}, len(w))
+	p, _, err := PalettizeCalibrated(w, shape, &Stats{Diag: st.Diag, Gram: st.Gram}, Options{Bits: 4, Indices: lent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p.Indices, first.Indices) || !slices.Equal(p.LUT, first.LUT) {
+		t.Fatal("lent index storage changes the calibrated palette")
+	}
 }
 
 func TestPalettizeCalibratedRowWeights(t *testing.T) {

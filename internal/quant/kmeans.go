@@ -219,8 +219,13 @@ func (s *solver) setIndices(w []uint16, idx []uint8) {
 	}
 	by[0x8000] = by[0] // −0 takes +0's entry (stale only if neither occurs)
 	idx = idx[:len(w)]
-	for i, x := range w {
-		idx[i] = by[x]
+	i := 0
+	for ; i+4 <= len(w); i += 4 {
+		x, d := w[i:i+4:i+4], idx[i:i+4:i+4]
+		d[0], d[1], d[2], d[3] = by[x[0]], by[x[1]], by[x[2]], by[x[3]]
+	}
+	for ; i < len(w); i++ {
+		idx[i] = by[w[i]]
 	}
 }
 

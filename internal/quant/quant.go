@@ -47,6 +47,10 @@ type Options struct {
 	Bits      int // index width: 1, 2, 3, 4, 6 or 8
 	GroupSize int // slices of axis 0 per LUT; 0 means DefaultGroupSize
 	Workers   int // parallel groups; 0 means runtime.GOMAXPROCS(0)
+	// Indices, if its capacity holds one index per weight, is storage
+	// the palette's Indices reuse (every element is overwritten), saving
+	// the allocation and zeroing of a fresh slice.
+	Indices []uint8
 }
 
 // Palette is a palettized tensor: indices plus one LUT per group.
@@ -186,11 +190,17 @@ func nonFinite(w []uint16) error {
 // newPalette allocates the result for validated arguments.
 func newPalette(w []uint16, shape []int64, opts Options) *Palette {
 	groups := int(shape[0]) / opts.GroupSize
+	idx := opts.Indices
+	if cap(idx) >= len(w) {
+		idx = idx[:len(w)]
+	} else {
+		idx = make([]uint8, len(w))
+	}
 	return &Palette{
 		Bits:      opts.Bits,
 		GroupSize: opts.GroupSize,
 		Shape:     append([]int64(nil), shape...),
-		Indices:   make([]uint8, len(w)),
+		Indices:   idx,
 		LUT:       make([]uint16, groups<<opts.Bits),
 	}
 }

@@ -753,3 +753,32 @@ func TestErrorMalformedPalette(t *testing.T) {
 		}
 	}
 }
+
+// TestLentIndices: lent index storage full of junk, with room to spare,
+// gives the palette that fresh storage gives, and is the storage used;
+// storage too small is ignored.
+func TestLentIndices(t *testing.T) {
+	for _, tn := range loadTiny(t)[:6] {
+		if !Eligible(tn.Shape, 0) {
+			continue
+		}
+		for _, bits := range []int{2, 4, 6} {
+			want, err := Palettize(tn.Data, tn.Shape, Options{Bits: bits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			junk := bytes.Repeat([]byte{0xff}, len(tn.Data)+5)
+			got, err := Palettize(tn.Data, tn.Shape, Options{Bits: bits, Indices: junk[:1]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if paletteHash(got) != paletteHash(want) || &got.Indices[0] != &junk[0] || len(got.Indices) != len(tn.Data) {
+				t.Errorf("%s bits %d: lent storage gives another palette or was not used", tn.Name, bits)
+			}
+			small, err := Palettize(tn.Data, tn.Shape, Options{Bits: bits, Indices: make([]uint8, len(tn.Data)-1)})
+			if err != nil || paletteHash(small) != paletteHash(want) {
+				t.Errorf("%s bits %d: storage too small: %v", tn.Name, bits, err)
+			}
+		}
+	}
+}

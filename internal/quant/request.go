@@ -21,4 +21,7 @@ type Request struct {
 	// (rows matching Weights); PalettizeRequest then minimises the output
 	// error on them instead of the weight error.
 	Stats *Stats
+	// Indices, if set, is storage the caller lends for the indices (see
+	// Options.Indices); a palettizer may use it or not.
+	Indices []uint8
 }

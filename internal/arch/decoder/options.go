@@ -35,7 +35,9 @@ type LUTBits struct {
 // Shape[0]/GroupSize tables of 2^Bits fp16 entries, table g serving
 // channels [g·GroupSize, (g+1)·GroupSize). pipeline.Palettize adapts
 // internal/quant to it. It is called when the package writer first asks
-// for the weight's indices or LUT, once per weight and package.
+// for the weight's indices or LUT, once per weight and package. It must
+// not keep req.Weights, req.Indices or the indices it returns: the
+// converter reuses their storage for the next weight.
 type Palettizer func(req quant.Request) (indices []uint8, lut []uint16, err error)
 
 // Options control a conversion. Zero fields take the documented defaults.

@@ -3,6 +3,7 @@ package decoder
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -28,7 +29,11 @@ type tensorRef struct {
 // readFP16 converts the referenced rows to fp16 bit patterns, followed by
 // r.PadRows zero rows. It reads only those rows from the memory-mapped
 // checkpoint.
-func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
+func (c *Converter) readFP16(r tensorRef) ([]uint16, error) { return c.readFP16Into(r, nil) }
+
+// readFP16Into is readFP16 writing into buf's storage when its capacity
+// suffices (every element is overwritten).
+func (c *Converter) readFP16Into(r tensorRef, buf []uint16) ([]uint16, error) {
 	if c.missing[r.Name] {
 		return c.defaultFP16(r), nil
 	}
@@ -62,7 +67,14 @@ func (c *Converter) readFP16(r tensorRef) ([]uint16, error) {
 		per = info.NumElements() / rows
 	}
 	n := max(0, row1-row0) // Float16Rows rejects a bad range
-	out := make([]uint16, (n+r.PadRows)*per)
+	size := (n + r.PadRows) * per
+	var out []uint16
+	if int64(cap(buf)) >= size {
+		out = buf[:size]
+		clear(out[n*per:])
+	} else {
+		out = make([]uint16, size)
+	}
 	over, err := c.ckpt.Float16Rows(name, row0, row1, out[:n*per])
 	if err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
@@ -133,6 +145,40 @@ type weightSet struct {
 	values map[string]*weightValues
 	// dense lists matrix weights left fp16 in a LUT package, in order.
 	dense []string
+	// scratch holds the working buffers of palettization between weights.
+	scratch scratch
+}
+
+// scratch lends the two buffers palettizing a weight needs and drops
+// once it is packed, the weight's fp16 values and its unpacked indices,
+// so that the weights of a package reuse them instead of allocating (and
+// zeroing) fresh ones each time; they live as long as the weight set.
+type scratch struct {
+	mu   sync.Mutex
+	half []uint16
+	idx  []uint8
+}
+
+// take returns the buffers (nil if another weight holds them).
+func (s *scratch) take() ([]uint16, []uint8) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, x := s.half, s.idx
+	s.half, s.idx = nil, nil
+	return h, x
+}
+
+// give keeps h and x for the next weight (the larger ones, if another
+// weight gave buffers back meanwhile).
+func (s *scratch) give(h []uint16, x []uint8) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cap(h) > cap(s.half) {
+		s.half = h
+	}
+	if cap(x) > cap(s.idx) {
+		s.idx = x
+	}
 }
 
 type weightValues struct {
@@ -197,6 +243,40 @@ func (p *lutPair) take(wantLUT bool) ([]byte, error) {
 	return out, nil
 }
 
+// parallelPackMin is the index count from which packIndices splits the
+// work across GOMAXPROCS goroutines.
+const parallelPackMin = 1 << 20
+
+// packIndices is bitpack.PackInRange into a new slice, in parts of whole
+// bytes packed in parallel for a large weight (the rest of the converter
+// waits for it).
+func packIndices(ind []uint8, bits int) ([]byte, error) {
+	parts := min(runtime.GOMAXPROCS(0), len(ind)/parallelPackMin)
+	if parts <= 1 {
+		return bitpack.PackInRange(nil, ind, bits)
+	}
+	out := make([]byte, bitpack.PackedLen(len(ind), bits))
+	per := (len(ind)/parts + 7) &^ 7 // whole bytes per part
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := min(p*per, len(ind)), min((p+1)*per, len(ind))
+		o0, o1 := lo/8*bits, lo/8*bits+bitpack.PackedLen(hi-lo, bits)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[p] = bitpack.PackInRange(out[o0:o0:o1], ind[lo:hi], bits)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, bitpack.CheckRange(ind, bits) // names the first bad index
+		}
+	}
+	return out, nil
+}
+
 var uintTypes = map[int]mil.DType{1: mil.UInt1, 2: mil.UInt2, 3: mil.UInt3, 4: mil.UInt4, 6: mil.UInt6, 8: mil.UInt8}
 
 // lutShape returns the shape of the LUT for a weight of shape s grouped
@@ -221,12 +301,13 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 	ls := lutShape(r.Shape, bits, group)
 	nLUT := ls[0] << bits
 	pair := &lutPair{compute: func() ([]byte, []byte, error) {
-		w, err := c.readFP16(r)
+		hbuf, ibuf := ws.scratch.take()
+		w, err := c.readFP16Into(r, hbuf)
 		if err != nil {
 			return nil, nil, err
 		}
 		ind, table, err := c.opts.Palettize(quant.Request{Name: r.Name, Row0: r.Row0, Row1: r.Row1,
-			Weights: w, Shape: r.Shape, Bits: bits, GroupSize: group})
+			Weights: w, Shape: r.Shape, Bits: bits, GroupSize: group, Indices: ibuf})
 		if err != nil {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
@@ -234,10 +315,12 @@ func (ws *weightSet) lutValues(r tensorRef) (idx, lut *mil.Value) {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: got %d indices and %d LUT entries, want %d and %d",
 				r.Name, len(ind), len(table), n, nLUT)
 		}
-		if err := bitpack.CheckRange(ind, bits); err != nil {
+		packed, err := packIndices(ind, bits)
+		if err != nil {
 			return nil, nil, fmt.Errorf("decoder: palettize %q: %w", r.Name, err)
 		}
-		return bitpack.Pack(nil, ind, bits), halfBytes(table), nil
+		ws.scratch.give(w, ind)
+		return packed, halfBytes(table), nil
 	}}
 	idx = mil.LazyTensor(uintTypes[bits], r.Shape, func() ([]byte, error) { return pair.take(false) })
 	lut = mil.LazyTensor(mil.Float16, ls, func() ([]byte, error) { return pair.take(true) })

@@ -5,11 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch"
+	"github.com/anemll/anemll/internal/bitpack"
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/mil"
 	"github.com/anemll/anemll/internal/quant"
@@ -124,4 +126,58 @@ func fmtLines(s []string) string {
 		out += l + "\n"
 	}
 	return out
+}
+
+// TestWriteRejectsIndexOutOfRange: a palettizer handing back an index the
+// LUT width cannot hold fails the write with an error naming the tensor
+// and the index, instead of storing a masked index.
+func TestWriteRejectsIndexOutOfRange(t *testing.T) {
+	cfg, ckpt := loadTiny(t)
+	bad := func(req quant.Request) ([]uint8, []uint16, error) {
+		idx, lut, err := testPalettize(req)
+		if err == nil && strings.Contains(req.Name, "mlp.up_proj") {
+			idx[len(idx)-3] = 1 << req.Bits
+		}
+		return idx, lut, err
+	}
+	c := newConv(t, cfg, ckpt, Options{ContextLength: 64, NumChunks: 1, LUT: LUTBits{FFN: 4},
+		Palettize: bad, Eligible: quant.Eligible})
+	pkg := build(t, c, arch.PartFFN, 0)
+	err := coreml.Write(pkg, filepath.Join(t.TempDir(), "ffn.mlpackage"), coreml.WriteOptions{})
+	if err == nil || !strings.Contains(err.Error(), "mlp.up_proj") || !strings.Contains(err.Error(), "out of range") {
+		t.Fatalf("write error %v, want one naming mlp.up_proj and the range", err)
+	}
+}
+
+// TestPackIndicesParallel: the parallel packing of a large weight gives
+// bitpack.PackInRange's bytes at every width, for lengths that do not
+// split evenly, and the same error, naming the first bad index, when one
+// is out of range.
+func TestPackIndicesParallel(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	for _, bits := range []int{1, 3, 4, 6, 8} {
+		for _, n := range []int{5, 2*parallelPackMin + 13, 3*parallelPackMin - 1} {
+			ind := make([]uint8, n)
+			for i := range ind {
+				ind[i] = uint8((i*2654435761)>>7) & uint8(1<<bits-1)
+			}
+			want, err := bitpack.PackInRange(nil, ind, bits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := packIndices(ind, bits)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("bits %d n %d: %d bytes (%v), differ from PackInRange's %d", bits, n, len(got), err, len(want))
+			}
+			if bits == 8 {
+				continue
+			}
+			ind[n-n/3] = 1 << bits
+			ind[n-2] = 1 << bits
+			_, err = packIndices(ind, bits)
+			if want := bitpack.CheckRange(ind, bits); err == nil || err.Error() != want.Error() {
+				t.Errorf("bits %d n %d: error %v, want %v", bits, n, err, want)
+			}
+		}
+	}
 }

@@ -57,6 +57,25 @@ func BenchmarkWriter(b *testing.B) {
 	}
 }
 
+// BenchmarkWriterLarge streams 64 MiB in two 32 MiB blobs, the size of a
+// 1B-shaped model's packed FFN indices, with de-duplication.
+func BenchmarkWriterLarge(b *testing.B) {
+	data := make([]byte, 32<<20)
+	b.SetBytes(64 << 20)
+	for b.Loop() {
+		w := blob.NewWriter(&discardWS{})
+		for i := range 2 {
+			data[0] = byte(i)
+			if _, err := w.Add(blob.UInt8, data, int64(len(data))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkReaderAll indexes a file of 4096 small blobs.
 func BenchmarkReaderAll(b *testing.B) {
 	var m memWS

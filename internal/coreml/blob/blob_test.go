@@ -615,3 +615,84 @@ func TestWriterFile(t *testing.T) {
 		t.Errorf("file differs from golden:\n%s", hex.Dump(got))
 	}
 }
+
+// TestWriterDedupLarge: blobs longer than the hashing chunk are equal
+// only if every chunk is: a copy is de-duplicated, a change in the first,
+// a middle or the last byte is not.
+func TestWriterDedupLarge(t *testing.T) {
+	const n = 200_003 // a few 64 KiB chunks and a partial one
+	base := make([]byte, n)
+	for i := range base {
+		base[i] = byte(i * 7)
+	}
+	var m memWS
+	w := blob.NewWriter(&m)
+	first, err := w.Add(blob.UInt8, base, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, err := w.Add(blob.UInt8, bytes.Clone(base), n); err != nil || off != first {
+		t.Errorf("copy stored at %d (%v), want %d", off, err, first)
+	}
+	for _, at := range []int{0, 70_000, n - 1} {
+		other := bytes.Clone(base)
+		other[at]++
+		if off, err := w.Add(blob.UInt8, other, n); err != nil || off == first {
+			t.Errorf("byte %d changed: offset %d (%v), first %d", at, off, err, first)
+		}
+	}
+	if w.Count() != 4 {
+		t.Errorf("Count() = %d, want 4", w.Count())
+	}
+}
+
+// TestWriterDedupReadBack: on a file that can be read back, large blobs
+// are de-duplicated exactly: a copy shares the first blob; a change at a
+// sampled or an unsampled byte makes a new blob, and a copy of that one
+// (same samples as the first) shares it, not the first; the file is the
+// one a writer without read-back makes.
+func TestWriterDedupReadBack(t *testing.T) {
+	const n = 1_000_003
+	base := make([]byte, n)
+	for i := range base {
+		base[i] = byte(i*7 + i>>11)
+	}
+	unsampled := bytes.Clone(base)
+	unsampled[12345]++ // between sample windows
+	sampled := bytes.Clone(base)
+	sampled[n-1]++ // in the last window
+	blobs := [][]byte{base, bytes.Clone(base), unsampled, sampled, bytes.Clone(unsampled), bytes.Clone(base), []byte{1, 2, 3}, []byte{1, 2, 3}}
+	var rw rwWS
+	var plain memWS
+	a, b := blob.NewWriter(&rw), blob.NewWriter(&plain)
+	var offs []uint64
+	for i, d := range blobs {
+		x, err := a.Add(blob.UInt8, d, int64(len(d)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := b.Add(blob.UInt8, d, int64(len(d)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x != y {
+			t.Errorf("blob %d: offset %d with read-back, %d without", i, x, y)
+		}
+		offs = append(offs, x)
+	}
+	if offs[1] != offs[0] || offs[5] != offs[0] || offs[4] != offs[2] || offs[7] != offs[6] {
+		t.Errorf("copies not shared: offsets %v", offs)
+	}
+	if offs[2] == offs[0] || offs[3] == offs[0] || offs[3] == offs[2] {
+		t.Errorf("different blobs shared: offsets %v", offs)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a.Count() != 4 || !bytes.Equal(rw.buf, plain.buf) {
+		t.Errorf("%d blobs; files equal: %v", a.Count(), bytes.Equal(rw.buf, plain.buf))
+	}
+}

@@ -49,3 +49,17 @@ func (f *failWS) Write(p []byte) (int, error) {
 	}
 	return f.memWS.Write(p)
 }
+
+// rwWS is a memWS that can be read back, as an *os.File can.
+type rwWS struct{ memWS }
+
+func (r *rwWS) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(r.buf)) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.buf[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
