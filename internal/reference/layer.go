@@ -245,6 +245,62 @@ func dot(a, b []float32) float64 {
 	return (s0 + s1) + (s2 + s3)
 }
 
+// widen returns x as float64 (exactly), in dst's storage when it fits.
+func widen(dst []float64, x []float32) []float64 {
+	if cap(dst) < len(x) {
+		dst = make([]float64, len(x))
+	}
+	dst = dst[:len(x)]
+	for i, v := range x {
+		dst[i] = float64(v)
+	}
+	return dst
+}
+
+// dotWide is dot with a already widened to float64: the same products
+// (a float32 product is exact in float64) summed in the same order, so the
+// same result, with one conversion per term instead of two.
+func dotWide(a []float64, b []float32) float64 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * float64(b[i])
+		s1 += a[i+1] * float64(b[i+1])
+		s2 += a[i+2] * float64(b[i+2])
+		s3 += a[i+3] * float64(b[i+3])
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * float64(b[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dotWide2 returns dotWide(a0, b) and dotWide(a1, b) computed together,
+// each b value converted once for both.
+func dotWide2(a0, a1 []float64, b []float32) (float64, float64) {
+	b = b[:len(a0)]
+	a1 = a1[:len(a0)]
+	var s0, s1, s2, s3, t0, t1, t2, t3 float64
+	i := 0
+	for ; i+4 <= len(a0); i += 4 {
+		w0, w1, w2, w3 := float64(b[i]), float64(b[i+1]), float64(b[i+2]), float64(b[i+3])
+		s0 += a0[i] * w0
+		s1 += a0[i+1] * w1
+		s2 += a0[i+2] * w2
+		s3 += a0[i+3] * w3
+		t0 += a1[i] * w0
+		t1 += a1[i+1] * w1
+		t2 += a1[i+2] * w2
+		t3 += a1[i+3] * w3
+	}
+	for ; i < len(a0); i++ {
+		s0 += a0[i] * float64(b[i])
+		t0 += a1[i] * float64(b[i])
+	}
+	return (s0 + s1) + (s2 + s3), (t0 + t1) + (t2 + t3)
+}
+
 // softmax replaces s by exp(s - max) / sum.
 func softmax(s []float64) {
 	mx := math.Inf(-1)
@@ -304,9 +360,10 @@ const parallelMin = 1 << 17
 // (each row is computed by one goroutine, so the result does not depend on
 // the number of cores).
 func (l *linear) apply(dst, x []float32) {
+	xw := widen(nil, x)
 	rows := func(lo, hi int) {
 		for o := lo; o < hi; o++ {
-			s := dot(x, l.w[o*l.in:(o+1)*l.in])
+			s := dotWide(xw, l.w[o*l.in:(o+1)*l.in])
 			if l.b != nil {
 				s += float64(l.b[o])
 			}
@@ -340,15 +397,27 @@ func (l *linear) split(rows func(lo, hi int)) {
 // row's weights read once for all positions (the same dot products as
 // apply, so the same numbers), rows split over cores as apply splits them.
 func (l *linear) applyRows(dst, x [][]float32) {
+	xw := make([][]float64, len(x))
+	for t := range x {
+		xw[t] = widen(nil, x[t])
+	}
+	put := func(t, o int, s float64) {
+		if l.b != nil {
+			s += float64(l.b[o])
+		}
+		dst[t][o] = float32(s)
+	}
 	rows := func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			w := l.w[o*l.in : (o+1)*l.in]
-			for t := range x {
-				s := dot(x[t], w)
-				if l.b != nil {
-					s += float64(l.b[o])
-				}
-				dst[t][o] = float32(s)
+			t := 0
+			for ; t+2 <= len(x); t += 2 {
+				s0, s1 := dotWide2(xw[t], xw[t+1], w)
+				put(t, o, s0)
+				put(t+1, o, s1)
+			}
+			if t < len(x) {
+				put(t, o, dotWide(xw[t], w))
 			}
 		}
 	}
