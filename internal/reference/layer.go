@@ -14,6 +14,7 @@ type kvCache struct{ keys, values []float32 }
 type work struct {
 	hn, q, k, v, attn, proj, g, u []float32
 	scores                        []float64
+	wide                          []float64 // the current linear input, widened
 }
 
 func (m *Model) newWork() *work {
@@ -35,18 +36,20 @@ func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32,
 		panic("reference: key/value cache out of step with the position")
 	}
 	rmsNorm(wk.hn, x, L.attnNorm, m.eps)
+	wk.wide = widen(wk.wide, wk.hn)
 	m.see(&L.q, wk.hn)
-	L.q.apply(wk.q, wk.hn)
+	L.q.apply(wk.q, wk.wide)
 	m.see(&L.k, wk.hn)
-	L.k.apply(wk.k, wk.hn)
+	L.k.apply(wk.k, wk.wide)
 	m.see(&L.v, wk.hn)
-	L.v.apply(wk.v, wk.hn)
+	L.v.apply(wk.v, wk.wide)
 	m.qkNormRope(L, li, pos, wk.q, wk.k)
 	c.keys = append(c.keys, wk.k...)
 	c.values = append(c.values, wk.v...)
 	m.attend(wk.attn, wk.q, c, li, pos, &wk.scores)
 	m.see(&L.o, wk.attn)
-	L.o.apply(wk.proj, wk.attn)
+	wk.wide = widen(wk.wide, wk.attn)
+	L.o.apply(wk.proj, wk.wide)
 	if L.attnOutNorm != nil {
 		rmsNorm(wk.proj, wk.proj, L.attnOutNorm, m.eps)
 	}
@@ -54,17 +57,19 @@ func (m *Model) layer(L *layerWeights, li int, c *kvCache, pos int, x []float32,
 	m.seeResidual(li, x)
 
 	rmsNorm(wk.hn, x, L.mlpNorm, m.eps)
+	wk.wide = widen(wk.wide, wk.hn)
 	m.see(&L.gate, wk.hn)
-	L.gate.apply(wk.g, wk.hn)
+	L.gate.apply(wk.g, wk.wide)
 	m.see(&L.up, wk.hn)
-	L.up.apply(wk.u, wk.hn)
+	L.up.apply(wk.u, wk.wide)
 	if m.sp.act == "gelu_pytorch_tanh" {
 		geglu(wk.g, wk.u)
 	} else {
 		swiglu(wk.g, wk.u)
 	}
 	m.see(&L.down, wk.g)
-	L.down.apply(wk.proj, wk.g)
+	wk.wide = widen(wk.wide, wk.g)
+	L.down.apply(wk.proj, wk.wide)
 	if L.mlpOutNorm != nil {
 		rmsNorm(wk.proj, wk.proj, L.mlpOutNorm, m.eps)
 	}
@@ -134,6 +139,7 @@ func (m *Model) attend(out, q []float32, c *kvCache, li, pos int, scores *[]floa
 type batch struct {
 	hn, q, k, v, attn, proj, g, u [][]float32
 	scores                        []float64
+	wide                          [][]float64 // the current linear input rows, widened
 }
 
 func (m *Model) newBatch(T int) *batch {
@@ -158,9 +164,10 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		m.see(&L.k, b.hn[t])
 		m.see(&L.v, b.hn[t])
 	}
-	L.q.applyRows(b.q, b.hn)
-	L.k.applyRows(b.k, b.hn)
-	L.v.applyRows(b.v, b.hn)
+	b.wide = widenRows(b.wide, b.hn)
+	L.q.applyRows(b.q, b.wide)
+	L.k.applyRows(b.k, b.wide)
+	L.v.applyRows(b.v, b.wide)
 	for t := range T {
 		m.qkNormRope(L, li, t, b.q[t], b.k[t])
 		c.keys = append(c.keys, b.k[t]...)
@@ -170,7 +177,8 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		m.attend(b.attn[t], b.q[t], c, li, t, &b.scores)
 		m.see(&L.o, b.attn[t])
 	}
-	L.o.applyRows(b.proj, b.attn)
+	b.wide = widenRows(b.wide, b.attn)
+	L.o.applyRows(b.proj, b.wide)
 	for t := range T {
 		if L.attnOutNorm != nil {
 			rmsNorm(b.proj[t], b.proj[t], L.attnOutNorm, m.eps)
@@ -181,8 +189,9 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		m.see(&L.gate, b.hn[t])
 		m.see(&L.up, b.hn[t])
 	}
-	L.gate.applyRows(b.g, b.hn)
-	L.up.applyRows(b.u, b.hn)
+	b.wide = widenRows(b.wide, b.hn)
+	L.gate.applyRows(b.g, b.wide)
+	L.up.applyRows(b.u, b.wide)
 	for t := range T {
 		if m.sp.act == "gelu_pytorch_tanh" {
 			geglu(b.g[t], b.u[t])
@@ -191,7 +200,8 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		}
 		m.see(&L.down, b.g[t])
 	}
-	L.down.applyRows(b.proj, b.g)
+	b.wide = widenRows(b.wide, b.g)
+	L.down.applyRows(b.proj, b.wide)
 	for t := range T {
 		if L.mlpOutNorm != nil {
 			rmsNorm(b.proj[t], b.proj[t], L.mlpOutNorm, m.eps)
@@ -253,6 +263,18 @@ func widen(dst []float64, x []float32) []float64 {
 	dst = dst[:len(x)]
 	for i, v := range x {
 		dst[i] = float64(v)
+	}
+	return dst
+}
+
+// widenRows widens each row of x (see widen), reusing dst's rows.
+func widenRows(dst [][]float64, x [][]float32) [][]float64 {
+	for len(dst) < len(x) {
+		dst = append(dst, nil)
+	}
+	dst = dst[:len(x)]
+	for t := range x {
+		dst[t] = widen(dst[t], x[t])
 	}
 	return dst
 }
@@ -356,11 +378,10 @@ func addTo(x, y []float32) {
 // on one goroutine.
 const parallelMin = 1 << 17
 
-// apply sets dst = W·x + b, splitting output rows over cores for big W
-// (each row is computed by one goroutine, so the result does not depend on
-// the number of cores).
-func (l *linear) apply(dst, x []float32) {
-	xw := widen(nil, x)
+// apply sets dst = W·x + b for the input x widened to float64 (see
+// widen), splitting output rows over cores for big W (each row is computed
+// by one goroutine, so the result does not depend on the number of cores).
+func (l *linear) apply(dst []float32, xw []float64) {
 	rows := func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			s := dotWide(xw, l.w[o*l.in:(o+1)*l.in])
@@ -393,14 +414,11 @@ func (l *linear) split(rows func(lo, hi int)) {
 	wg.Wait()
 }
 
-// applyRows sets dst[t] = W·x[t] + b for every position t, each output
-// row's weights read once for all positions (the same dot products as
-// apply, so the same numbers), rows split over cores as apply splits them.
-func (l *linear) applyRows(dst, x [][]float32) {
-	xw := make([][]float64, len(x))
-	for t := range x {
-		xw[t] = widen(nil, x[t])
-	}
+// applyRows sets dst[t] = W·x[t] + b for every position t (x widened, see
+// widenRows), each output row's weights read once for all positions (the
+// same dot products as apply, so the same numbers), rows split over cores
+// as apply splits them.
+func (l *linear) applyRows(dst [][]float32, xw [][]float64) {
 	put := func(t, o int, s float64) {
 		if l.b != nil {
 			s += float64(l.b[o])
@@ -411,12 +429,12 @@ func (l *linear) applyRows(dst, x [][]float32) {
 		for o := lo; o < hi; o++ {
 			w := l.w[o*l.in : (o+1)*l.in]
 			t := 0
-			for ; t+2 <= len(x); t += 2 {
+			for ; t+2 <= len(xw); t += 2 {
 				s0, s1 := dotWide2(xw[t], xw[t+1], w)
 				put(t, o, s0)
 				put(t+1, o, s1)
 			}
-			if t < len(x) {
+			if t < len(xw) {
 				put(t, o, dotWide(xw[t], w))
 			}
 		}

@@ -218,9 +218,10 @@ func (m *Model) lazyHead(logits, hn [][]float32) error {
 			return err
 		}
 		l := linear{w: w, out: m.vocab, in: m.hidden}
-		l.applyRows(logits, hn)
+		l.applyRows(logits, widenRows(nil, hn))
 		return nil
 	}
+	xw := widenRows(nil, hn)
 	step := max(1, headBlockBytes/(4*m.hidden))
 	buf := make([]float32, min(step, m.vocab)*m.hidden)
 	sub := make([][]float32, len(hn))
@@ -234,7 +235,7 @@ func (m *Model) lazyHead(logits, hn [][]float32) error {
 		for t := range hn {
 			sub[t] = logits[t][r0:r1]
 		}
-		l.applyRows(sub, hn)
+		l.applyRows(sub, xw)
 		m.release()
 	}
 	return nil

@@ -457,7 +457,7 @@ func (m *Model) finalNorm(hn, x []float32) {
 func (m *Model) head(logits, hn [][]float32) error {
 	if !m.opt.Lazy {
 		l := linear{w: m.lmHead, out: m.vocab, in: m.hidden}
-		l.applyRows(logits, hn)
+		l.applyRows(logits, widenRows(nil, hn))
 	} else if err := m.lazyHead(logits, hn); err != nil {
 		return err
 	}
