@@ -629,10 +629,7 @@ func opSliceUpdate(c *call) error {
 		out = c.newOut(0, x.DType, cloneInts(x.Shape))
 		storeState(out, x)
 	}
-	if u.half != nil && u.F == nil {
-		u = u.Clone()
-	}
-	switch {
+	switch { // u is never half bits: Predict widens a state passed as update
 	case out.half != nil && out.F == nil:
 		halfStridedScatter(out.half, u.F, full, off, st)
 	case out.F != nil:
