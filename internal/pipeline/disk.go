@@ -6,6 +6,7 @@ import (
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/coreml"
+	"github.com/anemll/anemll/internal/runner"
 )
 
 // diskSlack is added per planned package for directories and file-system
@@ -90,30 +91,30 @@ func checkDiskSpace(dir string, files []PlannedFile, free func(string) (int64, e
 func gibs(n int64) float64 { return float64(n) / (1 << 30) }
 
 // checkVerifyMemory refuses, before anything is written, a run whose
-// verification (step verifyStep) could not load the packages it is about to write on the interpreter
-// within the memory available (avail; 0 or less: unknown): the
-// embeddings, the LM head and the largest chunk (the runner loads one
-// chunk at a time when memory is short), plus a quarter as
-// runner.EstimateBytes adds.
+// verification (step verifyStep) could not load the packages it is about
+// to write on the interpreter within the memory available (avail; 0 or
+// less: unknown), by runner.LowMemoryBytes's rule: the embeddings, the LM
+// head and the largest chunk (the runner loads one chunk at a time when
+// memory is short).
 func checkVerifyMemory(opts Options, verifyStep int, files []PlannedFile, chunks int, avail int64) error {
 	if avail <= 0 || opts.SkipCheck || opts.Verify == nil || opts.Only != 0 && opts.Only != verifyStep {
 		return nil
 	}
-	var need, largest int64
+	var fixed int64
+	var chunkBytes []int64
 	for _, f := range files {
 		switch f.part {
 		case arch.PartFFNPF:
 			if chunks > 1 {
-				largest = max(largest, f.Bytes)
+				chunkBytes = append(chunkBytes, f.Bytes)
 			} else {
-				need += f.Bytes
+				fixed += f.Bytes
 			}
 		case arch.PartEmbeddings, arch.PartLMHead, arch.PartMonolithicFull:
-			need += f.Bytes
+			fixed += f.Bytes
 		}
 	}
-	need += largest
-	need += need / 4
+	need := runner.LowMemoryBytes(fixed, chunkBytes)
 	if need <= avail {
 		return nil
 	}

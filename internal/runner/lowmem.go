@@ -126,7 +126,14 @@ func (m *Model) prefillLow(ids []int) error {
 // the weight files of every package it loads (weights stay as the
 // packages store them), plus a quarter for activations, the KV cache and
 // the Go heap's headroom.
-func EstimateBytes(files *Files) int64 {
+func EstimateBytes(files *Files) int64 { return headroom(packageBytes(files)) }
+
+// headroom adds a quarter to n for activations, the KV cache and the Go
+// heap's headroom.
+func headroom(n int64) int64 { return n + n/4 }
+
+// packageBytes sums the sizes of the files of every package in files.
+func packageBytes(files *Files) int64 {
 	paths := []string{files.Embeddings, files.LMHead}
 	for _, c := range files.Chunks {
 		paths = append(paths, c.Combined, c.FFN, c.Prefill)
@@ -145,7 +152,7 @@ func EstimateBytes(files *Files) int64 {
 			return nil
 		})
 	}
-	return n + n/4
+	return n
 }
 
 // MemAvailable returns the kernel's estimate of memory available to new
@@ -224,12 +231,23 @@ func MinBytes(files *Files, low bool) int64 {
 	if !low || len(files.Chunks) < 2 {
 		return EstimateBytes(files)
 	}
-	n := EstimateBytes(&Files{Embeddings: files.Embeddings, LMHead: files.LMHead})
-	var largest int64
-	for _, c := range files.Chunks {
-		largest = max(largest, EstimateBytes(&Files{Chunks: []ChunkFiles{c}}))
+	chunks := make([]int64, len(files.Chunks))
+	for i, c := range files.Chunks {
+		chunks[i] = packageBytes(&Files{Chunks: []ChunkFiles{c}})
 	}
-	return n + largest
+	return LowMemoryBytes(packageBytes(&Files{Embeddings: files.Embeddings, LMHead: files.LMHead}), chunks)
+}
+
+// LowMemoryBytes is MinBytes's low-memory rule on package sizes: fixed
+// bytes always loaded (embeddings and LM head) plus the largest of chunks,
+// each with EstimateBytes's quarter added. Callers that size packages not
+// yet written use it too.
+func LowMemoryBytes(fixed int64, chunks []int64) int64 {
+	var largest int64
+	for _, c := range chunks {
+		largest = max(largest, headroom(c))
+	}
+	return headroom(fixed) + largest
 }
 
 // CheckMemory reports, in one line, when the model in files cannot run in
