@@ -186,16 +186,6 @@ func benchGemm(b *testing.B, m, n, k int, f func(c, a, bb []float32, m, n, k int
 	b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
 
-// BenchmarkGemm sweeps LLaMA projection shapes (m = out channels, n =
-// tokens, k = in channels) for the blocked parallel kernel and the naive
-// reference.
-func BenchmarkGemm(b *testing.B) {
-	for _, s := range [][3]int{{2048, 1, 2048}, {8192, 1, 2048}, {2048, 64, 2048}, {8192, 64, 2048}, {256, 256, 256}} {
-		b.Run(fmt.Sprintf("blocked_%dx%dx%d", s[0], s[1], s[2]), func(b *testing.B) { benchGemm(b, s[0], s[1], s[2], gemmNT) })
-	}
-	b.Run("naive_256x256x256", func(b *testing.B) { benchGemm(b, 256, 256, 256, gemmNTRef) })
-}
-
 // TestLayerPrefillMatchesDecode runs a small layer two ways: one 4-token
 // prefill, and 4 single-token decode steps sharing a State. Each decode
 // output must match the prefill row for the same position.

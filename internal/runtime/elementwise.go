@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/anemll/anemll/internal/gemm"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -112,7 +113,7 @@ func parallelRows(out []int, ins [][]int, fn func(o int, offs []int, n int, inne
 	}
 	per := max(1, elemChunk/n)
 	rows := total / n
-	parallelFor((rows+per-1)/per, minParallelMACs, func(i int) {
+	gemm.ParallelFor((rows+per-1)/per, minParallelMACs, func(i int) {
 		eachRowRange(out, ins, i*per, min((i+1)*per, rows), fn)
 	})
 }

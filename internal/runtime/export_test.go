@@ -1,5 +1,7 @@
 package runtime
 
+import "github.com/anemll/anemll/internal/gemm"
+
 // KernelFlavour names the matrix kernels this build and CPU run ("simd"
 // or "purego"): their fp32 summation orders differ, so golden outputs are
 // recorded per flavour.
@@ -22,4 +24,15 @@ func WidenedOps(m *Model) []string {
 		}
 	}
 	return out
+}
+
+// setSIMD selects the SIMD kernels (on, where present) or plain Go, here
+// and in package gemm, and returns a func restoring the previous choice.
+func setSIMD(on bool) (restore func()) {
+	prev, prevGemm := useSIMD, gemm.SetSIMD(on)
+	useSIMD = on && haveSIMD
+	return func() {
+		useSIMD = prev
+		gemm.SetSIMD(prevGemm)
+	}
 }

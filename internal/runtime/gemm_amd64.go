@@ -11,18 +11,13 @@ var haveSIMD = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // haveHalfSIMD reports whether the fp16-weight kernels (F16C) run too.
 var haveHalfSIMD = haveSIMD && cpu.X86.HasF16C
 
-// dot4x1SIMD sets out[r] = Σ_{p<k} ar[p]·b[p] (r < 4) for k a multiple of 8.
-//
-//go:noescape
-func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32)
-
 // rowNNSIMD sets c[j] = Σ_{p<k} a[p]·b[p·ldb+j] for j < n, n a multiple of
 // 8, with one FMA chain per output in increasing p.
 //
 //go:noescape
 func rowNNSIMD(c, a, b *float32, n, k, ldb int)
 
-// dot4x1HSIMD is dot4x1SIMD with the a rows as fp16 bits (needs F16C).
+// dot4x1HSIMD is gemm's dot4x1SIMD with the a rows as fp16 bits (needs F16C).
 //
 //go:noescape
 func dot4x1HSIMD(a0, a1, a2, a3 *uint16, b *float32, k int, out *[4]float32)
@@ -31,12 +26,6 @@ func dot4x1HSIMD(a0, a1, a2, a3 *uint16, b *float32, k int, out *[4]float32)
 //
 //go:noescape
 func halfToFloatSIMD(dst *float32, src *uint16, n int)
-
-// dot3x4SIMD sets out[4r+c] = Σ_{p<k} ar[p]·bc[p] (r < 3, c < 4) for k a
-// multiple of 8, in the lane order of dot4x1SIMD.
-//
-//go:noescape
-func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32)
 
 // lut4ToFloatSIMD decodes n 4-bit LUT indices (n a multiple of 16, two per
 // byte, low nibble first) through a 16-entry fp16 palette given as its low
@@ -59,7 +48,7 @@ func lut6ToFloatSIMD(dst *float32, src *byte, n int, tab *[128]byte, k *[80]byte
 func dot4x1L4SIMD(a0, a1, a2, a3 *byte, b *float32, k int, out *[4]float32, tab *[32]byte)
 
 // lut6DotRowSIMD accumulates one row of 6-bit LUT indices times b into
-// dot4x1SIMD's 8 lanes (n a multiple of 8).
+// gemm's dot4x1SIMD's 8 lanes (n a multiple of 8).
 //
 //go:noescape
 func lut6DotRowSIMD(a *byte, b *float32, n int, tab *[128]byte, k *[80]byte, acc *[8]float32)

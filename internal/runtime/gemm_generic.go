@@ -8,10 +8,6 @@ const haveSIMD = false
 // haveHalfSIMD is false: no fp16-weight kernels in this build.
 const haveHalfSIMD = false
 
-func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32) {
-	panic("runtime: no SIMD kernels in this build")
-}
-
 func rowNNSIMD(c, a, b *float32, n, k, ldb int) {
 	panic("runtime: no SIMD kernels in this build")
 }
@@ -21,10 +17,6 @@ func dot4x1HSIMD(a0, a1, a2, a3 *uint16, b *float32, k int, out *[4]float32) {
 }
 
 func halfToFloatSIMD(dst *float32, src *uint16, n int) {
-	panic("runtime: no SIMD kernels in this build")
-}
-
-func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32) {
 	panic("runtime: no SIMD kernels in this build")
 }
 

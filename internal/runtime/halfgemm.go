@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/anemll/anemll/internal/fp16"
+	"github.com/anemll/anemll/internal/gemm"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -278,7 +279,7 @@ func dot4x1H(a0, a1, a2, a3 []uint16, b, tmp []float32) [4]float32 {
 		halfToFloat(f[k:2*k], a1)
 		halfToFloat(f[2*k:3*k], a2)
 		halfToFloat(f[3*k:], a3)
-		return dot4x1(f[:k], f[k:2*k], f[2*k:3*k], f[3*k:], b)
+		return gemm.Dot4x1(f[:k], f[k:2*k], f[2*k:3*k], f[3*k:], b)
 	}
 	var s [4]float32
 	k8 := k &^ 7
@@ -329,7 +330,7 @@ func gemmPacked(c []float32, w packedRows, x []float32, nw, nx, k int, wRows boo
 		panic("runtime: LUT weight shape mismatch")
 	}
 	jobs := (nw + halfRows - 1) / halfRows
-	parallelFor(jobs, halfRows*nx*k, func(job int) {
+	gemm.ParallelFor(jobs, halfRows*nx*k, func(job int) {
 		tp := halfScratch.Get().(*[]float32)
 		if cap(*tp) < halfWiden*k {
 			*tp = make([]float32, halfWiden*k)
@@ -358,7 +359,7 @@ func halfBlock(c []float32, w packedRows, x []float32, nw, nx, k, i0, i1 int, wR
 				s = w.lut.dot4x1L6(i, x[:k])
 			} else {
 				w.widen(tmp[:4*k], i, i+4, k)
-				s = dot4x1(tmp[:k], tmp[k:2*k], tmp[2*k:3*k], tmp[3*k:4*k], x[:k])
+				s = gemm.Dot4x1(tmp[:k], tmp[k:2*k], tmp[2*k:3*k], tmp[3*k:4*k], x[:k])
 			}
 			c[i*si], c[(i+1)*si], c[(i+2)*si], c[(i+3)*si] = s[0], s[1], s[2], s[3]
 		}
@@ -366,6 +367,6 @@ func halfBlock(c []float32, w packedRows, x []float32, nw, nx, k, i0, i1 int, wR
 	for ; i < i1; i += halfWiden {
 		e := min(i+halfWiden, i1)
 		w.widen(tmp[:(e-i)*k], i, e, k)
-		gemmTile(c[i*si:], si, sj, tmp, x, k, 0, e-i, 0, nx)
+		gemm.Tile(c[i*si:], si, sj, tmp, x, k, 0, e-i, 0, nx)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/anemll/anemll/internal/fp16"
+	"github.com/anemll/anemll/internal/gemm"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -40,12 +41,12 @@ func testGemmHalf(t *testing.T) {
 		x := guarded(r, nx*k)
 		// Reference: the fp32-weight kernel in the conv orientation.
 		want := make([]float32, nw*nx)
-		gemmNT(want, wf, x, nw, nx, k)
+		gemm.NT(want, wf, x, nw, nx, k)
 		for p := range want {
 			iw, jx := p/nx, p%nx
 			ref, tol := dotBound(wf[iw*k:(iw+1)*k], x[jx*k:(jx+1)*k])
 			if math.Abs(float64(want[p])-ref) > tol {
-				t.Fatalf("%v: gemmNT c[%d][%d] = %v, want %v ± %g", sz, iw, jx, want[p], ref, tol)
+				t.Fatalf("%v: gemm.NT c[%d][%d] = %v, want %v ± %g", sz, iw, jx, want[p], ref, tol)
 			}
 		}
 		rows := make([]float32, nw*nx)
@@ -167,14 +168,15 @@ func transposeF(a []float32, rows, cols int) []float32 {
 // TestHalfWeightKernels runs the matrix op tests with every fp16 weight
 // packed (halfWeightMin 1), on the SIMD kernels if present and on plain Go.
 func TestHalfWeightKernels(t *testing.T) {
-	defer func(h bool, m int, s bool) { halfWeights, halfWeightMin, useSIMD = h, m, s }(halfWeights, halfWeightMin, useSIMD)
+	defer func(h bool, m int) { halfWeights, halfWeightMin = h, m }(halfWeights, halfWeightMin)
+	defer setSIMD(useSIMD)()
 	halfWeights, halfWeightMin = true, 1
 	paths := []bool{false}
 	if haveSIMD {
 		paths = append(paths, true)
 	}
 	for _, simd := range paths {
-		useSIMD = simd
+		setSIMD(simd)
 		name := "plain"
 		if simd {
 			name = "simd"

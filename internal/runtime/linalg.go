@@ -3,6 +3,8 @@ package runtime
 import (
 	"fmt"
 	"math"
+
+	"github.com/anemll/anemll/internal/gemm"
 )
 
 // transpose2 writes the transpose of src (rows×cols) to dst (cols×rows).
@@ -83,7 +85,7 @@ func opLinear(c *call) error {
 	if pw, ok := packedOf(w); ok {
 		gemmPacked(out.F, pw, x.F, n, m, k, false)
 	} else {
-		gemmNT(out.F, x.F, w.F, m, n, k)
+		gemm.NT(out.F, x.F, w.F, m, n, k)
 	}
 	if err := addBias(out.F, bias, m, n, false); err != nil {
 		return err
@@ -155,16 +157,16 @@ func opMatmul(c *call) error {
 	}
 	switch {
 	case nb == 1 && ty:
-		gemmNT(out.F, aBuf[xo[0]:xo[0]+m*k], y.F[yo[0]:yo[0]+n*k], m, n, k)
+		gemm.NT(out.F, aBuf[xo[0]:xo[0]+m*k], y.F[yo[0]:yo[0]+n*k], m, n, k)
 	case nb == 1:
 		gemmNN(out.F, aBuf[xo[0]:xo[0]+m*k], y.F[yo[0]:yo[0]+n*k], m, n, k)
 	case ty:
-		parallelFor(nb, m*n*k, func(i int) {
-			gemmTile(out.F[i*m*n:(i+1)*m*n], n, 1, aBuf[xo[i]:xo[i]+m*k], y.F[yo[i]:yo[i]+n*k], k, 0, m, 0, n)
+		gemm.ParallelFor(nb, m*n*k, func(i int) {
+			gemm.Tile(out.F[i*m*n:(i+1)*m*n], n, 1, aBuf[xo[i]:xo[i]+m*k], y.F[yo[i]:yo[i]+n*k], k, 0, m, 0, n)
 		})
 	default:
 		// One job per output row of every batch.
-		parallelFor(nb*m, n*k, func(job int) {
+		gemm.ParallelFor(nb*m, n*k, func(job int) {
 			i, r := job/m, job%m
 			rowNN(out.F[(i*m+r)*n:(i*m+r+1)*n], aBuf[xo[i]+r*k:xo[i]+(r+1)*k], y.F[yo[i]:yo[i]+n*k], k, n)
 		})
@@ -305,7 +307,7 @@ func opConv(c *call) error {
 			if pw, ok := packedOf(wt); ok {
 				gemmPacked(ob, pw, bt, p.cout, hw, p.cin, true)
 			} else {
-				gemmNT(ob, wt.F, bt, p.cout, hw, p.cin)
+				gemm.NT(ob, wt.F, bt, p.cout, hw, p.cin)
 			}
 			if err := addBias(ob, bias, p.cout, hw, true); err != nil {
 				return err
@@ -322,7 +324,7 @@ func opConv(c *call) error {
 // convDirect is the general grouped, strided, dilated, padded conv.
 func convDirect(out, x, w []float32, bias *Tensor, p *convParams) {
 	opg := p.cout / p.groups
-	parallelFor(p.n*p.cout, p.oh*p.ow*p.cpg*p.kh*p.kw, func(job int) {
+	gemm.ParallelFor(p.n*p.cout, p.oh*p.ow*p.cpg*p.kh*p.kw, func(job int) {
 		b, co := job/p.cout, job%p.cout
 		g := co / opg
 		ob := out[(b*p.cout+co)*p.oh*p.ow:]
@@ -412,7 +414,7 @@ func opSDPA(c *call) error {
 		}
 	}
 	scale := float32(1 / math.Sqrt(float64(E)))
-	parallelFor(nb*L, S*(E+EV), func(job int) {
+	gemm.ParallelFor(nb*L, S*(E+EV), func(job int) {
 		b, i := job/L, job%L
 		qi := q.F[(b*L+i)*E : (b*L+i+1)*E]
 		sc := make([]float32, S)

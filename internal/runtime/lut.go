@@ -322,7 +322,7 @@ func (w *lutWeight) fused6(r int) bool {
 }
 
 // dot4x1L6 is dot4x1 for 6-bit indices; fused6(r) must hold. Each row's
-// lanes come from lut6DotRowSIMD and are summed as dot4x1SIMD sums them.
+// lanes come from lut6DotRowSIMD and are summed as gemm's dot4x1SIMD sums them.
 func (w *lutWeight) dot4x1L6(r int, b []float32) [4]float32 {
 	k := w.k
 	t := r / w.rowsPerTable

@@ -42,14 +42,14 @@ func denseOf(w *lutWeight) []float32 {
 // weight as half bits, for every index width, odd row lengths and
 // element ranges that start mid-byte, on the SIMD and plain-Go paths.
 func TestGemmLUTMatchesHalf(t *testing.T) {
-	defer func(s bool) { useSIMD = s }(useSIMD)
+	defer setSIMD(useSIMD)()
 	paths := []bool{false}
 	if haveSIMD {
 		paths = append(paths, true)
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, simd := range paths {
-		useSIMD = simd
+		setSIMD(simd)
 		for _, bits := range []int{1, 2, 3, 4, 6, 8} {
 			for _, dims := range [][3]int{{16, 1, 24}, {16, 1, 48}, {8, 1, 40}, {16, 1, 44}, {72, 1, 37}, {72, 5, 37}, {136, 64, 33}, {8, 3, 1}} {
 				nw, nx, k := dims[0], dims[1], dims[2]

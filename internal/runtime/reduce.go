@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 
+	"github.com/anemll/anemll/internal/gemm"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -106,7 +107,7 @@ func reduceOp(kind int) kernel {
 		}
 		if trailing {
 			per := max(1, elemChunk/count)
-			parallelFor((no+per-1)/per, min(no, per)*count, func(ch int) {
+			gemm.ParallelFor((no+per-1)/per, min(no, per)*count, func(ch int) {
 				for r := ch * per; r < min((ch+1)*per, no); r++ {
 					acc[r] = reduceRun(kind, acc[r], x.F[r*count:(r+1)*count])
 				}

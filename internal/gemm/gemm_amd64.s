@@ -1,0 +1,150 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// AVX2+FMA dot-product kernels for gemm.go (selected at run time when the
+// CPU has AVX2 and FMA; see gemm_amd64.go).
+
+// func dot4x1SIMD(a0, a1, a2, a3, b *float32, k int, out *[4]float32)
+//
+// out[r] = Σ_{p<k} ar[p]·b[p] for r < 4; k must be a multiple of 8. Lane l
+// of each YMM accumulator sums the products with p ≡ l (mod 8), in
+// increasing p, with FMA; the lanes are then added as
+// ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)).
+TEXT ·dot4x1SIMD(SB), NOSPLIT, $0-56
+	MOVQ a0+0(FP), AX
+	MOVQ a1+8(FP), BX
+	MOVQ a2+16(FP), CX
+	MOVQ a3+24(FP), DX
+	MOVQ b+32(FP), SI
+	MOVQ k+40(FP), R8
+	MOVQ out+48(FP), R9
+	SHLQ $2, R8
+	XORQ R10, R10
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop41:
+	CMPQ R10, R8
+	JGE  done41
+	VMOVUPS (SI)(R10*1), Y8
+	VFMADD231PS (AX)(R10*1), Y8, Y0
+	VFMADD231PS (BX)(R10*1), Y8, Y1
+	VFMADD231PS (CX)(R10*1), Y8, Y2
+	VFMADD231PS (DX)(R10*1), Y8, Y3
+	ADDQ $32, R10
+	JMP  loop41
+
+done41:
+	VEXTRACTF128 $1, Y0, X8
+	VADDPS X8, X0, X0
+	VEXTRACTF128 $1, Y1, X8
+	VADDPS X8, X1, X1
+	VEXTRACTF128 $1, Y2, X8
+	VADDPS X8, X2, X2
+	VEXTRACTF128 $1, Y3, X8
+	VADDPS X8, X3, X3
+	VHADDPS X1, X0, X0
+	VHADDPS X3, X2, X2
+	VHADDPS X2, X0, X0
+	VMOVUPS X0, 0(R9)
+	VZEROUPPER
+	RET
+
+// func dot3x4SIMD(a0, a1, a2, b0, b1, b2, b3 *float32, k int, out *[12]float32)
+//
+// out[4r+c] = Σ_{p<k} ar[p]·bc[p] for r < 3, c < 4, k a multiple of 8, in
+// the lane order of dot4x1SIMD (so every kernel here gives an output the
+// same value). Y0–Y11 accumulate, Y12–Y14 hold the a rows, Y15 one b row.
+TEXT ·dot3x4SIMD(SB), NOSPLIT, $0-72
+	MOVQ a0+0(FP), AX
+	MOVQ a1+8(FP), BX
+	MOVQ a2+16(FP), CX
+	MOVQ b0+24(FP), SI
+	MOVQ b1+32(FP), DI
+	MOVQ b2+40(FP), DX
+	MOVQ b3+48(FP), R11
+	MOVQ k+56(FP), R8
+	MOVQ out+64(FP), R9
+	SHLQ $2, R8
+	XORQ R10, R10
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop34:
+	CMPQ R10, R8
+	JGE  done34
+	VMOVUPS (AX)(R10*1), Y12
+	VMOVUPS (BX)(R10*1), Y13
+	VMOVUPS (CX)(R10*1), Y14
+	VMOVUPS (SI)(R10*1), Y15
+	VFMADD231PS Y15, Y12, Y0
+	VFMADD231PS Y15, Y13, Y4
+	VFMADD231PS Y15, Y14, Y8
+	VMOVUPS (DI)(R10*1), Y15
+	VFMADD231PS Y15, Y12, Y1
+	VFMADD231PS Y15, Y13, Y5
+	VFMADD231PS Y15, Y14, Y9
+	VMOVUPS (DX)(R10*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y6
+	VFMADD231PS Y15, Y14, Y10
+	VMOVUPS (R11)(R10*1), Y15
+	VFMADD231PS Y15, Y12, Y3
+	VFMADD231PS Y15, Y13, Y7
+	VFMADD231PS Y15, Y14, Y11
+	ADDQ $32, R10
+	JMP  loop34
+
+done34:
+	VEXTRACTF128 $1, Y0, X15
+	VADDPS X15, X0, X0
+	VEXTRACTF128 $1, Y1, X15
+	VADDPS X15, X1, X1
+	VEXTRACTF128 $1, Y2, X15
+	VADDPS X15, X2, X2
+	VEXTRACTF128 $1, Y3, X15
+	VADDPS X15, X3, X3
+	VEXTRACTF128 $1, Y4, X15
+	VADDPS X15, X4, X4
+	VEXTRACTF128 $1, Y5, X15
+	VADDPS X15, X5, X5
+	VEXTRACTF128 $1, Y6, X15
+	VADDPS X15, X6, X6
+	VEXTRACTF128 $1, Y7, X15
+	VADDPS X15, X7, X7
+	VEXTRACTF128 $1, Y8, X15
+	VADDPS X15, X8, X8
+	VEXTRACTF128 $1, Y9, X15
+	VADDPS X15, X9, X9
+	VEXTRACTF128 $1, Y10, X15
+	VADDPS X15, X10, X10
+	VEXTRACTF128 $1, Y11, X15
+	VADDPS X15, X11, X11
+	VHADDPS X1, X0, X0
+	VHADDPS X3, X2, X2
+	VHADDPS X2, X0, X0
+	VHADDPS X5, X4, X4
+	VHADDPS X7, X6, X6
+	VHADDPS X6, X4, X4
+	VHADDPS X9, X8, X8
+	VHADDPS X11, X10, X10
+	VHADDPS X10, X8, X8
+	VMOVUPS X0, 0(R9)
+	VMOVUPS X4, 16(R9)
+	VMOVUPS X8, 32(R9)
+	VZEROUPPER
+	RET
+
