@@ -160,7 +160,7 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 				s.freq[id]++
 			}
 		}
-		if _, err := ref.Forward(seq); err != nil {
+		if err := ref.Trace(seq); err != nil {
 			return nil, fmt.Errorf("calib: sequence %d: %w", q, err)
 		}
 		if c.err != nil {

@@ -42,8 +42,10 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 		return nil, fmt.Errorf("pipeline: calibration needs the checkpoint's tokenizer: %w", err)
 	}
 	// Lazy: one layer's weights at a time, so statistics of a big model
-	// cost about one layer of memory plus the Gram matrices.
-	ref, err := reference.NewWithOptions(cfg, reference.CheckpointWeights(ck), reference.Options{Lazy: true})
+	// cost about one layer of memory plus the Gram matrices. Fast: the
+	// products in fp32 through the shared kernels (statistics need no
+	// float64 witness).
+	ref, err := reference.NewWithOptions(cfg, reference.CheckpointWeights(ck), reference.Options{Lazy: true, Fast: true})
 	if err != nil {
 		return nil, err
 	}

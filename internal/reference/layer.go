@@ -3,7 +3,10 @@ package reference
 import (
 	"math"
 	"runtime"
+	"slices"
 	"sync"
+
+	"github.com/anemll/anemll/internal/gemm"
 )
 
 // kvCache is one layer's keys (after RoPE) and values, one row of
@@ -135,17 +138,73 @@ func (m *Model) attend(out, q []float32, c *kvCache, li, pos int, scores *[]floa
 	}
 }
 
+// attendJob is the number of positions one parallel attention job covers.
+const attendJob = 16
+
+// attendAll sets b.attn[t] for every position t of the batch (queries
+// b.q, keys and values in c), positions spread over the cores in jobs of
+// attendJob: each position is computed by one goroutine exactly as
+// attend computes it alone, so the numbers do not depend on the split.
+func (m *Model) attendAll(b *batch, c *kvCache, li int) {
+	T := len(b.attn)
+	jobs := (T + attendJob - 1) / attendJob
+	if len(b.scores) < jobs {
+		b.scores = make([][]float64, jobs)
+	}
+	gemm.ParallelFor(jobs, attendJob*T*m.qDim(), func(j int) {
+		for t := j * attendJob; t < min((j+1)*attendJob, T); t++ {
+			m.attend(b.attn[t], b.q[t], c, li, t, &b.scores[j])
+		}
+	})
+}
+
 // batch holds the scratch rows of layerBatch, one per position.
 type batch struct {
 	hn, q, k, v, attn, proj, g, u [][]float32
-	scores                        []float64
+	scores                        [][]float64 // per attention job
 	wide                          [][]float64 // the current linear input rows, widened
+	flat, out                     []float32   // Fast: the input rows packed, one product
+	fast                          bool
+}
+
+// input makes x the input rows of the linear layers applied next (widened,
+// or packed for the fp32 kernels in Fast mode).
+func (b *batch) input(x [][]float32) {
+	if !b.fast {
+		b.wide = widenRows(b.wide, x)
+		return
+	}
+	w := len(x[0])
+	b.flat = slices.Grow(b.flat[:0], len(x)*w)[:len(x)*w]
+	for t, row := range x {
+		copy(b.flat[t*w:(t+1)*w], row)
+	}
+}
+
+// apply sets dst[t] to l applied to input row t.
+func (b *batch) apply(l *linear, dst [][]float32) {
+	if !b.fast {
+		l.applyRows(dst, b.wide)
+		return
+	}
+	T := len(dst)
+	b.out = slices.Grow(b.out[:0], T*l.out)[:T*l.out]
+	gemm.NT(b.out, b.flat, l.w, T, l.out, l.in)
+	for t, row := range dst {
+		copy(row, b.out[t*l.out:(t+1)*l.out])
+		if l.b != nil {
+			for o, v := range l.b {
+				row[o] += v
+			}
+		}
+	}
 }
 
 func (m *Model) newBatch(T int) *batch {
 	return &batch{
 		hn: newRows(T, m.hidden), q: newRows(T, m.qDim()), k: newRows(T, m.kvDim()), v: newRows(T, m.kvDim()),
 		attn: newRows(T, m.qDim()), proj: newRows(T, m.hidden), g: newRows(T, m.inter), u: newRows(T, m.inter),
+		fast: m.opt.Fast,
 	}
 }
 
@@ -164,21 +223,21 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		m.see(&L.k, b.hn[t])
 		m.see(&L.v, b.hn[t])
 	}
-	b.wide = widenRows(b.wide, b.hn)
-	L.q.applyRows(b.q, b.wide)
-	L.k.applyRows(b.k, b.wide)
-	L.v.applyRows(b.v, b.wide)
+	b.input(b.hn)
+	b.apply(&L.q, b.q)
+	b.apply(&L.k, b.k)
+	b.apply(&L.v, b.v)
 	for t := range T {
 		m.qkNormRope(L, li, t, b.q[t], b.k[t])
 		c.keys = append(c.keys, b.k[t]...)
 		c.values = append(c.values, b.v[t]...)
 	}
+	m.attendAll(b, c, li)
 	for t := range T {
-		m.attend(b.attn[t], b.q[t], c, li, t, &b.scores)
 		m.see(&L.o, b.attn[t])
 	}
-	b.wide = widenRows(b.wide, b.attn)
-	L.o.applyRows(b.proj, b.wide)
+	b.input(b.attn)
+	b.apply(&L.o, b.proj)
 	for t := range T {
 		if L.attnOutNorm != nil {
 			rmsNorm(b.proj[t], b.proj[t], L.attnOutNorm, m.eps)
@@ -189,9 +248,9 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		m.see(&L.gate, b.hn[t])
 		m.see(&L.up, b.hn[t])
 	}
-	b.wide = widenRows(b.wide, b.hn)
-	L.gate.applyRows(b.g, b.wide)
-	L.up.applyRows(b.u, b.wide)
+	b.input(b.hn)
+	b.apply(&L.gate, b.g)
+	b.apply(&L.up, b.u)
 	for t := range T {
 		if m.sp.act == "gelu_pytorch_tanh" {
 			geglu(b.g[t], b.u[t])
@@ -200,8 +259,8 @@ func (m *Model) layerBatch(L *layerWeights, li int, c *kvCache, x [][]float32, b
 		}
 		m.see(&L.down, b.g[t])
 	}
-	b.wide = widenRows(b.wide, b.g)
-	L.down.applyRows(b.proj, b.wide)
+	b.input(b.g)
+	b.apply(&L.down, b.proj)
 	for t := range T {
 		if L.mlpOutNorm != nil {
 			rmsNorm(b.proj[t], b.proj[t], L.mlpOutNorm, m.eps)

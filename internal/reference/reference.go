@@ -78,6 +78,14 @@ type Options struct {
 	// Progress, if set, is called by Forward after each decoder layer
 	// with the layers done and their count (long passes report with it).
 	Progress func(done, total int)
+	// Fast makes Forward and Trace multiply by the linear layers' weights
+	// in float32 with the shared fp32 kernels (internal/gemm, which the
+	// Core ML interpreter uses too) instead of in float64: several times
+	// faster, the numbers equal to the default mode's to fp32 rounding but
+	// not bit for bit. It is for calibration statistics, never for
+	// checking a conversion: the witness is the default mode, which shares
+	// no kernel with the interpreter. Session.Step ignores it.
+	Fast bool
 }
 
 // Model is a decoder-only language model ready to run.
@@ -380,7 +388,10 @@ func (m *Model) toGain(w []float32, owned bool) []float32 {
 // returns the logits of every position: row t predicts token t+1. It runs
 // layer by layer, each layer position by position through the same routine
 // Session.Step uses, so both compute identical numbers.
-func (m *Model) Forward(ids []int) ([][]float32, error) {
+func (m *Model) Forward(ids []int) ([][]float32, error) { return m.run(ids, true) }
+
+// run is Forward, with the LM head only if logits is set (else nil rows).
+func (m *Model) run(ids []int, logits bool) ([][]float32, error) {
 	if err := m.checkIDs(ids); err != nil {
 		return nil, err
 	}
@@ -408,11 +419,22 @@ func (m *Model) Forward(ids []int) ([][]float32, error) {
 	for t := range T {
 		m.finalNorm(hn[t], x[t])
 	}
-	logits := newRows(T, m.vocab)
-	if err := m.head(logits, hn); err != nil {
+	if !logits {
+		return nil, nil
+	}
+	out := newRows(T, m.vocab)
+	if err := m.head(out, hn); err != nil {
 		return nil, err
 	}
-	return logits, nil
+	return out, nil
+}
+
+// Trace runs the whole sequence through every decoder layer and the final
+// norm, as Forward does, for the observers (Observe, ObserveResidual),
+// without the LM head's logits.
+func (m *Model) Trace(ids []int) error {
+	_, err := m.run(ids, false)
+	return err
 }
 
 // layerAt returns decoder layer i's weights; in lazy mode it reads them into
