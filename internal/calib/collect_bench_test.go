@@ -25,8 +25,9 @@ func (m mapWeights) Tensor(name string) ([]float32, []int64, error) {
 }
 
 // BenchmarkCollectMid times statistics collection (the reference forward
-// pass and the Gram matrices) on 512 tokens of a random two-layer model of
-// the mid-size benchmark shape.
+// pass in its fast mode, as the pipeline runs it, and the Gram matrices)
+// on 512 tokens of a random two-layer model of the mid-size benchmark
+// shape.
 func BenchmarkCollectMid(b *testing.B) {
 	benchCollect(b, &hf.Config{ModelType: "llama", HiddenSize: 512, IntermediateSize: 2048, NumHiddenLayers: 2,
 		NumAttentionHeads: 8, NumKeyValueHeads: 2, HeadDim: 64, VocabSize: 8192, RMSNormEps: 1e-5,
@@ -74,7 +75,7 @@ func benchCollect(b *testing.B, cfg *hf.Config, tokens, ctx int) {
 		mk(p+"mlp.up_proj.weight", in*h, false, int64(in), int64(h))
 		mk(p+"mlp.down_proj.weight", h*in, false, int64(h), int64(in))
 	}
-	ref, err := reference.New(cfg, w)
+	ref, err := reference.NewWithOptions(cfg, w, reference.Options{Fast: true})
 	if err != nil {
 		b.Fatal(err)
 	}
