@@ -281,6 +281,9 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 		sio[5].Read = sio[3].Written + sio[4].Written
 		sio[7].Read = tensorBytes.tokenizer
 	}
+	if o.Calibration != "" {
+		sio[0].Read = tensorBytes.layers // the statistics read every layer once
+	}
 	readBW, writeBW, err := ioSpeed(model, dir, pipeline.DirSize(out))
 	if err != nil {
 		return err
@@ -288,10 +291,19 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 	fmt.Fprintf(w, "this machine: reads the checkpoint at %.2f GB/s (page cache warm), writes+fsyncs at %.2f GB/s\n", readBW/1e9, writeBW/1e9)
 	fmt.Fprintf(w, "\n%-4s %-48s %9s %9s %9s %10s %7s %10s\n", "step", "", "wall", "read", "written", "I/O floor", "ratio", "peak RSS")
 	var floorTotal float64
-	for i := 1; i <= last; i++ {
+	first := 1
+	if o.Calibration != "" {
+		// Opening the checkpoint includes the activation statistics.
+		first = 0
+	}
+	for i := first; i <= last; i++ {
 		floor := float64(sio[i].Read)/readBW + float64(sio[i].Written)/writeBW
 		floorTotal += floor
-		fmt.Fprintf(w, "%-4d %-48s %9s %9s %9s %9.2fs %7s %10s\n", i, names[i], sec(res.Times[i]), mb(sio[i].Read), mb(sio[i].Written),
+		name := names[i]
+		if i == 0 {
+			name = "Calibration statistics (opening the checkpoint)"
+		}
+		fmt.Fprintf(w, "%-4d %-48s %9s %9s %9s %9.2fs %7s %10s\n", i, name, sec(res.Times[i]), mb(sio[i].Read), mb(sio[i].Written),
 			floor, ratio(res.Times[i].Seconds(), floor), gib(stepRSS[i]))
 	}
 	fmt.Fprintf(w, "     %-48s %9s %9s %9s %9.2fs %7s\n", "total", sec(total), "", "", floorTotal, ratio(total.Seconds(), floorTotal))
@@ -299,8 +311,8 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 	for _, r := range stepRSS {
 		top = max(top, r)
 	}
-	fmt.Fprintf(w, "\n%s: checkpoint %s, output %s, steps 1-%d in %s, peak RSS %s (%s while writing the checkpoint)\n",
-		sh.Name, gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), last, sec(total), gib(top), gib(rssBefore))
+	fmt.Fprintf(w, "\n%s: checkpoint %s, output %s, steps %d-%d in %s, peak RSS %s (%s while writing the checkpoint)\n",
+		sh.Name, gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), first, last, sec(total), gib(top), gib(rssBefore))
 	if report.Len() > 0 {
 		fmt.Fprintf(w, "step 8 on %q:\n%s", VerifyText, report.String())
 	}

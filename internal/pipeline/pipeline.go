@@ -74,7 +74,9 @@ type Options struct {
 	// Compiler compiles a package into outDir; nil looks for xcrun.
 	Compiler func(pkg, outDir string) error
 	// StepHook, if set, is called when a step starts (done false) and
-	// ends (done true); benchmarks measure per-step memory with it.
+	// ends (done true), and as step 0 around opening the checkpoint (its
+	// checks and, with Calibration, the activation statistics);
+	// benchmarks measure per-step memory with it.
 	StepHook func(step int, done bool)
 
 	// fault, if set, is called at points inside steps; an error stops the
@@ -162,7 +164,8 @@ func prepareOutput(dir string) error {
 // Result lists what a run produced.
 type Result struct {
 	Files []string
-	// Times holds each step's wall time (index = step number).
+	// Times holds each step's wall time (index = step number; 0 is
+	// opening the checkpoint, calibration statistics included).
 	Times [9]time.Duration
 }
 
@@ -190,11 +193,19 @@ func Run(opts Options) (*Result, error) {
 	if log == nil {
 		log = io.Discard
 	}
+	if opts.StepHook != nil {
+		opts.StepHook(0, false)
+	}
+	opened := time.Now()
 	s, err := Open(opts)
+	if opts.StepHook != nil {
+		opts.StepHook(0, true)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	openTime := time.Since(opened)
 	if err := prepareOutput(opts.Output); err != nil {
 		return nil, err
 	}
@@ -228,6 +239,7 @@ func Run(opts Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{}
+	res.Times[0] = openTime
 	fault := func(step int, where string) error {
 		if opts.fault != nil {
 			return opts.fault(step, where)
