@@ -146,6 +146,10 @@ const attendJob = 16
 // attendJob: each position is computed by one goroutine exactly as
 // attend computes it alone, so the numbers do not depend on the split.
 func (m *Model) attendAll(b *batch, c *kvCache, li int) {
+	if b.fast {
+		m.attendFast(b, c, li)
+		return
+	}
 	T := len(b.attn)
 	jobs := (T + attendJob - 1) / attendJob
 	if len(b.scores) < jobs {
@@ -154,6 +158,66 @@ func (m *Model) attendAll(b *batch, c *kvCache, li int) {
 	gemm.ParallelFor(jobs, attendJob*T*m.qDim(), func(j int) {
 		for t := j * attendJob; t < min((j+1)*attendJob, T); t++ {
 			m.attend(b.attn[t], b.q[t], c, li, t, &b.scores[j])
+		}
+	})
+}
+
+// attendFast is attendAll for the fast mode: per query head, the scores
+// of every position against every key are one fp32 product of the packed
+// queries and keys, each row is capped, masked to the causal window and
+// softmaxed in float64 as attend does, and the outputs are one product of
+// the probabilities with the packed values. Heads are spread over the
+// cores, each computed by one goroutine, so the numbers do not depend on
+// the split.
+func (m *Model) attendFast(b *batch, c *kvCache, li int) {
+	T, hd, kvd := len(b.attn), m.headDim, m.kvDim()
+	sp := m.sp.layers[li]
+	groups := m.heads / m.kvHeads
+	// Keys per kv head [T, hd], values transposed per kv head [hd, T].
+	keys := make([]float32, m.kvHeads*T*hd)
+	valsT := make([]float32, m.kvHeads*hd*T)
+	for kh := range m.kvHeads {
+		for t := range T {
+			row := c.keys[t*kvd+kh*hd : t*kvd+(kh+1)*hd]
+			copy(keys[(kh*T+t)*hd:], row)
+			for ch, v := range c.values[t*kvd+kh*hd : t*kvd+(kh+1)*hd] {
+				valsT[(kh*hd+ch)*T+t] = v
+			}
+		}
+	}
+	gemm.ParallelFor(m.heads, 2*T*T*hd, func(head int) {
+		kh := head / groups
+		q := make([]float32, T*hd)
+		for t := range T {
+			copy(q[t*hd:(t+1)*hd], b.q[t][head*hd:(head+1)*hd])
+		}
+		sc := make([]float32, T*T)
+		gemm.Tile(sc, T, 1, q, keys[kh*T*hd:(kh+1)*T*hd], hd, 0, T, 0, T)
+		row := make([]float64, T)
+		for t := range T {
+			lo := 0
+			if sp.window > 0 {
+				lo = max(0, t-sp.window+1)
+			}
+			r := row[:t+1-lo]
+			for j := range r {
+				v := float64(sc[t*T+lo+j]) * m.sp.attnScale
+				if cp := m.sp.attnCap; cp != 0 {
+					v = math.Tanh(v/cp) * cp
+				}
+				r[j] = v
+			}
+			softmax(r)
+			p := sc[t*T : (t+1)*T]
+			clear(p)
+			for j, v := range r {
+				p[lo+j] = float32(v)
+			}
+		}
+		out := make([]float32, T*hd)
+		gemm.Tile(out, hd, 1, sc, valsT[kh*hd*T:(kh+1)*hd*T], T, 0, T, 0, hd)
+		for t := range T {
+			copy(b.attn[t][head*hd:(head+1)*hd], out[t*hd:(t+1)*hd])
 		}
 	})
 }
