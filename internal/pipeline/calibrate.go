@@ -60,19 +60,20 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 
 // fullLimit is the widest input worth a full Gram matrix: one that some
 // weight, at least as many rows as the smallest projection (k_proj), can
-// afford (quant.MaxFullGramWork); wider inputs collect the diagonal only.
+// afford (quant.MaxLiteGramWork); wider inputs collect the diagonal only.
 func fullLimit(cfg *hf.Config) int {
 	rows := cfg.NumKeyValueHeads * cfg.HeadDim
 	if rows <= 0 {
 		return calib.DefaultFullLimit
 	}
-	return max(1, min(calib.DefaultFullLimit, int(math.Sqrt(float64(quant.MaxFullGramWork)/float64(rows)))))
+	return max(1, min(calib.DefaultFullLimit, int(math.Sqrt(float64(quant.MaxLiteGramWork)/float64(rows)))))
 }
 
 // Palettize is the converter's palettizer with calibration: the request's
 // statistics are looked up by tensor name (LM-head splits share the head's)
 // and the palette minimises the output error on them, with the full Gram
-// matrix where that is affordable (quant.MaxFullGramWork) and its diagonal
+// matrix where that is affordable (quant.MaxFullGramWork for the full
+// schedule, quant.MaxLiteGramWork for the lite one) and its diagonal
 // elsewhere.
 func (c *Calibrator) Palettize(req quant.Request) ([]uint8, []uint16, error) {
 	st, err := c.Set.For(req)

@@ -115,16 +115,16 @@ func tail(s string, n int) string {
 }
 
 // TestCalibrationFullLimit checks which inputs collect a full Gram matrix:
-// those some weight can afford to use it for (quant.MaxFullGramWork).
+// those some weight can afford to use it for (quant.MaxLiteGramWork).
 func TestCalibrationFullLimit(t *testing.T) {
 	tests := []struct {
 		name        string
 		kvHeads, hd int
 		want        int
 	}{
-		{"tiny (2×32 KV rows; widest input 384)", 2, 32, 724},
-		{"mid-size (2×64)", 2, 64, 512},
-		{"Llama-3.2-1B (8×64)", 8, 64, 256},
+		{"tiny (2×32 KV rows; widest input 384)", 2, 32, 2896},
+		{"mid-size (2×64)", 2, 64, 2048},
+		{"Llama-3.2-1B (8×64)", 8, 64, 1024},
 		{"no KV heads given", 0, 0, 4096},
 	}
 	for _, tc := range tests {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/anemll/anemll/internal/fp16"
@@ -67,14 +68,23 @@ func TestPalettizeCalibratedBeatsUncalibrated(t *testing.T) {
 		{"4-bit full H", 4, false, 0.4},
 		{"6-bit full H", 6, false, 0.25},
 		{"4-bit diag H", 4, true, 0.7},
+		{"4-bit full H, lite schedule", 4, false, 0.4},
+		{"2-bit full H, lite schedule", 2, false, 0.6},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			w, st := synthCalib(32, 64, 400, 1)
+			rows := 32
+			if strings.HasSuffix(tc.name, "lite schedule") {
+				rows = 8200 // 8200·64² > MaxFullGramWork
+			}
+			if liteSchedule(rows, 64) != (rows > 32) {
+				t.Fatalf("liteSchedule(%d, 64) = %v", rows, liteSchedule(rows, 64))
+			}
+			w, st := synthCalib(rows, 64, 400, 1)
 			if tc.diagOnly {
 				st = &Stats{Diag: st.Diag}
 			}
-			shape := []int64{32, 64}
+			shape := []int64{int64(rows), 64}
 			p, rep, err := PalettizeCalibrated(w, shape, st, Options{Bits: tc.bits, Workers: 2})
 			if err != nil {
 				t.Fatal(err)
@@ -133,6 +143,22 @@ func checkCalibPalette(t *testing.T, p *Palette, bits int) {
 }
 
 func TestPalettizeCalibratedWorkersAndReruns(t *testing.T) {
+	// The lite schedule too (its own error form).
+	wl, stl := synthCalib(16400, 48, 200, 4) // 16400·48² > MaxFullGramWork
+	if !liteSchedule(16400, 48) {
+		t.Fatal("16400×48 should take the lite schedule")
+	}
+	var lite *Palette
+	for _, workers := range []int{1, 3} {
+		p, _, err := PalettizeCalibrated(wl, []int64{16400, 48}, &Stats{Diag: stl.Diag, Gram: stl.Gram}, Options{Bits: 4, Workers: workers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lite != nil && (!bytes.Equal(p.Indices, lite.Indices) || !slices.Equal(p.LUT, lite.LUT)) {
+			t.Fatalf("lite schedule, workers %d: result differs from workers 1", workers)
+		}
+		lite = p
+	}
 	w, st := synthCalib(64, 48, 200, 3)
 	shape := []int64{64, 48, 1, 1}
 	var first *Palette
@@ -387,8 +413,11 @@ func TestStatsAffordable(t *testing.T) {
 		wantFull bool
 	}{
 		{"tiny down_proj 128×384", full(384), 128, true},
-		{"at the bound 128×512", full(512), 128, true},
-		{"just over the bound", full(512), 129, false},
+		{"full schedule's bound 128×512", full(512), 128, true},
+		{"lite schedule 129×512", full(512), 129, true},
+		{"lite schedule's bound 2048×512 (mid-size gate_proj)", full(512), 2048, true},
+		{"just over the bound", full(512), 2049, false},
+		{"mid-size down_proj 512×2048", full(2048), 512, false},
 		{"1B gate_proj 8192×2048", full(2048), 8192, false},
 		{"diagonal only", &Stats{Diag: make([]float64, 64)}, 8, false},
 	}

@@ -12,6 +12,10 @@ type groupSolver struct {
 	fb      *feedback
 	k, rows int
 	in      int
+	// lite selects the cheaper full-Gram schedule (see MaxLiteGramWork).
+	lite bool
+	ew   []float64 // lite: the group's errors, rows×in
+	acc  []float64 // lite: per-row forms
 
 	w    []float64 // the group's weights, rows×in
 	wk   []float64 // GPTQ working copy, columns permuted
@@ -102,15 +106,22 @@ func (g *groupSolver) solve(w []uint16, r0 int, lut0 []uint16, idx0 []uint8, lut
 		res.err = best
 		return res
 	}
+	// Both starts, up to maxRounds rounds with coordinate descent; the
+	// lite schedule runs the weighted k-means start alone, liteRounds
+	// rounds of feedback assignment and refit.
 	starts := [][]uint16{g.weightedKMeans(r0), slices.Clone(lut0)}
+	rounds := maxRounds
+	if g.lite {
+		starts, rounds = starts[:1], liteRounds
+	}
 	for _, start := range starts {
 		l := start
 		v := halves(l)
 		prev := math.Inf(1)
-		for range maxRounds {
+		for range rounds {
 			g.assign(v, g.idx)
 			keep(l, v, g.idx)
-			if g.st.Gram != nil {
+			if !g.lite {
 				g.descend(v, g.idx)
 				keep(l, v, g.idx)
 			}
@@ -259,6 +270,13 @@ func (g *groupSolver) descend(v []float64, idx []uint8) {
 // groupErr is Σ_r rw_r (w_r−ŵ_r) H (w_r−ŵ_r)ᵀ for indices idx into v.
 func (g *groupSolver) groupErr(r0 int, idx []uint8, v []float64) float64 {
 	n := g.in
+	if g.lite && g.st.Gram != nil {
+		g.ew = resize(g.ew, g.rows*n)
+		for i, a := range idx[:g.rows*n] {
+			g.ew[i] = g.w[i] - v[a]
+		}
+		return g.rowsForm(r0, g.ew)
+	}
 	var tot float64
 	for r := range g.rows {
 		for j := range n {
@@ -269,9 +287,52 @@ func (g *groupSolver) groupErr(r0 int, idx []uint8, v []float64) float64 {
 	return tot
 }
 
+// rowsForm returns Σ_r rw_r e_r H e_rᵀ for the group's rows of e (rows×in)
+// in one pass over the upper triangle of H: each H row is read once for
+// all rows of the group, and each off-diagonal entry counts twice. The
+// lite schedule's form (the full one keeps quadForm's summation order).
+func (g *groupSolver) rowsForm(r0 int, e []float64) float64 {
+	n, rows := g.in, g.rows
+	h := g.st.Gram
+	g.acc = resize(g.acc, rows)
+	acc := g.acc
+	clear(acc)
+	for i := range n {
+		hr := h[i*n+i+1 : (i+1)*n]
+		hii := h[i*n+i]
+		for r := range rows {
+			er := e[r*n : (r+1)*n]
+			x := er[i]
+			if x == 0 {
+				continue
+			}
+			rest := er[i+1:]
+			rest = rest[:len(hr)]
+			var t0, t1 float64
+			j := 0
+			for ; j+2 <= len(hr); j += 2 {
+				t0 += hr[j] * rest[j]
+				t1 += hr[j+1] * rest[j+1]
+			}
+			if j < len(hr) {
+				t0 += hr[j] * rest[j]
+			}
+			acc[r] += x * (hii*x + 2*(t0+t1))
+		}
+	}
+	var tot float64
+	for r, a := range acc {
+		tot += rowWeight(g.st, r0+r) * a
+	}
+	return tot
+}
+
 // refErr is Σ_r rw_r w_r H w_rᵀ.
 func (g *groupSolver) refErr(r0 int) float64 {
 	n := g.in
+	if g.lite && g.st.Gram != nil {
+		return g.rowsForm(r0, g.w[:g.rows*n])
+	}
 	var tot float64
 	for r := range g.rows {
 		copy(g.e, g.w[r*n:(r+1)*n])
