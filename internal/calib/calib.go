@@ -45,6 +45,9 @@ type Options struct {
 	// FullLimit is the widest input with a full Gram matrix (0:
 	// DefaultFullLimit).
 	FullLimit int
+	// Full, if set, decides instead which input widths get a full Gram
+	// matrix (the others keep the diagonal).
+	Full func(in int) bool
 }
 
 // Text is a calibration text read from a file.
@@ -150,7 +153,12 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 	cfg := ref.Config()
 	s := &Set{Tokens: n * opts.ContextLength, Sequences: n, stats: map[string]*quant.Stats{},
 		freq: make([]float64, cfg.VocabSize), embed: "model.embed_tokens.weight"}
-	c := newCollector(opts.FullLimit)
+	full := opts.Full
+	if full == nil {
+		limit := opts.FullLimit
+		full = func(in int) bool { return in <= limit }
+	}
+	c := newCollector(full)
 	ref.Observe(c.observe)
 	defer ref.Observe(nil)
 	for q := range n {
@@ -283,13 +291,13 @@ func (a *accumulator) stats() *quant.Stats {
 // exactly the row the previous weight saw (q/k/v, gate/up) share one
 // accumulator; later rows are checked to stay identical.
 type collector struct {
-	full int
+	full func(in int) bool
 	accs map[string]*accumulator
 	prev *accumulator
 	err  error
 }
 
-func newCollector(full int) *collector {
+func newCollector(full func(in int) bool) *collector {
 	return &collector{full: full, accs: map[string]*accumulator{}}
 }
 
@@ -302,7 +310,7 @@ func (c *collector) observe(name string, x []float32) {
 		if p := c.prev; p != nil && p.n == len(x) && equal(p.last, x) {
 			a = &accumulator{n: len(x), alias: p.owner()}
 		} else {
-			a = &accumulator{n: len(x), full: len(x) <= c.full, diag: make([]float64, len(x)), last: make([]float32, len(x))}
+			a = &accumulator{n: len(x), full: c.full(len(x)), diag: make([]float64, len(x)), last: make([]float32, len(x))}
 			if a.full {
 				a.gram = make([]float64, len(x)*len(x))
 			}

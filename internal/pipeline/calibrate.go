@@ -3,7 +3,6 @@ package pipeline
 import (
 	"fmt"
 	"io"
-	"math"
 	"sync"
 
 	"github.com/anemll/anemll/internal/calib"
@@ -50,7 +49,7 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 		return nil, err
 	}
 	ids := calib.Tokenize(tok, string(text.Data))
-	set, err := calib.Collect(ref, ids, calib.Options{ContextLength: contextLength, Tokens: tokens, FullLimit: fullLimit(cfg)})
+	set, err := calib.Collect(ref, ids, calib.Options{ContextLength: contextLength, Tokens: tokens, Full: fullWidths(cfg)})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -58,15 +57,36 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 	return &Calibrator{Set: set, Text: text}, nil
 }
 
-// fullLimit is the widest input worth a full Gram matrix: one that some
-// weight, at least as many rows as the smallest projection (k_proj), can
-// afford (quant.MaxLiteGramWork); wider inputs collect the diagonal only.
-func fullLimit(cfg *hf.Config) int {
-	rows := cfg.NumKeyValueHeads * cfg.HeadDim
-	if rows <= 0 {
-		return calib.DefaultFullLimit
+// fullWidths returns which input widths are worth a full Gram matrix: those
+// that some weight reading an input of that width can afford to use it for
+// (quant.MaxLiteGramWork). The decoder's linear inputs are the normed
+// hidden state (q, k, v, gate, up and the LM head read it; k_proj has the
+// fewest rows), the attention output (o_proj) and the MLP activation
+// (down_proj), both feeding hidden-size rows; wider inputs, and widths no
+// weight can afford, collect the diagonal only.
+func fullWidths(cfg *hf.Config) func(in int) bool {
+	rows := map[int]int{} // input width -> fewest rows of a weight reading it
+	note := func(in, r int) {
+		if in <= 0 || r <= 0 {
+			return
+		}
+		if old, ok := rows[in]; !ok || r < old {
+			rows[in] = r
+		}
 	}
-	return max(1, min(calib.DefaultFullLimit, int(math.Sqrt(float64(quant.MaxLiteGramWork)/float64(rows)))))
+	h := cfg.HiddenSize
+	note(h, cfg.NumKeyValueHeads*cfg.HeadDim)
+	note(h, cfg.NumAttentionHeads*cfg.HeadDim)
+	note(h, cfg.IntermediateSize)
+	note(cfg.NumAttentionHeads*cfg.HeadDim, h)
+	note(cfg.IntermediateSize, h)
+	return func(in int) bool {
+		r, ok := rows[in]
+		if !ok {
+			return in <= calib.DefaultFullLimit
+		}
+		return in <= calib.DefaultFullLimit && float64(r)*float64(in)*float64(in) <= quant.MaxLiteGramWork
+	}
 }
 
 // Palettize is the converter's palettizer with calibration: the request's

@@ -114,23 +114,30 @@ func tail(s string, n int) string {
 	return strings.Join(l[max(0, len(l)-n):], "\n")
 }
 
-// TestCalibrationFullLimit checks which inputs collect a full Gram matrix:
-// those some weight can afford to use it for (quant.MaxLiteGramWork).
-func TestCalibrationFullLimit(t *testing.T) {
+// TestCalibrationFullWidths checks which inputs collect a full Gram
+// matrix: those some weight reading them can afford to use it for
+// (quant.MaxLiteGramWork).
+func TestCalibrationFullWidths(t *testing.T) {
+	cfg := func(h, inter, heads, kv, hd int) *hf.Config {
+		return &hf.Config{HiddenSize: h, IntermediateSize: inter, NumAttentionHeads: heads, NumKeyValueHeads: kv, HeadDim: hd}
+	}
 	tests := []struct {
-		name        string
-		kvHeads, hd int
-		want        int
+		name string
+		cfg  *hf.Config
+		full map[int]bool // input width -> full Gram wanted
 	}{
-		{"tiny (2×32 KV rows; widest input 384)", 2, 32, 2896},
-		{"mid-size (2×64)", 2, 64, 2048},
-		{"Llama-3.2-1B (8×64)", 8, 64, 1024},
-		{"no KV heads given", 0, 0, 4096},
+		{"tiny: every input", cfg(128, 384, 4, 2, 32), map[int]bool{128: true, 384: true}},
+		{"mid-size: not down_proj's 2048 (512 rows)", cfg(512, 2048, 8, 2, 64), map[int]bool{512: true, 2048: false}},
+		{"Llama-3.2-1B: none", cfg(2048, 8192, 32, 8, 64), map[int]bool{2048: false, 8192: false}},
+		{"Qwen3-0.6B: none (q is 2048 wide, hidden 1024)", cfg(1024, 3072, 16, 8, 128), map[int]bool{1024: false, 2048: false, 3072: false}},
+		{"no shapes given: by DefaultFullLimit", &hf.Config{}, map[int]bool{4096: true, 4097: false}},
 	}
 	for _, tc := range tests {
-		got := fullLimit(&hf.Config{NumKeyValueHeads: tc.kvHeads, HeadDim: tc.hd})
-		if got != tc.want {
-			t.Errorf("%s: full Gram up to %d inputs, want %d", tc.name, got, tc.want)
+		f := fullWidths(tc.cfg)
+		for in, want := range tc.full {
+			if got := f(in); got != want {
+				t.Errorf("%s: input %d full Gram %v, want %v", tc.name, in, got, want)
+			}
 		}
 	}
 }
