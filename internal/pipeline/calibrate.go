@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 
 	"github.com/anemll/anemll/internal/calib"
@@ -54,6 +55,10 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	set.SHA256 = text.SHA256
+	// The reference's layer buffers and activations are garbage now; hand
+	// them back so the conversion steps do not start at the statistics'
+	// peak.
+	debug.FreeOSMemory()
 	return &Calibrator{Set: set, Text: text}, nil
 }
 
