@@ -1,0 +1,203 @@
+package quant
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/anemll/anemll/internal/fp16"
+)
+
+var updateCalibDiag = flag.Bool("update-calib-diag", false, "rewrite testdata/calibdiag.txt from this run")
+
+// synthDiagStats returns deterministic diagonal statistics for a rows×in
+// weight: diag H spread over two decades (log-uniform, as activations with
+// outlier channels give), a few dead channels when dead is set, and, when
+// rowWeights is set, token-frequency-like row weights (some rows zero).
+func synthDiagStats(rows, in int, seed uint64, dead, rowWeights bool) *Stats {
+	rng := rand.New(rand.NewPCG(seed, 13))
+	d := make([]float64, in)
+	for j := range d {
+		d[j] = math.Pow(10, 2*rng.Float64()-1) * float64(1+rng.IntN(64))
+		if dead && j%97 == 5 {
+			d[j] = 0
+		}
+	}
+	st := &Stats{Diag: d}
+	if rowWeights {
+		st.RowWeight = make([]float64, rows)
+		for r := range st.RowWeight {
+			if rng.IntN(5) > 0 {
+				st.RowWeight[r] = float64(rng.IntN(1000))
+			}
+		}
+	}
+	return st
+}
+
+// synthDiagWeights returns a rows×in fp16 weight: N(0, σ²) with σ varying
+// by row, a few outliers, exact zeros and −0s.
+func synthDiagWeights(rows, in int, seed uint64) []uint16 {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	w := make([]uint16, rows*in)
+	for r := range rows {
+		sigma := 0.02 * (1 + float64(r%5))
+		for j := range in {
+			x := sigma * rng.NormFloat64()
+			switch rng.IntN(500) {
+			case 0:
+				x *= 30
+			case 1:
+				x = 0
+			case 2:
+				x = math.Copysign(0, -1)
+			}
+			w[r*in+j] = uint16(fp16.FromFloat64(x))
+		}
+	}
+	return w
+}
+
+// calibReportHash hashes a report's per-group errors (float64 bits).
+func calibReportHash(rep *CalibReport) string {
+	h := sha256.New()
+	var b [8]byte
+	for _, l := range [][]float64{rep.Groups, rep.Groups0, {rep.OutputRef, rep.Output0, rep.Output, rep.Weight0, rep.Weight}} {
+		for _, x := range l {
+			binary.LittleEndian.PutUint64(b[:], math.Float64bits(x))
+			h.Write(b[:])
+		}
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// TestGoldenCalibratedDiag pins the output of PalettizeCalibrated with
+// diagonal statistics (the path every weight of a 1B model takes): the hash
+// of palette and indices, and of the report's errors, on synthetic weights
+// of 1B-like and small shapes at every bit width, with and without row
+// weights, recorded before the speed work of issue 11
+// (testdata/calibdiag.txt). A faster path must reproduce every byte.
+// Re-record only for an intended change (-update-calib-diag) and say why.
+func TestGoldenCalibratedDiag(t *testing.T) {
+	type item struct {
+		rows, in   int
+		bits       int
+		dead, rowW bool
+	}
+	items := []item{
+		{64, 2048, 4, false, false},
+		{64, 2048, 6, true, false},
+		{32, 8192, 4, false, false},
+		{32, 8192, 6, false, false},
+		{16, 8192, 8, true, true},
+		{48, 2048, 1, false, true},
+		{48, 2048, 2, true, false},
+		{48, 2048, 3, false, true},
+		{24, 512, 4, true, true},
+		{24, 512, 6, false, true},
+		{16, 24, 6, false, false}, // few distinct values per group
+		{16, 24, 8, false, true},
+		{40, 96, 2, true, false},
+	}
+	got := map[string]string{}
+	var keys []string
+	add := func(key string, w []uint16, shape []int64, st *Stats, opts Options) {
+		p, rep, err := PalettizeCalibrated(w, shape, st, opts)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		got[key] = paletteHash(p) + " " + calibReportHash(rep)
+		keys = append(keys, key)
+	}
+	for i, it := range items {
+		w := synthDiagWeights(it.rows, it.in, uint64(i))
+		st := synthDiagStats(it.rows, it.in, uint64(i), it.dead, it.rowW)
+		key := fmt.Sprintf("%dx%d bits=%d dead=%v rowweights=%v", it.rows, it.in, it.bits, it.dead, it.rowW)
+		add(key, w, []int64{int64(it.rows), int64(it.in)}, st, Options{Bits: it.bits, Workers: 1 + i%3})
+	}
+	if !testing.Short() {
+		// The 1B layer-0 matrices with BenchmarkLayer1BCalibratedDiag's
+		// statistics.
+		for i, tn := range loadLayer1B(t) {
+			st := synthDiagStats(int(tn.Shape[0]), int(tn.Shape[1]), uint64(i), false, false)
+			for _, bits := range []int{4, 6} {
+				add(fmt.Sprintf("1B %s bits=%d", tn.Name, bits), tn.Data, tn.Shape, st, Options{Bits: bits})
+			}
+		}
+	}
+	const path = "testdata/calibdiag.txt"
+	if *updateCalibDiag {
+		var sb strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&sb, "%s %s\n", got[k], k)
+		}
+		if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), " ", 3)
+		if len(fields) == 3 {
+			want[fields[2]] = fields[0] + " " + fields[1]
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !testing.Short() && len(want) != len(keys) {
+		t.Errorf("%d recorded hashes, %d cases", len(want), len(keys))
+	}
+	for _, k := range keys {
+		w, ok := want[k]
+		switch {
+		case !ok:
+			t.Errorf("%s: no recorded hash", k)
+		case w[:64] != got[k][:64]:
+			t.Errorf("%s: palette hash %s, recorded %s", k, got[k][:16], w[:16])
+		case w != got[k]:
+			t.Errorf("%s: report hash %s, recorded %s", k, got[k][65:81], w[65:81])
+		}
+	}
+}
+
+// BenchmarkLayer1BCalibratedDiag palettizes the seven matrices of layer 0
+// of the 1B shape with deterministic synthetic diagonal statistics (no row
+// weights), as a calibrated 1B conversion does; compare BenchmarkLayer1B.
+func BenchmarkLayer1BCalibratedDiag(b *testing.B) {
+	tensors := loadLayer1B(b)
+	n := 0
+	stats := make([]*Stats, len(tensors))
+	for i, t := range tensors {
+		n += len(t.Data)
+		stats[i] = synthDiagStats(int(t.Shape[0]), int(t.Shape[1]), uint64(i), false, false)
+	}
+	for _, bits := range []int{4, 6} {
+		b.Run(fmt.Sprintf("bits=%d", bits), func(b *testing.B) {
+			c0 := cpuTime()
+			for b.Loop() {
+				for i, t := range tensors {
+					if _, _, err := PalettizeCalibrated(t.Data, t.Shape, stats[i], Options{Bits: bits}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mw/s")
+			reportCPU(b, c0, n)
+		})
+	}
+}
