@@ -145,6 +145,10 @@ func PalettizeCalibrated(w []uint16, shape []int64, st *Stats, opts Options) (*P
 	if st.RowWeight != nil && len(st.RowWeight) != rows {
 		return nil, nil, fmt.Errorf("quant: calibration row weights have %d entries, weight has %d rows", len(st.RowWeight), rows)
 	}
+	if st.Gram == nil {
+		p, rep, err := palettizeDiag(w, shape, st, opts)
+		return p, rep, err
+	}
 	base, err := Palettize(w, shape, opts)
 	if err != nil {
 		return nil, nil, err
@@ -186,6 +190,44 @@ func PalettizeCalibrated(w []uint16, shape []int64, st *Stats, opts Options) (*P
 	}
 	rep.Weight0 = weightSSE(w, base)
 	rep.Weight = weightSSE(w, p)
+	return p, rep, nil
+}
+
+// palettizeDiag is PalettizeCalibrated for validated arguments and
+// diagonal statistics: each group is solved by a diagSolver right after its
+// uncalibrated solve, inside Palettize's group loop. The weight-space
+// errors of the report are summed per group, then over groups in order.
+func palettizeDiag(w []uint16, shape []int64, st *Stats, opts Options) (*Palette, *CalibReport, error) {
+	groups := int(shape[0]) / opts.GroupSize
+	k := 1 << opts.Bits
+	per := len(w) / groups
+	own := opts
+	own.Indices = nil // the lent storage, if any, holds the uncalibrated indices
+	p := newPalette(w, shape, own)
+	rep := &CalibReport{Groups: make([]float64, groups), Groups0: make([]float64, groups)}
+	refs := make([]float64, groups)
+	wse0 := make([]float64, groups)
+	wse := make([]float64, groups)
+	hook := func() (func(*solver, int, []uint16, []uint8), func()) {
+		d := getDiagSolver(opts.Bits, st, opts.GroupSize)
+		after := func(s *solver, i int, lut0 []uint16, idx0 []uint8) {
+			r := d.solve(s, w[i*per:(i+1)*per], i*opts.GroupSize, lut0, idx0,
+				p.LUT[i*k:(i+1)*k], p.Indices[i*per:(i+1)*per])
+			rep.Groups[i], rep.Groups0[i], refs[i] = r.err, r.err0, r.ref
+			wse0[i], wse[i] = r.wse0, r.wse
+		}
+		return after, func() { putDiagSolver(opts.Bits, d) }
+	}
+	if _, err := palettize(w, shape, opts, hook); err != nil {
+		return nil, nil, err
+	}
+	for i := range groups {
+		rep.Output += rep.Groups[i]
+		rep.Output0 += rep.Groups0[i]
+		rep.OutputRef += refs[i]
+		rep.Weight0 += wse0[i]
+		rep.Weight += wse[i]
+	}
 	return p, rep, nil
 }
 
