@@ -68,12 +68,13 @@ func synthDiagWeights(rows, in int, seed uint64) []uint16 {
 }
 
 // calibReportHash hashes a report's errors on H (float64 bits): per group
-// and totals. (The weight-space errors are summed per group first since
-// issue 11, so their last bits changed; checkWeightErrors checks them.)
+// and totals. (The output energy and the weight-space errors, report
+// figures only, are summed differently since issue 11, so their last bits
+// changed; checkReportTotals checks them.)
 func calibReportHash(rep *CalibReport) string {
 	h := sha256.New()
 	var b [8]byte
-	for _, l := range [][]float64{rep.Groups, rep.Groups0, {rep.OutputRef, rep.Output0, rep.Output}} {
+	for _, l := range [][]float64{rep.Groups, rep.Groups0, {rep.Output0, rep.Output}} {
 		for _, x := range l {
 			binary.LittleEndian.PutUint64(b[:], math.Float64bits(x))
 			h.Write(b[:])
@@ -82,19 +83,30 @@ func calibReportHash(rep *CalibReport) string {
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
 
-// checkWeightErrors checks the report's weight-space errors against
-// weightSSE of the uncalibrated and the calibrated palette.
-func checkWeightErrors(t *testing.T, key string, w []uint16, shape []int64, p *Palette, rep *CalibReport, opts Options) {
+// checkReportTotals checks the report's weight-space errors against
+// weightSSE of the uncalibrated and the calibrated palette, and its output
+// energy against Σ_r rw_r Σ_j diag_j·w_rj².
+func checkReportTotals(t *testing.T, key string, w []uint16, shape []int64, st *Stats, p *Palette, rep *CalibReport, opts Options) {
 	t.Helper()
 	opts.Indices = nil
 	base, err := Palettize(w, shape, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var ref float64
+	in := st.In()
+	for r := range int(shape[0]) {
+		var s float64
+		for j, d := range st.Diag {
+			x := h2f(w[r*in+j])
+			s += d * x * x
+		}
+		ref += rowWeight(st, r) * s
+	}
 	for _, c := range []struct {
 		name      string
 		got, want float64
-	}{{"Weight0", rep.Weight0, weightSSE(w, base)}, {"Weight", rep.Weight, weightSSE(w, p)}} {
+	}{{"Weight0", rep.Weight0, weightSSE(w, base)}, {"Weight", rep.Weight, weightSSE(w, p)}, {"OutputRef", rep.OutputRef, ref}} {
 		if math.Abs(c.got-c.want) > 1e-9*c.want {
 			t.Errorf("%s: report %s %g, weightSSE %g", key, c.name, c.got, c.want)
 		}
@@ -138,7 +150,7 @@ func TestGoldenCalibratedDiag(t *testing.T) {
 		}
 		got[key] = paletteHash(p) + " " + calibReportHash(rep)
 		keys = append(keys, key)
-		checkWeightErrors(t, key, w, shape, p, rep, opts)
+		checkReportTotals(t, key, w, shape, st, p, rep, opts)
 	}
 	for i, it := range items {
 		w := synthDiagWeights(it.rows, it.in, uint64(i))

@@ -13,17 +13,21 @@ import (
 // optimally; one least-squares refit absorbs the rounding of the centroids,
 // and the uncalibrated palette stays a candidate, so no group gets worse.
 //
-// It computes exactly what groupSolver.solve computes for such statistics
-// (the same floating-point operations in the same order, so the same bytes;
-// TestDiagMatchesGroupSolver checks that), but faster: it runs inside
+// It computes what groupSolver.solve computes for such statistics, with
+// the same floating-point operations in the same order for everything that
+// decides the result and for the errors on H it reports, so the same bytes
+// (TestDiagMatchesGroupSolver checks that), but faster: it runs inside
 // Palettize's group loop right after each group's uncalibrated solve
 // (groupHook), reusing that solve's sorted distinct values instead of
 // sorting them again; it reads the fp16 weights directly through halfTable
-// instead of widening the group; every pass over the group's weights does
-// several things at once (the uncalibrated error, the output energy and the
-// binning in one; an assignment, its error and the refit's normal
-// equations in another); the refit's normal matrix, being diagonal, is
-// solved entry by entry; and it allocates nothing per group.
+// instead of widening the group; each pass over the group's weights does
+// several things at once (the uncalibrated error and the binning in one;
+// an assignment, its error and the refit's normal equations in another);
+// rows of weight 1 or 0 skip the multiplications by it; the refit's normal
+// matrix, being diagonal, is solved entry by entry; and it allocates
+// nothing per group. The report's output energy and weight-space errors,
+// which decide nothing, come from the distinct values and their counts
+// (the same sums in another order, so their last bits differ).
 
 // diagSolver is one goroutine's scratch space for diagonal-statistics
 // groups. Its results do not depend on what it solved before.
@@ -123,35 +127,26 @@ func (d *diagSolver) solve(s *solver, w []uint16, r0 int, lut0 []uint16, idx0 []
 		floor = 1e-300
 	}
 
-	// Pass 1: the uncalibrated palette's error on H and in weight space,
-	// the output energy, and the k-means weight of each distinct value.
+	// Pass 1: the uncalibrated palette's error on H and the k-means
+	// weight of each distinct value.
 	var res diagResult
-	tab := (*[1 << 16]float64)(d.tab)
-	v0 := &d.v0
 	for r := range d.rows {
-		rw := d.rowWeight(r0 + r)
-		row, ri := w[r*n:(r+1)*n], idx0[r*n:(r+1)*n]
-		ri, dg := ri[:len(row)], diag[:len(row)]
-		var se, sr, sw float64
-		for j, h := range row {
-			x := halfTable[h]
-			dj := dg[j]
-			e := x - v0[ri[j]]
-			se += dj * e * e
-			sr += dj * x * x
-			sw += e * e
-			tab[orderKey(h)] += rw*dj + floor
-		}
-		res.err0 += rw * se
-		res.ref += rw * sr
-		res.wse0 += sw
+		res.err0 += d.pass1(w[r*n:(r+1)*n], idx0[r*n:(r+1)*n], diag, d.rowWeight(r0+r), floor)
 	}
+	// The output energy and the weight-space error from the distinct
+	// values (report figures, not decisions).
 	m := len(s.dkey)
 	d.cw = resize(d.cw, m)
 	cw := d.cw[:m]
+	tab := (*[1 << 16]float64)(d.tab)
 	for i, key := range s.dkey {
-		cw[i] = tab[key]
+		c := tab[key]
+		cw[i] = c
 		tab[key] = 0
+		x, cnt := s.val[i], s.cnt[i]
+		e := x - d.v0[s.index[i]]
+		res.ref += (c - cnt*floor) * x * x
+		res.wse0 += cnt * e * e
 	}
 
 	// Candidate 1: weighted k-means, nearest entries.
@@ -160,61 +155,31 @@ func (d *diagSolver) solve(s *solver, w []uint16, r0 int, lut0 []uint16, idx0 []
 	for i, h := range l1 {
 		v1[i] = halfTable[h]
 	}
-	d.setNear(s, v1[:k])
+	wse1 := d.setNear(s, v1[:k])
 	// Pass 2: its indices, its error, and the refit's normal equations.
-	mdiag, rhs := &d.mdiag, &d.rhs
-	clear(mdiag[:k])
-	clear(rhs[:k])
-	near := (*[1 << 16]uint8)(d.near)
-	var e1, wse1 float64
+	clear(d.mdiag[:k])
+	clear(d.rhs[:k])
+	var e1 float64
 	for r := range d.rows {
-		rw := d.rowWeight(r0 + r)
-		row, ri := w[r*n:(r+1)*n], d.id1[r*n:(r+1)*n]
-		ri, dg := ri[:len(row)], diag[:len(row)]
-		var se, sw float64
-		for j, h := range row {
-			a := near[h]
-			ri[j] = a
-			x := halfTable[h]
-			dj := dg[j]
-			e := x - v1[a]
-			se += dj * e * e
-			sw += e * e
-			c := rw * dj
-			mdiag[a] += c
-			rhs[a] += c * x
-		}
-		e1 += rw * se
-		wse1 += sw
+		e1 += d.pass2(w[r*n:(r+1)*n], d.id1[r*n:(r+1)*n], diag, d.rowWeight(r0+r))
 	}
 
 	best, pick := res.err0, 0
 	if e1 < best {
 		best, pick = e1, 1
 	}
-	// Candidate 2: the refit of candidate 1, nearest entries.
+	// Candidate 2: the refit of candidate 1, nearest entries (the same as
+	// candidate 1 if the refit changes no entry).
 	l2, v2 := d.l2[:k], &d.v2
 	var wse2 float64
 	if d.refit(l1, l2) && !slices.Equal(l1, l2) {
 		for i, h := range l2 {
 			v2[i] = halfTable[h]
 		}
-		d.setNear(s, v2[:k])
+		wse2 = d.setNear(s, v2[:k])
 		var e2 float64
 		for r := range d.rows {
-			rw := d.rowWeight(r0 + r)
-			row, ri := w[r*n:(r+1)*n], d.id2[r*n:(r+1)*n]
-			ri, dg := ri[:len(row)], diag[:len(row)]
-			var se, sw float64
-			for j, h := range row {
-				a := near[h]
-				ri[j] = a
-				e := halfTable[h] - v2[a]
-				se += dg[j] * e * e
-				sw += e * e
-			}
-			e2 += rw * se
-			wse2 += sw
+			e2 += d.pass3(w[r*n:(r+1)*n], d.id2[r*n:(r+1)*n], diag, d.rowWeight(r0+r))
 		}
 		if e2 < best {
 			best, pick = e2, 2
@@ -238,12 +203,117 @@ func (d *diagSolver) solve(s *solver, w []uint16, r0 int, lut0 []uint16, idx0 []
 	return res
 }
 
+// The passes over one row: its weights row, their indices ri, diag H dg
+// and the row's weight rw. Each returns rw times the row's error on H,
+// Σ_j dg_j·e_j² summed in order (as groupSolver's groupErr and quadForm
+// do); a weight of 1 or 0 takes a loop without the multiplications, which
+// changes no bit (1·x = x, and a zero weight adds zeros).
+
+// pass1 returns the row's error with the uncalibrated indices ri (into
+// d.v0) and adds rw·dg_j + floor to each weight's k-means bin.
+func (d *diagSolver) pass1(row []uint16, ri []uint8, dg []float64, rw, floor float64) float64 {
+	tab := (*[1 << 16]float64)(d.tab)
+	v0 := &d.v0
+	ri, dg = ri[:len(row)], dg[:len(row)]
+	var se float64
+	switch rw {
+	case 1:
+		for j, h := range row {
+			dj := dg[j]
+			e := halfTable[h] - v0[ri[j]]
+			se += dj * e * e
+			tab[orderKey(h)] += dj + floor
+		}
+		return se
+	case 0:
+		for _, h := range row {
+			tab[orderKey(h)] += floor
+		}
+		return 0
+	}
+	for j, h := range row {
+		dj := dg[j]
+		e := halfTable[h] - v0[ri[j]]
+		se += dj * e * e
+		tab[orderKey(h)] += rw*dj + floor
+	}
+	return rw * se
+}
+
+// pass2 writes the row's indices into d.v1 (by d.near) to ri, returns its
+// error, and adds each weight's rw·dg_j and rw·dg_j·x to the refit's
+// normal equations.
+func (d *diagSolver) pass2(row []uint16, ri []uint8, dg []float64, rw float64) float64 {
+	near := (*[1 << 16]uint8)(d.near)
+	v1, mdiag, rhs := &d.v1, &d.mdiag, &d.rhs
+	ri, dg = ri[:len(row)], dg[:len(row)]
+	var se float64
+	switch rw {
+	case 1:
+		for j, h := range row {
+			a := near[h]
+			ri[j] = a
+			x := halfTable[h]
+			dj := dg[j]
+			e := x - v1[a]
+			se += dj * e * e
+			mdiag[a] += dj
+			rhs[a] += dj * x
+		}
+		return se
+	case 0:
+		for j, h := range row {
+			ri[j] = near[h]
+		}
+		return 0
+	}
+	for j, h := range row {
+		a := near[h]
+		ri[j] = a
+		x := halfTable[h]
+		dj := dg[j]
+		e := x - v1[a]
+		se += dj * e * e
+		c := rw * dj
+		mdiag[a] += c
+		rhs[a] += c * x
+	}
+	return rw * se
+}
+
+// pass3 writes the row's indices into d.v2 (by d.near) to ri and returns
+// its error.
+func (d *diagSolver) pass3(row []uint16, ri []uint8, dg []float64, rw float64) float64 {
+	near := (*[1 << 16]uint8)(d.near)
+	v2 := &d.v2
+	ri, dg = ri[:len(row)], dg[:len(row)]
+	var se float64
+	if rw == 0 {
+		for j, h := range row {
+			ri[j] = near[h]
+		}
+		return 0
+	}
+	for j, h := range row {
+		a := near[h]
+		ri[j] = a
+		e := halfTable[h] - v2[a]
+		se += dg[j] * e * e
+	}
+	if rw == 1 {
+		return se
+	}
+	return rw * se
+}
+
 // setNear fills d.near for the ascending palette v: for each distinct value
-// of s (ascending) the entry nearest() picks, found by a merge walk.
-func (d *diagSolver) setNear(s *solver, v []float64) {
+// of s (ascending) the entry nearest() picks, found by a merge walk. It
+// returns the weight-space squared error of those entries.
+func (d *diagSolver) setNear(s *solver, v []float64) float64 {
 	near := (*[1 << 16]uint8)(d.near)
 	last := len(v) - 1
 	lo := 0
+	var sse float64
 	for i, key := range s.dkey {
 		x := s.val[i]
 		// lo: the first entry ≥ x, or the last entry (as nearest's
@@ -256,8 +326,11 @@ func (d *diagSolver) setNear(s *solver, v []float64) {
 			q = lo - 1
 		}
 		near[keyHalf(key)] = uint8(q)
+		e := x - v[q]
+		sse += s.cnt[i] * e * e
 	}
 	near[0x8000] = near[0] // −0 takes +0's entry (stale only if neither occurs)
+	return sse
 }
 
 // kmeans writes to out the ascending fp16 palette of exact weighted 1-D
