@@ -208,11 +208,29 @@ func palettizeDiag(w []uint16, shape []int64, st *Stats, opts Options) (*Palette
 	refs := make([]float64, groups)
 	wse0 := make([]float64, groups)
 	wse := make([]float64, groups)
+	// The weighted cuts' λ scale: group 0's (solved before any other group
+	// but the last, which runs alongside it) for the groups after it.
+	last := groups - 1
+	if opts.Bits >= 8 {
+		last = groups
+	}
+	scale := 1.0
 	hook := func() (func(*solver, int, []uint16, []uint8), func()) {
 		d := getDiagSolver(opts.Bits, st, opts.GroupSize)
 		after := func(s *solver, i int, lut0 []uint16, idx0 []uint8) {
+			d.scale, d.probe, d.centre = 1, false, false
+			switch {
+			case opts.Bits >= 8:
+			case i == 0:
+				d.probe, d.centre = true, groups >= centreGroups && opts.Bits <= centreMaxBits
+			case i != last:
+				d.scale = scale
+			}
 			r := d.solve(s, w[i*per:(i+1)*per], i*opts.GroupSize, lut0, idx0,
 				p.LUT[i*k:(i+1)*k], p.Indices[i*per:(i+1)*per])
+			if i == 0 && d.ratio > 0 {
+				scale = d.ratio
+			}
 			rep.Groups[i], rep.Groups0[i], refs[i] = r.err, r.err0, r.ref
 			wse0[i], wse[i] = r.wse0, r.wse
 		}

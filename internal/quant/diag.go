@@ -44,6 +44,13 @@ type diagSolver struct {
 	cw   []float64 // per distinct value: its summed weight
 	sol  *solver   // the exact solver, for the weighted cuts
 
+	// scale is the exact solver's λ scale for the weighted cuts; when
+	// probe is set, kmeans leaves in ratio the scale the tensor's other
+	// groups should use (as Palettize calibrates on group 0: the λ that
+	// hit, or with centre the middle of the λ range), 0 if none.
+	scale, ratio  float64
+	probe, centre bool
+
 	// Palette values (uncalibrated, k-means, refit) and the refit's
 	// normal equations (diagonal), indexed by a palette index (a byte, so
 	// without bounds checks; entries from k on are unused).
@@ -366,8 +373,17 @@ func (d *diagSolver) kmeans(val, cw []float64, out []uint16) {
 		b2 += c * x * x
 		s.p0[i+1], s.p1[i+1], s.p2[i+1] = b0, b1, b2
 	}
-	s.scale = 1
+	s.scale, s.hitRatio = d.scale, 0
 	s.solveCuts()
+	if d.probe {
+		d.ratio = s.hitRatio
+		if d.centre {
+			s.cutSSE = s.sse()
+			if r, ok := s.windowCentre(); ok {
+				d.ratio = r
+			}
+		}
+	}
 	cuts := s.cuts[:k+1]
 	for c := range k {
 		var s0, s1 float64
