@@ -25,7 +25,10 @@ import (
 // an assignment, its error and the refit's normal equations in another);
 // rows of weight 1 or 0 skip the multiplications by it; the refit's normal
 // matrix, being diagonal, is solved entry by entry; and it allocates
-// nothing per group. The report's output energy and weight-space errors,
+// nothing per group. Like Palettize, it aims the weighted cuts' λ search
+// of a tensor's groups with group 0's λ (not at 8 bits); the solve is exact
+// whatever λ it starts from, so that changes the cuts only where two
+// clusterings tie. The report's output energy and weight-space errors,
 // which decide nothing, come from the distinct values and their counts
 // (the same sums in another order, so their last bits differ).
 
