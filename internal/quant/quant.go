@@ -214,6 +214,21 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	if err := check(w, shape, &opts); err != nil {
 		return nil, err
 	}
+	return palettize(w, shape, opts, nil)
+}
+
+// groupHook lets a caller of palettize work on each group right after its
+// uncalibrated solve, while the group's weights are in cache and the solver
+// still holds their sorted distinct values. Each goroutine palettize solves
+// groups on calls the hook once; the after function it returns is then
+// called for every group that goroutine solves (g the group, lut and idx
+// its uncalibrated palette and indices; s must not be changed), and release
+// once the goroutine is done. Groups whose weights are not finite are not
+// passed to after.
+type groupHook func() (after func(s *solver, g int, lut []uint16, idx []uint8), release func())
+
+// palettize is Palettize on validated arguments, with an optional hook.
+func palettize(w []uint16, shape []int64, opts Options, hook groupHook) (*Palette, error) {
 	p := newPalette(w, shape, opts)
 	groups := p.Groups()
 	per := len(w) / groups
@@ -234,12 +249,31 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	var lastOK atomic.Bool
 	lastOK.Store(true)
 	var lastWG sync.WaitGroup
+	// solve solves group g on s and runs the hook's after on it.
+	solve := func(s *solver, g int, after func(*solver, int, []uint16, []uint8)) bool {
+		lut, idx := p.LUT[g*k:(g+1)*k], p.Indices[g*per:(g+1)*per]
+		if _, ok := s.solveGroup(w[g*per:(g+1)*per], lut, idx); !ok {
+			return false
+		}
+		if after != nil {
+			after(s, g, lut, idx)
+		}
+		return true
+	}
+	attach := func() (func(*solver, int, []uint16, []uint8), func()) {
+		if hook == nil {
+			return nil, func() {}
+		}
+		return hook()
+	}
 	solveLast := func() {
 		defer lastWG.Done()
 		s := getSolver(opts.Bits)
 		s.scale = 1
 		defer putSolver(s)
-		if _, ok := s.solveGroup(w[last*per:], p.LUT[last*k:], p.Indices[last*per:]); !ok {
+		after, release := attach()
+		defer release()
+		if !solve(s, last, after) {
 			lastOK.Store(false)
 		}
 	}
@@ -253,7 +287,10 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 	}
 	s0 := getSolver(opts.Bits)
 	s0.scale, s0.hitRatio = 1, 0
-	if _, ok := s0.solveGroup(w[:per], p.LUT[:k], p.Indices[:per]); !ok {
+	after0, release0 := attach()
+	ok0 := solve(s0, 0, after0)
+	release0()
+	if !ok0 {
 		putSolver(s0)
 		lastWG.Wait()
 		return nil, nonFinite(w)
@@ -281,12 +318,14 @@ func Palettize(w []uint16, shape []int64, opts Options) (*Palette, error) {
 			s := getSolver(opts.Bits)
 			s.scale = scale
 			defer putSolver(s)
+			after, release := attach()
+			defer release()
 			for !bad.Load() {
 				g := int(next.Add(1) - 1)
 				if g >= last {
 					return
 				}
-				if _, ok := s.solveGroup(w[g*per:(g+1)*per], p.LUT[g*k:(g+1)*k], p.Indices[g*per:(g+1)*per]); !ok {
+				if !solve(s, g, after) {
 					bad.Store(true)
 				}
 			}

@@ -96,6 +96,8 @@ func (g *groupSolver) solve(w []uint16, r0 int, lut0 []uint16, idx0 []uint8, lut
 		// weighted k-means minimises exactly; nearest entries are then the
 		// optimal indices, and one refit absorbs the fp16 rounding of the
 		// centroids. The uncalibrated palette is already a candidate.
+		// (PalettizeCalibrated takes diagSolver for this, the same
+		// computation faster; this is its reference in the tests.)
 		l := g.weightedKMeans(r0)
 		v := halves(l)
 		g.assign(v, g.idx)
