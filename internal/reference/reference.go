@@ -6,7 +6,9 @@
 //
 // Activations are float32; dot products, RMSNorm statistics and softmax
 // accumulate in float64. One per-position decoder-layer routine serves both
-// the full-sequence Forward and the cached Session.Step.
+// the full-sequence Forward and the cached Session.Step. Options.Fast
+// trades the float64 products for fp32 ones through internal/gemm, for
+// calibration statistics only; checks of a conversion use the default.
 package reference
 
 import (

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"fmt"
-	"github.com/anemll/anemll/internal/hf"
 	"io"
 	"os"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/arch/decoder"
 	"github.com/anemll/anemll/internal/calib"
+	"github.com/anemll/anemll/internal/hf"
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/reference"
 	"github.com/anemll/anemll/internal/runner"
