@@ -29,6 +29,9 @@ func TestFastAgainstNaive(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if empty, err := m.Forward(nil); err != nil || len(empty) != 0 {
+					t.Fatalf("empty sequence: %d rows, error %v", len(empty), err)
+				}
 				if first == nil {
 					first = got
 					cfg := m.Config()

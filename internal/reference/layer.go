@@ -238,6 +238,10 @@ func (b *batch) input(x [][]float32) {
 		b.wide = widenRows(b.wide, x)
 		return
 	}
+	if len(x) == 0 {
+		b.flat = b.flat[:0]
+		return
+	}
 	w := len(x[0])
 	b.flat = slices.Grow(b.flat[:0], len(x)*w)[:len(x)*w]
 	for t, row := range x {
