@@ -291,17 +291,16 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 	fmt.Fprintf(w, "this machine: reads the checkpoint at %.2f GB/s (page cache warm), writes+fsyncs at %.2f GB/s\n", readBW/1e9, writeBW/1e9)
 	fmt.Fprintf(w, "\n%-4s %-48s %9s %9s %9s %10s %7s %10s\n", "step", "", "wall", "read", "written", "I/O floor", "ratio", "peak RSS")
 	var floorTotal float64
-	first := 1
-	if o.Calibration != "" {
-		// Opening the checkpoint includes the activation statistics.
-		first = 0
+	first := 0 // step 0: opening (checks, fp16 scale, calibration statistics)
+	if o.Monolithic {
+		first = 1
 	}
 	for i := first; i <= last; i++ {
 		floor := float64(sio[i].Read)/readBW + float64(sio[i].Written)/writeBW
 		floorTotal += floor
 		name := names[i]
 		if i == 0 {
-			name = "Calibration statistics (opening the checkpoint)"
+			name = "Opening: checks, fp16 scale, statistics"
 		}
 		fmt.Fprintf(w, "%-4d %-48s %9s %9s %9s %9.2fs %7s %10s\n", i, name, sec(res.Times[i]), mb(sio[i].Read), mb(sio[i].Written),
 			floor, ratio(res.Times[i].Seconds(), floor), gib(stepRSS[i]))

@@ -64,7 +64,7 @@ func NewCalibrator(modelDir string, cfg *hf.Config, ck *hf.Checkpoint, path stri
 
 // fullWidths returns which input widths are worth a full Gram matrix: those
 // that some weight reading an input of that width can afford to use it for
-// (quant.MaxLiteGramWork). The decoder's linear inputs are the normed
+// (quant.GramAffordable). The decoder's linear inputs are the normed
 // hidden state (q, k, v, gate, up and the LM head read it; k_proj has the
 // fewest rows), the attention output (o_proj) and the MLP activation
 // (down_proj), both feeding hidden-size rows; wider inputs, and widths no
@@ -90,16 +90,15 @@ func fullWidths(cfg *hf.Config) func(in int) bool {
 		if !ok {
 			return in <= calib.DefaultFullLimit
 		}
-		return in <= calib.DefaultFullLimit && float64(r)*float64(in)*float64(in) <= quant.MaxLiteGramWork
+		return in <= calib.DefaultFullLimit && quant.GramAffordable(r, in)
 	}
 }
 
 // Palettize is the converter's palettizer with calibration: the request's
 // statistics are looked up by tensor name (LM-head splits share the head's)
 // and the palette minimises the output error on them, with the full Gram
-// matrix where that is affordable (quant.MaxFullGramWork for the full
-// schedule, quant.MaxLiteGramWork for the lite one) and its diagonal
-// elsewhere.
+// matrix where that is affordable (quant.GramAffordable: the full or the
+// lite schedule) and its diagonal elsewhere.
 func (c *Calibrator) Palettize(req quant.Request) ([]uint8, []uint16, error) {
 	st, err := c.Set.For(req)
 	if err != nil {

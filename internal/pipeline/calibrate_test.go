@@ -116,7 +116,7 @@ func tail(s string, n int) string {
 
 // TestCalibrationFullWidths checks which inputs collect a full Gram
 // matrix: those some weight reading them can afford to use it for
-// (quant.MaxLiteGramWork).
+// (quant.GramAffordable).
 func TestCalibrationFullWidths(t *testing.T) {
 	cfg := func(h, inter, heads, kv, hd int) *hf.Config {
 		return &hf.Config{HiddenSize: h, IntermediateSize: inter, NumAttentionHeads: heads, NumKeyValueHeads: kv, HeadDim: hd}
@@ -130,6 +130,7 @@ func TestCalibrationFullWidths(t *testing.T) {
 		{"mid-size: not down_proj's 2048 (512 rows)", cfg(512, 2048, 8, 2, 64), map[int]bool{512: true, 2048: false}},
 		{"Llama-3.2-1B: none", cfg(2048, 8192, 32, 8, 64), map[int]bool{2048: false, 8192: false}},
 		{"Qwen3-0.6B: none (q is 2048 wide, hidden 1024)", cfg(1024, 3072, 16, 8, 128), map[int]bool{1024: false, 2048: false, 3072: false}},
+		{"Gemma-3-1B: none (256-row k_proj, but 1152 wide)", cfg(1152, 6912, 4, 1, 256), map[int]bool{1152: false, 1024: false, 6912: false}},
 		{"no shapes given: by DefaultFullLimit", &hf.Config{}, map[int]bool{4096: true, 4097: false}},
 	}
 	for _, tc := range tests {

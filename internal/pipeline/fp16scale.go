@@ -104,14 +104,16 @@ func ScaleFor(peak float64) float64 {
 }
 
 // MeasureFP16Peak runs the reference forward pass (weights read layer by
-// layer) over the built-in sample, tokenized with the checkpoint's
+// layer, fp32 products, no LM head) over the built-in sample, tokenized with the checkpoint's
 // tokenizer when it has one, and returns the peak activations.
 func MeasureFP16Peak(cfg *hf.Config, ck *hf.Checkpoint, modelDir string) (FP16Peak, error) {
 	ids, err := sampleIDs(modelDir, cfg.VocabSize)
 	if err != nil {
 		return FP16Peak{}, err
 	}
-	m, err := reference.NewWithOptions(cfg, reference.CheckpointWeights(ck), reference.Options{Lazy: true})
+	// Fast: a peak needs no float64 witness; Trace: nor the LM head's
+	// logits (a 262k-entry vocabulary's head was most of the cost).
+	m, err := reference.NewWithOptions(cfg, reference.CheckpointWeights(ck), reference.Options{Lazy: true, Fast: true})
 	if err != nil {
 		return FP16Peak{}, err
 	}
@@ -123,7 +125,7 @@ func MeasureFP16Peak(cfg *hf.Config, ck *hf.Checkpoint, modelDir string) (FP16Pe
 	}
 	m.ObserveResidual(func(_ int, x []float32) { peak(&p.Residual, x) })
 	m.Observe(func(_ string, x []float32) { peak(&p.Linear, x) })
-	if _, err := m.Forward(ids); err != nil {
+	if err := m.Trace(ids); err != nil {
 		return FP16Peak{}, fmt.Errorf("pipeline: measure fp16 range: %w", err)
 	}
 	return p, nil

@@ -64,16 +64,21 @@ func (s *Stats) Diagonal() *Stats {
 // 128×384).
 const MaxFullGramWork = 1 << 25
 
-// MaxLiteGramWork bounds rows·in² of a weight palettized on the full Gram
-// matrix with the lite schedule (heavier weights use its diagonal,
-// Stats.Diagonal): the H-weighted k-means start alone, liteRounds rounds of
-// error feedback and refit, no coordinate descent; about seven O(in²)
-// passes per row, a few seconds of one core at this bound (a 2048×512
-// weight, the MLP projections of a hidden-512 model). On the tiny model
-// the lite schedule everywhere gives dev KL 0.0338 at LUT4/LUT6 against
-// the full schedule's 0.0322 and the diagonal's 0.0433. One FFN matrix of
-// a 1B model would take hours either way.
-const MaxLiteGramWork = 1 << 29
+// MaxLiteGramWork and MaxLiteWidth bound the weights palettized on the full
+// Gram matrix with the lite schedule (heavier or wider weights use its
+// diagonal, Stats.Diagonal): the H-weighted k-means start alone,
+// liteRounds rounds of error feedback and refit, no coordinate descent;
+// about seven O(in²) passes per row, so about 7·in multiply-adds per
+// weight: a few seconds of one core at the bounds (a 2048×512 weight, the
+// MLP projections of a hidden-512 model), and the width bound keeps a
+// whole model's cost in proportion (Gemma 3 1B's 256×1152 k_proj would
+// fit the work bound, but its 52 such weights would take minutes). On the
+// tiny model the lite schedule everywhere gives dev KL 0.0338 at LUT4/LUT6
+// against the full schedule's 0.0322 and the diagonal's 0.0433.
+const (
+	MaxLiteGramWork = 1 << 29
+	MaxLiteWidth    = 512
+)
 
 // liteRounds bounds the lite schedule's rounds.
 const liteRounds = 2
@@ -84,11 +89,18 @@ func liteSchedule(rows, in int) bool {
 	return float64(rows)*float64(in)*float64(in) > MaxFullGramWork
 }
 
-// Affordable returns st, or its diagonal when a rows×in weight would cost
-// more than MaxLiteGramWork with the full Gram matrix.
+// GramAffordable reports whether a rows×in weight is palettized on the
+// full Gram matrix (the full or the lite schedule) rather than its
+// diagonal.
+func GramAffordable(rows, in int) bool {
+	work := float64(rows) * float64(in) * float64(in)
+	return work <= MaxFullGramWork || in <= MaxLiteWidth && work <= MaxLiteGramWork
+}
+
+// Affordable returns st, or its diagonal when a rows×in weight cannot
+// afford the full Gram matrix (GramAffordable).
 func (s *Stats) Affordable(rows int) *Stats {
-	in := s.In()
-	if s.Gram == nil || float64(rows)*float64(in)*float64(in) <= MaxLiteGramWork {
+	if s.Gram == nil || GramAffordable(rows, s.In()) {
 		return s
 	}
 	return s.Diagonal()

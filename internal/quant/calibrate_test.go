@@ -418,6 +418,8 @@ func TestStatsAffordable(t *testing.T) {
 		{"lite schedule's bound 2048×512 (mid-size gate_proj)", full(512), 2048, true},
 		{"just over the bound", full(512), 2049, false},
 		{"mid-size down_proj 512×2048", full(2048), 512, false},
+		{"full schedule, narrow and wide: 8×2048", full(2048), 8, true},
+		{"under the lite work bound but too wide: Gemma-3-1B k_proj 256×1152", full(1152), 256, false},
 		{"1B gate_proj 8192×2048", full(2048), 8192, false},
 		{"diagonal only", &Stats{Diag: make([]float64, 64)}, 8, false},
 	}
