@@ -137,7 +137,7 @@ func TestConvertWithVerify(t *testing.T) {
 	}
 	out := buf.String()
 	t.Logf("\n%s", out)
-	for _, want := range []string{"\n8    Verifying against the checkpoint", "steps 1-8 in", "step 8 on ", "weights read back from the packages"} {
+	for _, want := range []string{"\n0    Opening: checks", "\n8    Verifying against the checkpoint", "steps 0-8 in", "step 8 on ", "weights read back from the packages"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the output", want)
 		}
@@ -157,7 +157,7 @@ func TestConvertVerifyFailurePrintsTable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "step 8: top-1 below threshold") {
 		t.Fatalf("err %v", err)
 	}
-	for _, want := range []string{"\n8    Verifying against the checkpoint", "steps 1-8 in", "the report"} {
+	for _, want := range []string{"\n0    Opening: checks", "\n8    Verifying against the checkpoint", "steps 0-8 in", "the report"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("no %q in the output:\n%s", want, buf.String())
 		}
