@@ -354,28 +354,7 @@ func (d *diagSolver) kmeans(val, cw []float64, out []uint16) {
 		return
 	}
 	s := d.sol
-	s.val = resize(s.val, m)
-	s.cnt = resize(s.cnt, m)
-	s.p0 = resize(s.p0, m+1)
-	s.p1 = resize(s.p1, m+1)
-	s.p2 = resize(s.p2, m+1)
-	var c0, c1 float64
-	for i, x := range val {
-		c0 += cw[i]
-		c1 += cw[i] * x
-	}
-	mu := c1 / c0
-	var b0, b1, b2 float64
-	s.p0[0], s.p1[0], s.p2[0] = 0, 0, 0
-	for i, x0 := range val {
-		c := cw[i]
-		x := x0 - mu
-		s.val[i], s.cnt[i] = x, c
-		b0 += c
-		b1 += c * x
-		b2 += c * x * x
-		s.p0[i+1], s.p1[i+1], s.p2[i+1] = b0, b1, b2
-	}
+	s.loadCentred(val, cw)
 	s.scale, s.hitRatio = d.scale, 0
 	s.solveCuts()
 	if d.probe {
@@ -387,25 +366,7 @@ func (d *diagSolver) kmeans(val, cw []float64, out []uint16) {
 			}
 		}
 	}
-	cuts := s.cuts[:k+1]
-	for c := range k {
-		var s0, s1 float64
-		for i := cuts[c]; i < cuts[c+1]; i++ {
-			s0 += cw[i]
-			s1 += cw[i] * val[i]
-		}
-		out[c] = f2h(s1 / s0)
-	}
-	slices.SortFunc(out, func(a, b uint16) int {
-		x, y := halfTable[a], halfTable[b]
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
-	})
+	centroids(val, cw, s.cuts[:k+1], out)
 }
 
 // refit writes to l2 the palette minimising the group's error for the

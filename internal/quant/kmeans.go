@@ -893,3 +893,57 @@ func (s *solver) meansFromCuts() {
 		}
 	}
 }
+
+// loadCentred sets the solver's distinct values, weights and prefix sums
+// to the ascending values x with weights c, shifted by their weighted mean
+// (prefix sums of centred values lose less precision; cluster costs and
+// cuts are the same).
+func (s *solver) loadCentred(x, c []float64) {
+	n := len(x)
+	s.val = resize(s.val, n)
+	s.cnt = resize(s.cnt, n)
+	s.p0 = resize(s.p0, n+1)
+	s.p1 = resize(s.p1, n+1)
+	s.p2 = resize(s.p2, n+1)
+	var c0, c1 float64
+	for i, xi := range x {
+		c0 += c[i]
+		c1 += c[i] * xi
+	}
+	mu := c1 / c0
+	var b0, b1, b2 float64
+	s.p0[0], s.p1[0], s.p2[0] = 0, 0, 0
+	for i, x0 := range x {
+		ci := c[i]
+		xi := x0 - mu
+		s.val[i], s.cnt[i] = xi, ci
+		b0 += ci
+		b1 += ci * xi
+		b2 += ci * xi * xi
+		s.p0[i+1], s.p1[i+1], s.p2[i+1] = b0, b1, b2
+	}
+}
+
+// centroids writes to out the fp16 palette of the clustering cuts (k+1
+// positions) of the ascending values x with weights c: each cluster's
+// weighted mean rounded to fp16, sorted ascending.
+func centroids(x, c []float64, cuts []int, out []uint16) {
+	for j := range len(cuts) - 1 {
+		var s0, s1 float64
+		for i := cuts[j]; i < cuts[j+1]; i++ {
+			s0 += c[i]
+			s1 += c[i] * x[i]
+		}
+		out[j] = f2h(s1 / s0)
+	}
+	slices.SortFunc(out, func(a, b uint16) int {
+		x, y := halfTable[a], halfTable[b]
+		switch {
+		case x < y:
+			return -1
+		case x > y:
+			return 1
+		}
+		return 0
+	})
+}

@@ -28,7 +28,9 @@ type groupSolver struct {
 	arg  []int32
 	prev []float64
 	cur  []float64
-	sol  *solver // the exact solver's scratch, for exactCuts
+	sol  *solver   // the exact solver's scratch, for exactCuts
+	px   []float64 // exactCuts: the points' values and weights
+	pc   []float64
 
 	bits []uint16  // the group's fp16 weights
 	r0   int       // its first row
@@ -511,24 +513,7 @@ func (g *groupSolver) weightedKMeans(r0 int) []uint16 {
 		return out
 	}
 	cuts := g.exactCuts(pts, k)
-	for c := range k {
-		var s0, s1 float64
-		for _, p := range pts[cuts[c]:cuts[c+1]] {
-			s0 += p.c
-			s1 += p.c * p.x
-		}
-		out[c] = f2h(s1 / s0)
-	}
-	slices.SortFunc(out, func(a, b uint16) int {
-		x, y := h2f(a), h2f(b)
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
-	})
+	centroids(g.px, g.pc, cuts, out) // exactCuts left pts split in g.px, g.pc
 	return out
 }
 
@@ -603,29 +588,11 @@ func (g *groupSolver) exactCuts(pts []wpoint, k int) []int {
 		g.sol = newSolver(bitsOf(k))
 	}
 	s := g.sol
-	n := len(pts)
-	s.val = resize(s.val, n)
-	s.cnt = resize(s.cnt, n)
-	s.p0 = resize(s.p0, n+1)
-	s.p1 = resize(s.p1, n+1)
-	s.p2 = resize(s.p2, n+1)
-	// Centre the values for accurate prefix sums, as kmeans1D does.
-	var c0, c1 float64
-	for _, p := range pts {
-		c0 += p.c
-		c1 += p.c * p.x
-	}
-	mu := c1 / c0
-	var b0, b1, b2 float64
-	s.p0[0], s.p1[0], s.p2[0] = 0, 0, 0
+	g.px, g.pc = resize(g.px, len(pts)), resize(g.pc, len(pts))
 	for i, p := range pts {
-		x := p.x - mu
-		s.val[i], s.cnt[i] = x, p.c
-		b0 += p.c
-		b1 += p.c * x
-		b2 += p.c * x * x
-		s.p0[i+1], s.p1[i+1], s.p2[i+1] = b0, b1, b2
+		g.px[i], g.pc[i] = p.x, p.c
 	}
+	s.loadCentred(g.px, g.pc)
 	s.scale = 1
 	s.solveCuts()
 	return slices.Clone(s.cuts[:k+1])
