@@ -1,7 +1,6 @@
 package quant
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,9 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/anemll/anemll/internal/fp16"
@@ -168,32 +165,9 @@ func TestGoldenCalibratedDiag(t *testing.T) {
 			}
 		}
 	}
-	const path = "testdata/calibdiag.txt"
-	if *updateCalibDiag {
-		var sb strings.Builder
-		for _, k := range keys {
-			fmt.Fprintf(&sb, "%s %s\n", got[k], k)
-		}
-		if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	want := goldenFile(t, "testdata/calibdiag.txt", *updateCalibDiag, keys, got, 2)
+	if want == nil {
 		return
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	want := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.SplitN(sc.Text(), " ", 3)
-		if len(fields) == 3 {
-			want[fields[2]] = fields[0] + " " + fields[1]
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	if !testing.Short() && len(want) != len(keys) {
 		t.Errorf("%d recorded hashes, %d cases", len(want), len(keys))

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -67,35 +68,9 @@ func TestGoldenPalettes(t *testing.T) {
 		got[key] = paletteHash(p)
 		keys = append(keys, key)
 	}
-	const path = "testdata/palettes.txt"
-	if *updatePalettes {
-		var sb strings.Builder
-		for _, k := range keys {
-			fmt.Fprintf(&sb, "%s %s\n", got[k], k)
-		}
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	want := goldenFile(t, "testdata/palettes.txt", *updatePalettes, keys, got, 1)
+	if want == nil {
 		return
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	want := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		hash, key, ok := strings.Cut(sc.Text(), " ")
-		if ok {
-			want[key] = hash
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	bad := 0
 	for _, k := range keys {
@@ -112,4 +87,42 @@ func TestGoldenPalettes(t *testing.T) {
 		t.Errorf("%d recorded hashes, %d palettes checked", want, n)
 	}
 	t.Logf("%d palettes checked, %d differ", len(keys), bad)
+}
+
+// goldenFile records or reads a golden file of one line per key: its value
+// (valueFields space-separated fields) then the key. With update set it
+// writes got in the order of keys and returns nil; otherwise it returns the
+// recorded values by key.
+func goldenFile(t *testing.T, path string, update bool, keys []string, got map[string]string, valueFields int) map[string]string {
+	t.Helper()
+	if update {
+		var sb strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&sb, "%s %s\n", got[k], k)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), " ", valueFields+1)
+		if len(fields) == valueFields+1 {
+			want[fields[valueFields]] = strings.Join(fields[:valueFields], " ")
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return want
 }
