@@ -6,35 +6,9 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+
+	"github.com/anemll/anemll/internal/gemm/gemmtest"
 )
-
-// dotBound returns the float64 dot product of a and b and the worst-case
-// error bound of any fp32 summation order, k·2⁻²³·Σ|a·b| (plus a tiny
-// absolute slack).
-func dotBound(a, b []float32) (want, tol float64) {
-	var abs float64
-	for p := range a {
-		x := float64(a[p]) * float64(b[p])
-		want += x
-		abs += math.Abs(x)
-	}
-	return want, float64(len(a)+1)*0x1p-23*abs + 1e-30
-}
-
-// guarded returns n random floats inside a larger buffer whose elements
-// just before and after are NaN, starting at an odd offset, so a kernel
-// that reads outside its slice produces NaN.
-func guarded(r *rand.Rand, n int) []float32 {
-	buf := make([]float32, n+11)
-	for i := range buf {
-		buf[i] = float32(math.NaN())
-	}
-	s := buf[3 : 3+n : 3+n]
-	for i := range s {
-		s[i] = float32(r.NormFloat64())
-	}
-	return s
-}
 
 func randF(r *rand.Rand, n int) []float32 {
 	x := make([]float32, n)
@@ -47,21 +21,21 @@ func randF(r *rand.Rand, n int) []float32 {
 func testDotKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, k := range []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 64, 100, 1001, 2048} {
-		a := [][]float32{guarded(r, k), guarded(r, k), guarded(r, k), guarded(r, k)}
-		b := [][]float32{guarded(r, k), guarded(r, k)}
-		b = append(b, guarded(r, k), guarded(r, k))
+		a := [][]float32{gemmtest.Guarded(r, k), gemmtest.Guarded(r, k), gemmtest.Guarded(r, k), gemmtest.Guarded(r, k)}
+		b := [][]float32{gemmtest.Guarded(r, k), gemmtest.Guarded(r, k)}
+		b = append(b, gemmtest.Guarded(r, k), gemmtest.Guarded(r, k))
 		s8 := dot4x2(a[0], a[1], a[2], a[3], b[0], b[1])
 		s12 := dot3x4(a[0], a[1], a[2], b[0], b[1], b[2], b[3])
 		s4 := Dot4x1(a[0], a[1], a[2], a[3], b[1])
 		s4go := dot4x1Go(a[0], a[1], a[2], a[3], b[1])
 		for ri := 0; ri < 4; ri++ {
 			for c := 0; c < 2; c++ {
-				want, tol := dotBound(a[ri], b[c])
+				want, tol := gemmtest.DotBound(a[ri], b[c])
 				if got := float64(s8[2*ri+c]); math.Abs(got-want) > tol {
 					t.Errorf("k=%d dot4x2[%d][%d] = %v, want %v ± %g", k, ri, c, got, want, tol)
 				}
 			}
-			want, tol := dotBound(a[ri], b[1])
+			want, tol := gemmtest.DotBound(a[ri], b[1])
 			if got := float64(s4[ri]); math.Abs(got-want) > tol {
 				t.Errorf("k=%d Dot4x1[%d] = %v, want %v ± %g", k, ri, got, want, tol)
 			}
@@ -74,7 +48,7 @@ func testDotKernels(t *testing.T) {
 				continue
 			}
 			for c := 0; c < 4; c++ {
-				want, tol := dotBound(a[ri], b[c])
+				want, tol := gemmtest.DotBound(a[ri], b[c])
 				if got := float64(s12[4*ri+c]); math.Abs(got-want) > tol {
 					t.Errorf("k=%d dot3x4[%d][%d] = %v, want %v ± %g", k, ri, c, got, want, tol)
 				}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/anemll/anemll/internal/fp16"
 	"github.com/anemll/anemll/internal/gemm"
+	"github.com/anemll/anemll/internal/gemm/gemmtest"
 	"github.com/anemll/anemll/internal/mil"
 )
 
@@ -38,13 +39,13 @@ func testGemmHalf(t *testing.T) {
 		for i, v := range h {
 			wf[i] = fp16.Bits(v).Float32()
 		}
-		x := guarded(r, nx*k)
+		x := gemmtest.Guarded(r, nx*k)
 		// Reference: the fp32-weight kernel in the conv orientation.
 		want := make([]float32, nw*nx)
 		gemm.NT(want, wf, x, nw, nx, k)
 		for p := range want {
 			iw, jx := p/nx, p%nx
-			ref, tol := dotBound(wf[iw*k:(iw+1)*k], x[jx*k:(jx+1)*k])
+			ref, tol := gemmtest.DotBound(wf[iw*k:(iw+1)*k], x[jx*k:(jx+1)*k])
 			if math.Abs(float64(want[p])-ref) > tol {
 				t.Fatalf("%v: gemm.NT c[%d][%d] = %v, want %v ± %g", sz, iw, jx, want[p], ref, tol)
 			}

@@ -9,42 +9,15 @@ import (
 	"testing"
 
 	"github.com/anemll/anemll/internal/gemm"
+	"github.com/anemll/anemll/internal/gemm/gemmtest"
 )
-
-// dotBound returns the float64 dot product of a and b and the worst-case
-// error bound of any fp32 summation order, k·2⁻²³·Σ|a·b| (plus a tiny
-// absolute slack).
-func dotBound(a, b []float32) (want, tol float64) {
-	var abs float64
-	for p := range a {
-		x := float64(a[p]) * float64(b[p])
-		want += x
-		abs += math.Abs(x)
-	}
-	return want, float64(len(a)+1)*0x1p-23*abs + 1e-30
-}
-
-// guarded returns n random floats inside a larger buffer whose elements
-// just before and after are NaN, starting at an odd offset, so a kernel
-// that reads outside its slice produces NaN.
-func guarded(r *rand.Rand, n int) []float32 {
-	buf := make([]float32, n+11)
-	for i := range buf {
-		buf[i] = float32(math.NaN())
-	}
-	s := buf[3 : 3+n : 3+n]
-	for i := range s {
-		s[i] = float32(r.NormFloat64())
-	}
-	return s
-}
 
 // TestDot checks the attention dot product against the float64 sum.
 func TestDot(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, k := range []int{0, 1, 3, 4, 7, 8, 9, 100, 1001} {
-		a, b := guarded(r, k), guarded(r, k)
-		if want, tol := dotBound(a, b); math.Abs(float64(dot(a, b))-want) > tol {
+		a, b := gemmtest.Guarded(r, k), gemmtest.Guarded(r, k)
+		if want, tol := gemmtest.DotBound(a, b); math.Abs(float64(dot(a, b))-want) > tol {
 			t.Errorf("k=%d dot = %v, want %v ± %g", k, dot(a, b), want, tol)
 		}
 	}
@@ -54,8 +27,8 @@ func testGemmNN(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	for _, sz := range [][3]int{{1, 1, 1}, {1, 8, 3}, {2, 9, 0}, {3, 7, 5}, {1, 31, 17}, {4, 32, 64}, {5, 33, 9}, {2, 40, 513}, {70, 64, 100}, {1, 100, 2}, {33, 1000, 7}} {
 		m, n, k := sz[0], sz[1], sz[2]
-		a, b := guarded(r, m*k), guarded(r, k*n)
-		got := guarded(r, m*n)
+		a, b := gemmtest.Guarded(r, m*k), gemmtest.Guarded(r, k*n)
+		got := gemmtest.Guarded(r, m*n)
 		for i := range got {
 			got[i] = 12345 // must be overwritten
 		}
@@ -66,7 +39,7 @@ func testGemmNN(t *testing.T) {
 				for p := range col {
 					col[p] = b[p*n+j]
 				}
-				want, tol := dotBound(a[i*k:(i+1)*k], col)
+				want, tol := gemmtest.DotBound(a[i*k:(i+1)*k], col)
 				if g := float64(got[i*n+j]); math.Abs(g-want) > tol {
 					t.Fatalf("%v: c[%d][%d] = %v, want %v ± %g", sz, i, j, g, want, tol)
 				}
