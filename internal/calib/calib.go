@@ -30,9 +30,9 @@ import (
 const DefaultTokens = 4096
 
 // DefaultFullLimit is the widest input that gets a full Gram matrix
-// (4096² float64 = 128 MiB); wider inputs keep the diagonal only. Which
-// weights then use the full matrix is the palettizer's choice, by cost
-// (see pipeline.Calibrator).
+// (4096² float64 = 128 MiB) when Options.Full is nil; wider inputs keep the
+// diagonal only. The pipeline narrows it to the widths some weight can
+// afford (pipeline.fullWidths).
 const DefaultFullLimit = 4096
 
 // Options configure Collect.
@@ -42,11 +42,8 @@ type Options struct {
 	// Tokens caps the tokens used (0: DefaultTokens); only whole
 	// sequences are used.
 	Tokens int
-	// FullLimit is the widest input with a full Gram matrix (0:
-	// DefaultFullLimit).
-	FullLimit int
-	// Full, if set, decides instead which input widths get a full Gram
-	// matrix (the others keep the diagonal).
+	// Full decides which input widths get a full Gram matrix (the others
+	// keep the diagonal); nil: widths up to DefaultFullLimit.
 	Full func(in int) bool
 }
 
@@ -138,9 +135,6 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 	if opts.Tokens == 0 {
 		opts.Tokens = DefaultTokens
 	}
-	if opts.FullLimit == 0 {
-		opts.FullLimit = DefaultFullLimit
-	}
 	n := min(len(ids), opts.Tokens) / opts.ContextLength
 	if len(ids) < opts.ContextLength {
 		return nil, fmt.Errorf("%w: it gives %d tokens, fewer than one sequence of the context length %d; give more text",
@@ -155,8 +149,7 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 		freq: make([]float64, cfg.VocabSize), embed: "model.embed_tokens.weight"}
 	full := opts.Full
 	if full == nil {
-		limit := opts.FullLimit
-		full = func(in int) bool { return in <= limit }
+		full = func(in int) bool { return in <= DefaultFullLimit }
 	}
 	c := newCollector(full)
 	ref.Observe(c.observe)

@@ -332,12 +332,12 @@ func TestCollectTiny(t *testing.T) {
 		}
 	}
 	// Diagonal only above the width limit.
-	small, err := Collect(m.ref, cal, Options{ContextLength: 256, Tokens: 256, FullLimit: 200})
+	small, err := Collect(m.ref, cal, Options{ContextLength: 256, Tokens: 256, Full: func(in int) bool { return in <= 200 }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if small.Stats("model.layers.0.mlp.down_proj.weight").Gram != nil || small.Stats("model.layers.0.mlp.up_proj.weight").Gram == nil {
-		t.Error("FullLimit 200: want a diagonal for the 384-wide down_proj input and a full H for the 128-wide ones")
+		t.Error("full Gram up to 200 wide: want a diagonal for the 384-wide down_proj input and a full H for the 128-wide ones")
 	}
 	// Deterministic.
 	again, err := Collect(m.ref, cal, Options{ContextLength: 256, Tokens: 1000})

@@ -85,7 +85,7 @@ func benchCollect(b *testing.B, cfg *hf.Config, tokens, ctx int) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		if _, err := Collect(ref, ids, Options{ContextLength: ctx, FullLimit: 512}); err != nil {
+		if _, err := Collect(ref, ids, Options{ContextLength: ctx, Full: func(in int) bool { return in <= 512 }}); err != nil {
 			b.Fatal(err)
 		}
 	}
