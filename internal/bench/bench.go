@@ -291,11 +291,7 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 	fmt.Fprintf(w, "this machine: reads the checkpoint at %.2f GB/s (page cache warm), writes+fsyncs at %.2f GB/s\n", readBW/1e9, writeBW/1e9)
 	fmt.Fprintf(w, "\n%-4s %-48s %9s %9s %9s %10s %7s %10s\n", "step", "", "wall", "read", "written", "I/O floor", "ratio", "peak RSS")
 	var floorTotal float64
-	first := 0 // step 0: opening (checks, fp16 scale, calibration statistics)
-	if o.Monolithic {
-		first = 1
-	}
-	for i := first; i <= last; i++ {
+	for i := 0; i <= last; i++ { // step 0: opening (checks, fp16 scale, calibration statistics)
 		floor := float64(sio[i].Read)/readBW + float64(sio[i].Written)/writeBW
 		floorTotal += floor
 		name := names[i]
@@ -310,8 +306,8 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 	for _, r := range stepRSS {
 		top = max(top, r)
 	}
-	fmt.Fprintf(w, "\n%s: checkpoint %s, output %s, steps %d-%d in %s, peak RSS %s (%s while writing the checkpoint)\n",
-		sh.Name, gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), first, last, sec(total), gib(top), gib(rssBefore))
+	fmt.Fprintf(w, "\n%s: checkpoint %s, output %s, steps 0-%d in %s, peak RSS %s (%s while writing the checkpoint)\n",
+		sh.Name, gib(pipeline.DirSize(model)), gib(pipeline.DirSize(out)), last, sec(total), gib(top), gib(rssBefore))
 	if report.Len() > 0 {
 		fmt.Fprintf(w, "step 8 on %q:\n%s", VerifyText, report.String())
 	}
