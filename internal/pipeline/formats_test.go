@@ -114,51 +114,66 @@ func TestLUTDeterministicAcrossGOMAXPROCS(t *testing.T) {
 
 // TestPrefillReusesDecodePalettes checks that a prefill chunk written next
 // to its decode chunk (reusing its palettized weights) is byte-identical
-// to one palettized from scratch, and that reuse happened.
+// to one palettized from scratch, and that reuse happened: with tables in
+// weight.bin (4 bits, groups of 8) and with tables small enough to be
+// stored inline in the program (3 bits, one table per tensor: 8 entries),
+// which read back as data, not as a blob source.
 func TestPrefillReusesDecodePalettes(t *testing.T) {
-	var calls atomic.Int32
-	count := func(req quant.Request) ([]uint8, []uint16, error) {
-		calls.Add(1)
-		return Palettize(req)
+	for _, tc := range []struct {
+		name  string
+		bits  int
+		group int
+	}{
+		{"4 bits, groups of 8 (tables in weight.bin)", 4, 0},
+		{"3 bits, one table per tensor (tables inline)", 3, decoder.PerTensor},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			count := func(req quant.Request) ([]uint8, []uint16, error) {
+				calls.Add(1)
+				return Palettize(req)
+			}
+			write := func(withFFN bool) map[string][32]byte {
+				out := t.TempDir()
+				s, err := Open(Options{Model: tinyModel, Output: out, ContextLength: 64, BatchSize: 16, NumChunks: 1,
+					LUT: decoder.LUTBits{FFN: tc.bits}, LUTGroups: decoder.LUTGroups{FFN: tc.group}, palettize: count})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				if withFFN {
+					ffnPath, err := s.WritePart(arch.PartFFN, 0, out, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ffn, err := coreml.Open(ffnPath)
+					if err != nil {
+						t.Fatal(err)
+					}
+					pf, err := s.Conv.Part(arch.PartPrefill, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if n := reusePalettes(pf, ffn); n != 25 {
+						t.Errorf("reused %d palettes, want 25 (7 per layer, minus the last layer's MLP the last prefill chunk skips)", n)
+					}
+					ffn.Close()
+				}
+				calls.Store(0)
+				path, err := s.WritePart(arch.PartPrefill, 0, out, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Written after its decode chunk, the prefill chunk palettizes
+				// nothing; alone, it palettizes its 25 weights itself.
+				if want := map[bool]int32{true: 0, false: 25}[withFFN]; calls.Load() != want {
+					t.Errorf("prefill (decode chunk written first: %v) called the palettizer %d times, want %d", withFFN, calls.Load(), want)
+				}
+				return digest(t, path)
+			}
+			sameTree(t, write(false), write(true), "prefill with and without reuse")
+		})
 	}
-	write := func(withFFN bool) map[string][32]byte {
-		out := t.TempDir()
-		s, err := Open(Options{Model: tinyModel, Output: out, ContextLength: 64, BatchSize: 16, NumChunks: 1, LUT: decoder.LUTBits{FFN: 4}, palettize: count})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		if withFFN {
-			ffnPath, err := s.WritePart(arch.PartFFN, 0, out, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ffn, err := coreml.Open(ffnPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pf, err := s.Conv.Part(arch.PartPrefill, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := reusePalettes(pf, ffn); n != 25 {
-				t.Errorf("reused %d palettes, want 25 (7 per layer, minus the last layer's MLP the last prefill chunk skips)", n)
-			}
-			ffn.Close()
-		}
-		calls.Store(0)
-		path, err := s.WritePart(arch.PartPrefill, 0, out, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Written after its decode chunk, the prefill chunk palettizes
-		// nothing; alone, it palettizes its 25 weights itself.
-		if want := map[bool]int32{true: 0, false: 25}[withFFN]; calls.Load() != want {
-			t.Errorf("prefill (decode chunk written first: %v) called the palettizer %d times, want %d", withFFN, calls.Load(), want)
-		}
-		return digest(t, path)
-	}
-	sameTree(t, write(false), write(true), "prefill with and without reuse")
 }
 
 func TestScaleFor(t *testing.T) {

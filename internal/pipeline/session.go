@@ -190,8 +190,11 @@ func reusePalettes(dst, src *coreml.Package) int {
 				continue
 			}
 			for i := range op.Inputs {
+				// A small table (fewer than 10 entries: 2 or 3 bits on
+				// one or two groups) is stored inline, so read back it
+				// has Data and no Source; a large one the reverse.
 				v, srcV := op.Inputs[i].Args[0].Value, from.Inputs[i].Args[0].Value
-				v.Data, v.Source = nil, srcV.Source
+				v.Data, v.Source = srcV.Data, srcV.Source
 			}
 			reused++
 		}
