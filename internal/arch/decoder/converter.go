@@ -57,6 +57,8 @@ type Converter struct {
 	// distinct (base, scaling) of the layers; ropeOf gives each layer's.
 	ropes  []ropeTable
 	ropeOf []int
+	// misfit remembers the weights warnMisfit has reported.
+	misfit misfits
 }
 
 // ropeTable is one RoPE configuration's cos and sin tables.

@@ -796,3 +796,48 @@ func TestDeterministicAndShared(t *testing.T) {
 		t.Errorf("weights only infer uses:\n got %q\nwant %q", only, want)
 	}
 }
+
+// TestWarnMisfit checks the warning for weights that stay fp16 because
+// their output channels are not a multiple of the LUT group size: named
+// once per weight across parts (the prefill chunk repeats the decode
+// chunk's weights), summed up after maxMisfitLines, and silent for weights
+// under coremltools' size threshold and for group sizes that divide.
+func TestWarnMisfit(t *testing.T) {
+	tinyCfg, tinyCkpt := loadTiny(t) // hidden 64, intermediate 128; k/v 32×64 are under the threshold
+	one := small()
+	one.Hidden, one.Intermediate, one.Layers = 64, 128, 1
+	oneCfg, oneCkpt := synthModel(t, one)
+	misfit := func(name string, rows int) string {
+		return fmt.Sprintf("warning: model.layers.0.%s.weight stays fp16: its %d output channels are not a multiple of the LUT group size 128 (choose a group size that divides them)", name, rows)
+	}
+	for _, tc := range []struct {
+		name  string
+		cfg   *hf.Config
+		ckpt  *hf.Checkpoint
+		group int
+		want  []string
+	}{
+		{"group 8 divides every weight", tinyCfg, tinyCkpt, 8, nil},
+		{"group 128 divides gate/up's 128 rows only", tinyCfg, tinyCkpt, 128, []string{
+			misfit("self_attn.q_proj", 64), misfit("self_attn.o_proj", 64), misfit("mlp.down_proj", 64),
+			"warning: more weights stay fp16 for the same reason (anemll inspect lists them per package)",
+		}},
+		// One layer: three misfits in the decode chunk, q/o again in the
+		// prefill chunk, which must not be named twice.
+		{"one layer, group 128", oneCfg, oneCkpt, 128, []string{
+			misfit("self_attn.q_proj", 64), misfit("self_attn.o_proj", 64), misfit("mlp.down_proj", 64),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			c := newConv(t, tc.cfg, tc.ckpt, Options{ContextLength: 64, BatchSize: 16, NumChunks: 1, LUT: LUTBits{FFN: 4},
+				LUTGroups: LUTGroups{FFN: tc.group}, Palettize: testPalettize, Eligible: quant.Eligible,
+				Warn: func(m string) { got = append(got, m) }})
+			build(t, c, arch.PartFFN, 0)
+			build(t, c, arch.PartPrefill, 0)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}

@@ -339,6 +339,7 @@ func (ws *weightSet) matrix(b *mil.Builder, name string, r tensorRef) *mil.Var {
 			v.dense = ws.denseValue(r)
 			if ws.bits > 0 {
 				ws.dense = append(ws.dense, name)
+				ws.c.warnMisfit(r, ws.groupFor(r.Shape))
 			}
 		}
 		ws.values[name] = v
@@ -382,4 +383,45 @@ func milName(hfName string) string {
 		}
 	}
 	return string(b)
+}
+
+// misfits counts the weights reported by warnMisfit, by checkpoint rows.
+type misfits struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// maxMisfitLines is how many weights warnMisfit names before it sums up.
+const maxMisfitLines = 3
+
+// warnMisfit warns, once per weight across all parts, that a weight large
+// enough to palettize stays fp16 because its output channels are not a
+// multiple of the LUT group size (coremltools' rule, quant.Eligible): the
+// user asked for a LUT and gets a larger package. Weights under
+// quant.WeightThreshold stay fp16 silently, as in coremltools.
+func (c *Converter) warnMisfit(r tensorRef, group int) {
+	if !quant.Eligible(r.Shape, 1) || group <= 0 || r.Shape[0]%int64(group) == 0 {
+		return
+	}
+	key := fmt.Sprintf("%s[%d:%d]", r.Name, r.Row0, r.Row1)
+	c.misfit.mu.Lock()
+	defer c.misfit.mu.Unlock()
+	if c.misfit.seen == nil {
+		c.misfit.seen = map[string]bool{}
+	}
+	if c.misfit.seen[key] {
+		return
+	}
+	c.misfit.seen[key] = true
+	switch n := len(c.misfit.seen); {
+	case n <= maxMisfitLines:
+		what := c.names.of(r.Name)
+		if r.Row1 > 0 {
+			what += fmt.Sprintf(" rows %d-%d", r.Row0, r.Row1-1)
+		}
+		c.warn(fmt.Sprintf("warning: %s stays fp16: its %d output channels are not a multiple of the LUT group size %d (choose a group size that divides them)",
+			what, r.Shape[0], group))
+	case n == maxMisfitLines+1:
+		c.warn("warning: more weights stay fp16 for the same reason (anemll inspect lists them per package)")
+	}
 }
