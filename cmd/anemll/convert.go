@@ -211,6 +211,18 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	if *chunkNo < 0 {
 		return fmt.Errorf("%w: --chunk-no takes a chunk number from 1", errUsage)
 	}
+	for _, f := range []struct {
+		name string
+		v    int
+		min  int
+	}{
+		{"--context", context, 1}, {"--batch", batch, 1}, {"--state-length", *stateLen, 0},
+		{"--calibration-tokens", *calTokens, 0}, {"--max-chunk-mb", *maxChunkMB, 1},
+	} {
+		if f.v < f.min {
+			return fmt.Errorf("%w: %s %d: give a number from %d (leave the flag out for its default)", errUsage, f.name, f.v, max(f.min, 1))
+		}
+	}
 	if *noLUT && (lut.bits > 0 || lut1.bits > 0 || lut2.bits > 0 || lut3.bits > 0 || lutEmb.bits > 0 || lutHead.bits > 0) {
 		return fmt.Errorf("%w: --no-lut contradicts a LUT flag; drop one of them", errUsage)
 	}

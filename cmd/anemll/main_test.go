@@ -123,11 +123,21 @@ func TestOutputIsAFile(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"nope"}, {"convert"}, {"convert", "--model", tinyModel, "--part", "9"}, {"inspect"}} {
+	out := t.TempDir()
+	for _, args := range [][]string{{}, {"nope"}, {"convert"}, {"convert", "--model", tinyModel, "--part", "9"}, {"inspect"},
+		{"convert", "--model", tinyModel, "--output", out, "--context", "0"},
+		{"convert", "--model", tinyModel, "--output", out, "--batch-size", "-1"},
+		{"convert", "--model", tinyModel, "--output", out, "--state-length", "-64"},
+		{"convert", "--model", tinyModel, "--output", out, "--calibration-tokens", "-1"},
+		{"convert", "--model", tinyModel, "--output", out, "--chunk", "auto", "--max-chunk-mb", "0"},
+	} {
 		var so, se bytes.Buffer
 		if code := run(args, &so, &se); code != 2 {
 			t.Errorf("%v: exit %d, want 2 (stderr %q)", args, code, se.String())
 		}
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Errorf("usage errors wrote %d entries into the output directory", len(ents))
 	}
 }
 
