@@ -171,7 +171,14 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 	for i := range s.freq {
 		s.freq[i]++
 	}
+	// Requests name weights canonically ("model.layers.…", as the
+	// converter does for every layout); the reference observes them under
+	// the checkpoint's own prefix (a Gemma 3 text tower's, say).
+	prefix := ref.DecoderPrefix()
 	for name, a := range c.accs {
+		if rest, ok := strings.CutPrefix(name, prefix); ok {
+			name = "model." + rest
+		}
 		s.stats[name] = a.owner().stats()
 	}
 	return s, nil

@@ -231,6 +231,12 @@ func (m *Model) findLayout() (names, error) {
 		m.cfg.ModelType, tried[0], tried[1])
 }
 
+// DecoderPrefix returns the prefix of the decoder's tensor names in the
+// checkpoint: "model.", or where a multimodal checkpoint keeps its text
+// tower ("language_model.model.", "model.language_model."). Observers see
+// layer weights under it.
+func (m *Model) DecoderPrefix() string { return m.names.prefix }
+
 // Config returns the model's configuration.
 func (m *Model) Config() *hf.Config { return m.cfg }
 

@@ -225,39 +225,52 @@ func TestFamiliesSynthetic(t *testing.T) {
 // Gemma3ForCausalLM and as the text tower of Gemma3ForConditionalGeneration
 // in both weight-name layouts: every package byte must be equal.
 func TestGemma3LayoutsIdentical(t *testing.T) {
+	// Vocabulary 1024 so that the bundled model's tokenizer can feed the
+	// calibration text.
 	base := synth.Options{Hidden: 64, Intermediate: 96, Layers: 3, Heads: 4, KVHeads: 2, HeadDim: 16,
-		Vocab: 256, Std: 0.1, Seed: 5, TieEmbeddings: true, SlidingWindow: 4, SlidingPattern: 3}
-	var want map[string][32]byte
-	for _, tc := range []struct{ family, prefix string }{
-		{"gemma3_text", ""}, {"gemma3", "language_model.model."}, {"gemma3", "model.language_model."},
-	} {
-		o := base
-		o.Family, o.NestedPrefix = tc.family, tc.prefix
-		dir := t.TempDir()
-		if err := synth.Write(dir, o); err != nil {
-			t.Fatal(err)
-		}
-		sep, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 32, BatchSize: 8, NumChunks: 2,
-			LUT: decoder.LUTBits{FFN: 4, LMHead: 6}})
-		got := map[string][32]byte{}
-		for _, p := range []string{sep.Embeddings, sep.LMHead, sep.Chunks[0].FFN, sep.Chunks[1].Prefill, comb.Chunks[1].Combined} {
-			for _, f := range []string{"Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin"} {
-				b, err := os.ReadFile(filepath.Join(p, f))
+		Vocab: 1024, Std: 0.1, Seed: 5, TieEmbeddings: true, SlidingWindow: 4, SlidingPattern: 3}
+	for _, calibration := range []string{"", calibrationText} {
+		t.Run(fmt.Sprintf("calibration %q", calibration), func(t *testing.T) {
+			var want map[string][32]byte
+			for _, tc := range []struct{ family, prefix string }{
+				{"gemma3_text", ""}, {"gemma3", "language_model.model."}, {"gemma3", "model.language_model."},
+			} {
+				o := base
+				o.Family, o.NestedPrefix = tc.family, tc.prefix
+				dir := t.TempDir()
+				if err := synth.Write(dir, o); err != nil {
+					t.Fatal(err)
+				}
+				tok, err := os.ReadFile(filepath.Join(tinyModel, "tokenizer.json"))
 				if err != nil {
 					t.Fatal(err)
 				}
-				got[filepath.Base(p)+"/"+f] = sha256.Sum256(b)
+				if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), tok, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				sep, comb := convertModel(t, pipeline.Options{Model: dir, ContextLength: 32, BatchSize: 8, NumChunks: 2,
+					LUT: decoder.LUTBits{FFN: 4, LMHead: 6}, Calibration: calibration, CalibrationTokens: 256})
+				got := map[string][32]byte{}
+				for _, p := range []string{sep.Embeddings, sep.LMHead, sep.Chunks[0].FFN, sep.Chunks[1].Prefill, comb.Chunks[1].Combined} {
+					for _, f := range []string{"Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin"} {
+						b, err := os.ReadFile(filepath.Join(p, f))
+						if err != nil {
+							t.Fatal(err)
+						}
+						got[filepath.Base(p)+"/"+f] = sha256.Sum256(b)
+					}
+				}
+				if want == nil {
+					want = got
+					continue
+				}
+				for k, v := range want {
+					if got[k] != v {
+						t.Errorf("%s %s: %s differs from the gemma3_text conversion", tc.family, tc.prefix, k)
+					}
+				}
 			}
-		}
-		if want == nil {
-			want = got
-			continue
-		}
-		for k, v := range want {
-			if got[k] != v {
-				t.Errorf("%s %s: %s differs from the gemma3_text conversion", tc.family, tc.prefix, k)
-			}
-		}
+		})
 	}
 }
 
