@@ -16,10 +16,17 @@ func init() {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
+	const synopsis = "anemll bench lut|runtime|convert [flags]"
 	if len(args) == 0 {
-		return fmt.Errorf("%w: anemll bench lut|runtime|convert [flags]", errUsage)
+		return fmt.Errorf("%w: %s", errUsage, synopsis)
 	}
-	fs := newFlagSet("bench "+args[0], stderr)
+	name := args[0]
+	if strings.HasPrefix(name, "-") {
+		// Flags first (anemll bench -h): parse them all, then ask for
+		// the benchmark.
+		name, args = "", append([]string{""}, args...)
+	}
+	fs := newFlagSetUsage(strings.TrimSpace("bench "+name), "usage: "+synopsis, stderr)
 	model := fs.String("model", "testdata/tiny-llama-fortunes/bf16", "checkpoint for the lut and runtime benchmarks")
 	tmp := fs.String("tmp", os.TempDir(), "directory for temporary checkpoints and packages")
 	workers := fs.Int("workers", 0, "lut: palettization workers (0 = all cores)")
@@ -34,7 +41,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	switch args[0] {
+	switch name {
+	case "":
+		return fmt.Errorf("%w: %s: name the benchmark first", errUsage, synopsis)
 	case "lut":
 		return bench.LUT(stdout, *model, *workers)
 	case "runtime":

@@ -13,8 +13,10 @@ func init() {
 	register("combine", "merge FFN and prefill chunks into multifunction FFN_PF packages", runCombine)
 }
 
+const combineSynopsis = "anemll combine --chunk N [--lut N] [--prefix P] --input DIR [--output DIR]"
+
 func runCombine(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("combine", stderr)
+	fs := newFlagSetUsage("combine", "usage: "+combineSynopsis, stderr)
 	input := fs.String("input", ".", "directory holding the FFN and prefill chunk packages")
 	output := fs.String("output", "", "directory for the combined packages (default: --input)")
 	prefix := fs.String("prefix", "llama", "file name prefix")
@@ -26,7 +28,7 @@ func runCombine(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) != 0 || *chunks < 1 {
-		return fmt.Errorf("%w: anemll combine --chunk N [--lut N] [--prefix P] --input DIR [--output DIR]", errUsage)
+		return fmt.Errorf("%w: %s", errUsage, combineSynopsis)
 	}
 	if *output == "" {
 		*output = *input

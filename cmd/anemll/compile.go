@@ -14,7 +14,7 @@ func init() {
 }
 
 func runCompile(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("compile", stderr)
+	fs := newFlagSetUsage("compile", "usage: anemll compile --dir OUT [--output DIR]", stderr)
 	dir := fs.String("dir", "", "directory of converted packages (uses meta.yaml when present)")
 	output := fs.String("output", "", "directory for the .mlmodelc bundles (default: --dir)")
 	pos, err := parseFlags(fs, args)

@@ -74,8 +74,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // newFlagSet returns a flag set that reports errors instead of exiting.
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	return newFlagSetUsage(name, "usage: anemll "+name+" [flags]", stderr)
+}
+
+// newFlagSetUsage is newFlagSet with the synopsis printed above the flags
+// by -h and by a flag error.
+func newFlagSetUsage(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("anemll "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, synopsis)
+		fs.PrintDefaults()
+	}
 	return fs
 }
 

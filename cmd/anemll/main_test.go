@@ -289,3 +289,24 @@ func TestLowMemoryFlag(t *testing.T) {
 		t.Errorf("chat output %q", got)
 	}
 }
+
+// TestHelp checks that -h on every command exits 0 and prints the
+// command's synopsis first, flags below it.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "-h"}, {"bench", "lut", "-h"}, {"chat", "-h"}, {"combine", "-h"}, {"compile", "-h"},
+		{"convert", "-h"}, {"inspect", "-h"}, {"verify", "-h"},
+	} {
+		var so, se bytes.Buffer
+		if code := run(args, &so, &se); code != 0 {
+			t.Errorf("%v: exit %d, want 0 (stderr %q)", args, code, se.String())
+		}
+		first, _, _ := strings.Cut(se.String(), "\n")
+		if want := "usage: anemll " + args[0]; !strings.HasPrefix(first, want) {
+			t.Errorf("%v: first line %q, want it to start with %q", args, first, want)
+		}
+		if !strings.Contains(se.String(), "\n  -") {
+			t.Errorf("%v: no flags listed:\n%s", args, se.String())
+		}
+	}
+}
