@@ -394,13 +394,14 @@ type misfits struct {
 // maxMisfitLines is how many weights warnMisfit names before it sums up.
 const maxMisfitLines = 3
 
-// warnMisfit warns, once per weight across all parts, that a weight large
-// enough to palettize stays fp16 because its output channels are not a
-// multiple of the LUT group size (coremltools' rule, quant.Eligible): the
-// user asked for a LUT and gets a larger package. Weights under
-// quant.WeightThreshold stay fp16 silently, as in coremltools.
+// warnMisfit is called for a weight Options.Eligible refused with the LUT
+// group size group. If a group of one row would have been accepted, only
+// the group size keeps it fp16 (its output channels are not a multiple):
+// the user asked for a LUT and gets a larger package, so it warns, once
+// per weight across all parts. Weights refused whatever the group (under
+// quant.WeightThreshold) stay fp16 silently, as in coremltools.
 func (c *Converter) warnMisfit(r tensorRef, group int) {
-	if !quant.Eligible(r.Shape, 1) || group <= 0 || r.Shape[0]%int64(group) == 0 {
+	if !c.opts.Eligible(r.Shape, 1) {
 		return
 	}
 	key := fmt.Sprintf("%s[%d:%d]", r.Name, r.Row0, r.Row1)
