@@ -20,11 +20,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: %s", errUsage, synopsis)
 	}
-	name := args[0]
+	name, flagArgs := args[0], args[1:]
 	if strings.HasPrefix(name, "-") {
 		// Flags first (anemll bench -h): parse them all, then ask for
 		// the benchmark.
-		name, args = "", append([]string{""}, args...)
+		name, flagArgs = "", args
 	}
 	fs := newFlagSetUsage(strings.TrimSpace("bench "+name), "usage: "+synopsis, stderr)
 	model := fs.String("model", "testdata/tiny-llama-fortunes/bf16", "checkpoint for the lut and runtime benchmarks")
@@ -38,7 +38,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	check := fs.Bool("verify", false, "convert: run step 8 too, on a short prompt")
 	calText := fs.String("calibration", "", "convert: calibrate the palettes on this UTF-8 text (tokenized with the stand-in tokenizer)")
 	calTokens := fs.Int("calibration-tokens", 0, "convert: calibration tokens (default as convert)")
-	if _, err := parseFlags(fs, args[1:]); err != nil {
+	if _, err := parseFlags(fs, flagArgs); err != nil {
 		return err
 	}
 	switch name {

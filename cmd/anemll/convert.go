@@ -220,7 +220,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		{"--calibration-tokens", *calTokens, 0}, {"--max-chunk-mb", *maxChunkMB, 1},
 	} {
 		if f.v < f.min {
-			return fmt.Errorf("%w: %s %d: give a number from %d (leave the flag out for its default)", errUsage, f.name, f.v, max(f.min, 1))
+			return fmt.Errorf("%w: %s %d: give a positive number (leave the flag out for its default)", errUsage, f.name, f.v)
 		}
 	}
 	if *noLUT && (lut.bits > 0 || lut1.bits > 0 || lut2.bits > 0 || lut3.bits > 0 || lutEmb.bits > 0 || lutHead.bits > 0) {
