@@ -184,7 +184,9 @@ func Collect(ref *reference.Model, ids []int, opts Options) (*Set, error) {
 	return s, nil
 }
 
-// Stats returns the statistics of the named weight's input (nil if none).
+// Stats returns the statistics of the named weight's input (nil if none),
+// by canonical name ("model.layers.0.self_attn.q_proj.weight",
+// "lm_head.weight") whatever the checkpoint's layout.
 func (s *Set) Stats(name string) *quant.Stats { return s.stats[name] }
 
 // Len returns the number of weights with statistics.
