@@ -206,6 +206,9 @@ func Run(opts Options) (*Result, error) {
 	}
 	defer s.Close()
 	openTime := time.Since(opened)
+	if err := checkTokenizer(opts, last-1, last); err != nil {
+		return nil, err
+	}
 	if err := prepareOutput(opts.Output); err != nil {
 		return nil, err
 	}

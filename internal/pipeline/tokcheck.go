@@ -1,0 +1,54 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/anemll/anemll/internal/tokenizer"
+)
+
+// checkTokenizer refuses, before anything is written, a run whose tokenizer
+// step (it copies the checkpoint's tokenizer files for the runners) or
+// verify step (it tokenizes a prompt) would fail on them: no tokenizer at
+// all, a tokenizer.json or tokenizer_config.json that does not parse, or,
+// when the run verifies, no tokenizer.json this project can read. Without
+// it a run found out at the end, with every package already written.
+func checkTokenizer(opts Options, tokStep, verifyStep int) error {
+	runs := func(step int) bool {
+		return step >= opts.Restart && (opts.Only == 0 || opts.Only == step)
+	}
+	copying := runs(tokStep)
+	verifying := runs(verifyStep) && !opts.SkipCheck && opts.Verify != nil
+	writes := opts.Restart < verifyStep && (opts.Only == 0 || opts.Only < verifyStep)
+	if !writes || !copying && !verifying {
+		return nil // verify alone writes nothing, and reports its own errors
+	}
+	tj := filepath.Join(opts.Model, tokenizer.TokenizerFile)
+	_, err := os.Stat(tj)
+	hasJSON := err == nil
+	if !hasJSON && copying {
+		if _, err := os.Stat(filepath.Join(opts.Model, "tokenizer.model")); err != nil {
+			return fmt.Errorf("pipeline: %s has no tokenizer.json (or tokenizer.model): runners need one; add it to the checkpoint directory", opts.Model)
+		}
+	}
+	if !hasJSON {
+		if verifying {
+			return fmt.Errorf("pipeline: %s has no tokenizer.json, which step %d (verify) needs to tokenize its prompt; add it to the checkpoint directory or pass --skip-check", opts.Model, verifyStep)
+		}
+		return nil
+	}
+	_, err = tokenizer.Load(opts.Model)
+	var unsupported *tokenizer.UnsupportedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &unsupported) && !verifying:
+		return nil // the runners bring their own tokenizers
+	case errors.As(err, &unsupported):
+		return fmt.Errorf("%w; step %d (verify) tokenizes with it: pass --skip-check to convert without verifying", err, verifyStep)
+	default:
+		return fmt.Errorf("%w; replace the file with the checkpoint's original", err)
+	}
+}
