@@ -73,6 +73,15 @@ func TestBadInputs(t *testing.T) {
 		{"unknown architecture", func(t *testing.T) string {
 			return copyModel(t, func(d string) { editConfig(t, d, "model_type", "gpt2") })
 		}, nil, []string{"gpt2", "config.json"}},
+		{"model is a file", func(t *testing.T) string {
+			return filepath.Join(copyModel(t, nil), "model.safetensors")
+		}, nil, []string{"model.safetensors is a file, not a checkpoint directory"}},
+		{"no tokenizer", func(t *testing.T) string {
+			return copyModel(t, func(d string) { os.Remove(filepath.Join(d, "tokenizer.json")) })
+		}, nil, []string{"no tokenizer.json", "add it"}},
+		{"corrupt tokenizer.json", func(t *testing.T) string {
+			return copyModel(t, func(d string) { os.WriteFile(filepath.Join(d, "tokenizer.json"), []byte(`{"model": {`), 0o644) })
+		}, nil, []string{"tokenizer.json", "replace the file"}},
 		{"chunks beyond layers", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--chunk", "5"}, []string{"chunk", "4"}},
 		{"batch beyond context", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--batch", "128", "--context", "64"}, []string{"batch", "128", "64"}},
 		{"bad lut", func(t *testing.T) string { return copyModel(t, nil) }, []string{"--lut2", "5"}, []string{"LUT bits"}},
@@ -307,6 +316,23 @@ func TestHelp(t *testing.T) {
 		}
 		if !strings.Contains(se.String(), "\n  -") {
 			t.Errorf("%v: no flags listed:\n%s", args, se.String())
+		}
+	}
+}
+
+// TestMissingMeta checks that verify and chat, given a meta.yaml that does
+// not exist, say so in one line that names it and says what to give.
+func TestMissingMeta(t *testing.T) {
+	meta := filepath.Join(t.TempDir(), "meta.yaml")
+	for _, args := range [][]string{
+		{"verify", "--model", tinyModel, "--meta", meta},
+		{"chat", "--meta", meta, "--prompt", "hi"},
+	} {
+		var so, se bytes.Buffer
+		code := run(args, &so, &se)
+		msg := strings.TrimSpace(se.String())
+		if code == 0 || strings.Contains(msg, "\n") || !strings.Contains(msg, meta) || !strings.Contains(msg, "meta.yaml that convert wrote") {
+			t.Errorf("%s: exit %d, message %q", args[0], code, msg)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -152,6 +153,12 @@ func LoadConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, ConfigFile)
 	b, err := os.ReadFile(path)
 	if err != nil {
+		if st, serr := os.Stat(dir); serr == nil && !st.IsDir() {
+			return nil, fmt.Errorf("hf: %s is a file, not a checkpoint directory: give the directory that holds config.json and the *.safetensors", dir)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("hf: %s: %w: give a Hugging Face checkpoint directory (config.json + *.safetensors)", path, fs.ErrNotExist)
+		}
 		return nil, fmt.Errorf("hf: read config: %w", err)
 	}
 	c, err := ParseConfig(b)

@@ -189,8 +189,15 @@ func TestParseConfigMalformed(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	if _, err := hf.LoadConfig(dir); !errors.Is(err, os.ErrNotExist) {
+	if _, err := hf.LoadConfig(dir); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "checkpoint directory") {
 		t.Errorf("missing config.json: %v", err)
+	}
+	file := filepath.Join(dir, "model.safetensors")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hf.LoadConfig(file); err == nil || !strings.Contains(err.Error(), file+" is a file, not a checkpoint directory") {
+		t.Errorf("a file as the checkpoint directory: %v", err)
 	}
 }
 

@@ -5,7 +5,9 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -88,6 +90,9 @@ type Meta struct {
 // ReadMeta parses a meta.yaml file.
 func ReadMeta(path string) (*Meta, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("runner: %w: give the meta.yaml that convert wrote in its output directory", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
