@@ -42,7 +42,14 @@ func usage(w io.Writer) {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	command := ""
+	if len(os.Args) > 1 {
+		command = os.Args[1]
+	}
+	stop := handleInterrupts(os.Stderr, command)
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -23,6 +23,7 @@ import (
 	"github.com/anemll/anemll/internal/pipeline"
 	"github.com/anemll/anemll/internal/quant"
 	"github.com/anemll/anemll/internal/runner"
+	"github.com/anemll/anemll/internal/tempdir"
 )
 
 // LUT prints quant.BenchTable for the N(0,1) 2048×8192 matrix, every
@@ -189,6 +190,7 @@ func convertShape(w io.Writer, tmp string, sh Shape, opts pipeline.Options, veri
 		return err
 	}
 	defer os.RemoveAll(dir)
+	defer tempdir.Track(dir)()
 	model, out := filepath.Join(dir, "model"), filepath.Join(dir, "out")
 	fmt.Fprintf(w, "%s: writing a random BF16 checkpoint to %s ...\n", sh.Name, model)
 	start := time.Now()
@@ -455,6 +457,7 @@ func runtimeRow(tmp, model string, ctx, batch, tokens int) (*runtimeRun, error) 
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	defer tempdir.Track(dir)()
 	s, err := pipeline.Open(pipeline.Options{Model: model, Output: dir, ContextLength: ctx, BatchSize: batch, NumChunks: 1})
 	if err != nil {
 		return nil, err
@@ -518,6 +521,7 @@ func Runtime(w io.Writer, tmp, tinyModel string, big bool, decodeTokens int) err
 		return err
 	}
 	defer os.RemoveAll(dir)
+	defer tempdir.Track(dir)()
 	model := filepath.Join(dir, "llama-1b-random")
 	if err := synth.Write(model, synth.Llama1B()); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/anemll/anemll/internal/coreml/manifest"
 	"github.com/anemll/anemll/internal/coreml/spec"
 	"github.com/anemll/anemll/internal/mil"
+	"github.com/anemll/anemll/internal/tempdir"
 )
 
 // maxModelSize bounds the model.mlmodel file we read (weights live apart).
@@ -288,6 +289,8 @@ func Write(pkg *Package, dir string, opts WriteOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("coreml: %w", err)
 	}
+	forget := tempdir.Track(tmp)
+	defer forget()
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)
@@ -299,7 +302,7 @@ func Write(pkg *Package, dir string, opts WriteOptions) (err error) {
 	if err := writeContents(pkg, tmp, opts.Progress); err != nil {
 		return err
 	}
-	return replaceDir(tmp, dir)
+	return tempdir.Publish(func() error { return replaceDir(tmp, dir) })
 }
 
 func writeContents(pkg *Package, root string, progress func(done, total int)) error {

@@ -2,12 +2,13 @@ package pipeline
 
 import (
 	"fmt"
-
-	"github.com/anemll/anemll/internal/arch/decoder"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/anemll/anemll/internal/arch/decoder"
+	"github.com/anemll/anemll/internal/tempdir"
 )
 
 // MetaInfo is what meta.yaml records: the keys ANEMLL's
@@ -226,6 +227,8 @@ func writeFileAtomic(name string, b []byte) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
+	forget := tempdir.Track(f.Name())
+	defer forget()
 	_, err = f.Write(b)
 	if err == nil {
 		err = f.Sync()
@@ -237,7 +240,7 @@ func writeFileAtomic(name string, b []byte) error {
 		err = os.Chmod(f.Name(), 0o644)
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), name)
+		err = tempdir.Publish(func() error { return os.Rename(f.Name(), name) })
 	}
 	if err != nil {
 		os.Remove(f.Name())

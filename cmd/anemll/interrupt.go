@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/anemll/anemll/internal/tempdir"
+)
+
+// Exit statuses after an interrupt, as a shell reports a process killed by
+// the signal (128 + its number).
+const (
+	exitInterrupted = 130 // SIGINT
+	exitTerminated  = 143 // SIGTERM
+)
+
+// handleInterrupts makes SIGINT and SIGTERM remove the temporary files and
+// package directories being written (tempdir.Abandon) before the process
+// exits, so an interrupted conversion leaves only the packages it had
+// finished. command is the subcommand run (convert's message says how to
+// resume). The returned function restores the default handling.
+func handleInterrupts(stderr io.Writer, command string) (stop func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	quit := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			removed, err := tempdir.Abandon()
+			msg := fmt.Sprintf("anemll: %v: stopped", sig)
+			if len(removed) > 0 {
+				names := make([]string, len(removed))
+				for i, p := range removed {
+					names[i] = finalName(p)
+				}
+				sort.Strings(names)
+				msg += "; removed the unfinished " + strings.Join(names, ", ")
+				if command == "convert" {
+					msg += " (rerun with --restart N to resume)"
+				}
+			}
+			if err != nil {
+				msg += fmt.Sprintf("; could not remove all partial files: %v", err)
+			}
+			fmt.Fprintln(stderr, msg)
+			code := exitInterrupted
+			if sig == syscall.SIGTERM {
+				code = exitTerminated
+			}
+			os.Exit(code)
+		case <-quit:
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(quit)
+	}
+}
+
+// finalName is the file name a temporary path was to be published as:
+// writers name them ".NAME.tmp-RANDOM" beside NAME.
+func finalName(tmp string) string {
+	base := filepath.Base(tmp)
+	if i := strings.LastIndex(base, ".tmp-"); i > 1 && base[0] == '.' {
+		return base[1:i]
+	}
+	return base
+}

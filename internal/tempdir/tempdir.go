@@ -1,0 +1,80 @@
+// Package tempdir tracks the temporary files and directories that are being
+// written beside their final names, and scratch directories such as the
+// benchmarks' checkpoints, so that an interrupted run can remove them before
+// it exits instead of leaving hidden partial packages or checkpoints
+// (gigabytes for a large model) behind.
+//
+// Writers call Track when they create a temporary path and Publish to move
+// it to its final name. The command's signal handler calls Abandon, which
+// waits for any Publish in progress, removes every tracked path, and makes
+// later Publish calls block: the process is about to exit.
+package tempdir
+
+import (
+	"os"
+	"sync"
+)
+
+var (
+	mu      sync.Mutex         // guards live
+	live    = map[string]int{} // tracked path → times tracked
+	publish sync.RWMutex       // read-held by Publish; Abandon takes it for good
+)
+
+// Track records path (a temporary file or directory) as being written and
+// returns a function that forgets it; call that once the path has been
+// published or removed.
+func Track(path string) (forget func()) {
+	mu.Lock()
+	live[path]++
+	mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			mu.Lock()
+			if live[path]--; live[path] <= 0 {
+				delete(live, path)
+			}
+			mu.Unlock()
+		})
+	}
+}
+
+// Publish runs f, the renames that turn a finished temporary path into its
+// final one, so that Abandon never runs in the middle of them. After
+// Abandon, Publish blocks forever.
+func Publish(f func() error) error {
+	publish.RLock()
+	defer publish.RUnlock()
+	return f()
+}
+
+// Abandon waits for the Publish calls in progress, removes every tracked
+// path and returns the paths it removed and the first error met. It does
+// not return the publish lock: call it only on the way out.
+func Abandon() (removed []string, err error) {
+	publish.Lock()
+	mu.Lock()
+	paths := make([]string, 0, len(live))
+	for p := range live {
+		paths = append(paths, p)
+	}
+	mu.Unlock()
+	for _, p := range paths {
+		// A writer may still be adding files under p; RemoveAll
+		// starts over while it finds any, but try a few times.
+		var rerr error
+		for range 3 {
+			if rerr = os.RemoveAll(p); rerr == nil {
+				break
+			}
+		}
+		if rerr != nil && err == nil {
+			err = rerr
+		}
+		if rerr == nil {
+			removed = append(removed, p)
+		}
+	}
+	return removed, err
+}
