@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 
@@ -43,6 +45,14 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 0 || (*dir == "") == (*meta == "") {
 		return fmt.Errorf("%w: give exactly one of --meta or --dir", errUsage)
 	}
+	switch {
+	case *maxTokens < 0:
+		return fmt.Errorf("%w: --max-tokens %d: give a positive count, or 0 for no limit", errUsage, *maxTokens)
+	case !(*temperature >= 0) || math.IsInf(*temperature, 1):
+		return fmt.Errorf("%w: --temperature %v: give 0 (greedy) or a positive temperature", errUsage, *temperature)
+	case !(*topP > 0 && *topP <= 1):
+		return fmt.Errorf("%w: --top-p %v: give a probability in (0, 1]", errUsage, *topP)
+	}
 	files, err := findFiles(*dir, *meta)
 	if err != nil {
 		return err
@@ -52,6 +62,9 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 		td = files.Dir
 	}
 	tok, err := tokenizer.Load(td)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: convert's step 7 copies the checkpoint's tokenizer.json there; copy it, or give --tokenizer DIR", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -139,6 +139,11 @@ func TestUsageErrors(t *testing.T) {
 		{"convert", "--model", tinyModel, "--output", out, "--state-length", "-64"},
 		{"convert", "--model", tinyModel, "--output", out, "--calibration-tokens", "-1"},
 		{"convert", "--model", tinyModel, "--output", out, "--chunk", "auto", "--max-chunk-mb", "0"},
+		{"chat", "--dir", out, "--prompt", "hi", "--max-tokens", "-1"},
+		{"chat", "--dir", out, "--prompt", "hi", "--temperature", "-0.5"},
+		{"chat", "--dir", out, "--prompt", "hi", "--temperature", "NaN"},
+		{"chat", "--dir", out, "--prompt", "hi", "--top-p", "0"},
+		{"chat", "--dir", out, "--prompt", "hi", "--top-p", "1.5"},
 	} {
 		var so, se bytes.Buffer
 		if code := run(args, &so, &se); code != 2 {
@@ -208,6 +213,14 @@ func TestChatOneShot(t *testing.T) {
 	}
 	if strings.Count(so.String(), "\n> ") != 2 {
 		t.Errorf("interactive transcript %q", so.String())
+	}
+	// Without the tokenizer beside the packages, chat says where it looked
+	// and what to do.
+	os.Remove(filepath.Join(out, "tokenizer.json"))
+	se.Reset()
+	code := run([]string{"chat", "--dir", out, "--prompt", "hi"}, &so, &se)
+	if msg := strings.TrimSpace(se.String()); code != 1 || !strings.Contains(msg, filepath.Join(out, "tokenizer.json")) || !strings.Contains(msg, "--tokenizer DIR") {
+		t.Errorf("chat without tokenizer.json: exit %d, %q", code, msg)
 	}
 }
 

@@ -307,7 +307,7 @@ func newAccumulator() *accumulator { return &accumulator{} }
 
 func (a *accumulator) add(pos int, want, got []float32) error {
 	if len(got) < len(want) {
-		return fmt.Errorf("verify: packages give %d logits, the reference %d", len(got), len(want))
+		return fmt.Errorf("verify: packages give %d logits, the reference %d: is --model the checkpoint they were converted from?", len(got), len(want))
 	}
 	got = got[:len(want)]
 	for _, v := range got {
