@@ -200,3 +200,27 @@ func TestCompileStepCallsCompilerPerPackage(t *testing.T) {
 		t.Errorf("compiled %v", got)
 	}
 }
+
+// TestContextBeyondTrainedPositions checks that a context past the
+// checkpoint's max_position_embeddings (512 for the tiny model) is warned
+// about once, and one within it is not.
+func TestContextBeyondTrainedPositions(t *testing.T) {
+	for _, tc := range []struct {
+		ctx  int
+		warn bool
+	}{{512, false}, {1024, true}} {
+		var log strings.Builder
+		opts := baseOptions(t.TempDir())
+		opts.ContextLength, opts.Only, opts.Log = tc.ctx, 1, &log
+		if _, err := Run(opts); err != nil {
+			t.Fatal(err)
+		}
+		want := "warning: --context 1024 is beyond the checkpoint's max_position_embeddings 512"
+		if got := strings.Count(log.String(), want); got != map[bool]int{false: 0, true: 1}[tc.warn] {
+			t.Errorf("context %d: warning printed %d times:\n%s", tc.ctx, got, log.String())
+		}
+		if !tc.warn && strings.Contains(log.String(), "max_position_embeddings") {
+			t.Errorf("context %d: unexpected warning:\n%s", tc.ctx, log.String())
+		}
+	}
+}

@@ -80,6 +80,10 @@ func Open(opts Options) (*Session, error) {
 			return nil, err
 		}
 	}
+	if ctx := conv.Options().ContextLength; ctx > cfg.MaxPositionEmbeddings {
+		fmt.Fprintf(log, "warning: --context %d is beyond the checkpoint's max_position_embeddings %d (%s): it was not trained on positions that far, so expect worse text past them\n",
+			ctx, cfg.MaxPositionEmbeddings, filepath.Join(opts.Model, hf.ConfigFile))
+	}
 	var cal *Calibrator
 	if opts.Calibration != "" {
 		if opts.LUT == (decoder.LUTBits{}) {
