@@ -63,12 +63,10 @@ func handleInterrupts(stderr io.Writer, command string) (stop func()) {
 	}
 }
 
-// finalName is the file name a temporary path was to be published as:
-// writers name them ".NAME.tmp-RANDOM" beside NAME.
+// finalName is the file name a temporary path was to be published as.
 func finalName(tmp string) string {
-	base := filepath.Base(tmp)
-	if i := strings.LastIndex(base, ".tmp-"); i > 1 && base[0] == '.' {
-		return base[1:i]
+	if name, ok := tempdir.FinalName(filepath.Base(tmp)); ok {
+		return name
 	}
-	return base
+	return filepath.Base(tmp)
 }

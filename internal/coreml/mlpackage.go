@@ -285,7 +285,7 @@ func Write(pkg *Package, dir string, opts WriteOptions) (err error) {
 			return fmt.Errorf("coreml: %s exists and is not a directory", dir)
 		}
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".tmp-")
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), tempdir.Pattern(dir))
 	if err != nil {
 		return fmt.Errorf("coreml: %w", err)
 	}

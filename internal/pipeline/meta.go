@@ -223,7 +223,7 @@ func copyTokenizer(src, dst string) ([]string, error) {
 
 // writeFileAtomic writes b to name through a temporary file and a rename.
 func writeFileAtomic(name string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-")
+	f, err := os.CreateTemp(filepath.Dir(name), tempdir.Pattern(name))
 	if err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/anemll/anemll/internal/coreml"
 	"github.com/anemll/anemll/internal/quant"
 	"github.com/anemll/anemll/internal/runner"
+	"github.com/anemll/anemll/internal/tempdir"
 )
 
 // Options are ANEMLL's convert_model.sh flags.
@@ -152,7 +153,7 @@ func prepareOutput(dir string) error {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
+		if tempdir.Stale(filepath.Join(dir, e.Name())) {
 			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 				return fmt.Errorf("pipeline: remove stale %s: %w", e.Name(), err)
 			}

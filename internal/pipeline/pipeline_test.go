@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/anemll/anemll/internal/arch/decoder"
+	"github.com/anemll/anemll/internal/tempdir"
 )
 
 const tinyModel = "../../testdata/tiny-llama-fortunes/bf16"
@@ -221,6 +224,44 @@ func TestContextBeyondTrainedPositions(t *testing.T) {
 		}
 		if !tc.warn && strings.Contains(log.String(), "max_position_embeddings") {
 			t.Errorf("context %d: unexpected warning:\n%s", tc.ctx, log.String())
+		}
+	}
+}
+
+// TestPrepareOutputRemovesOnlyStaleTemporaries leaves in an output
+// directory a temporary package of a finished process, one of an older
+// version (no process id), two of this process (one being written, one
+// abandoned) and an unrelated hidden file: prepareOutput keeps the one
+// being written and the hidden file only, so a second run writing into the
+// same directory does not break a running one.
+func TestPrepareOutputRemovesOnlyStaleTemporaries(t *testing.T) {
+	out := t.TempDir()
+	child := exec.Command("true")
+	if err := child.Run(); err != nil {
+		t.Skip("no true(1) to make a finished process:", err)
+	}
+	dead := strconv.Itoa(child.Process.Pid)
+	entries := map[string]bool{ // name → removed
+		".llama_FFN_lut4_chunk_01of02.mlpackage.tmp-" + dead + "-77":            true,
+		".llama_embeddings.mlpackage.tmp-2035601355":                            true,
+		".llama_lm_head_lut6.mlpackage.tmp-" + strconv.Itoa(os.Getpid()) + "-5": false,
+		".llama_lm_head_lut6.mlpackage.tmp-" + strconv.Itoa(os.Getpid()) + "-6": true,
+		".DS_Store": false,
+	}
+	for name := range entries {
+		if err := os.MkdirAll(filepath.Join(out, name, "Data"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// This process is writing -5 (tracked), not -6 (a crashed write).
+	defer tempdir.Track(filepath.Join(out, ".llama_lm_head_lut6.mlpackage.tmp-"+strconv.Itoa(os.Getpid())+"-5"))()
+	if err := prepareOutput(out); err != nil {
+		t.Fatal(err)
+	}
+	for name, removed := range entries {
+		_, err := os.Stat(filepath.Join(out, name))
+		if gone := os.IsNotExist(err); gone != removed {
+			t.Errorf("%s: removed %v, want %v", name, gone, removed)
 		}
 	}
 }

@@ -12,6 +12,9 @@ package tempdir
 
 import (
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -25,6 +28,7 @@ var (
 // returns a function that forgets it; call that once the path has been
 // published or removed.
 func Track(path string) (forget func()) {
+	path = key(path)
 	mu.Lock()
 	live[path]++
 	mu.Unlock()
@@ -77,4 +81,58 @@ func Abandon() (removed []string, err error) {
 		}
 	}
 	return removed, err
+}
+
+// Pattern is the os.MkdirTemp / os.CreateTemp pattern for a temporary path
+// to be published as final: ".NAME.tmp-PID-" in final's directory, NAME
+// being final's base name and PID this process's id (see Stale).
+func Pattern(final string) string {
+	return "." + filepath.Base(final) + ".tmp-" + strconv.Itoa(os.Getpid()) + "-"
+}
+
+// FinalName returns the name a temporary entry made with Pattern was to be
+// published as, and false for any other name.
+func FinalName(entry string) (string, bool) {
+	i := strings.LastIndex(entry, ".tmp-")
+	if i < 2 || entry[0] != '.' {
+		return "", false
+	}
+	return entry[1:i], true
+}
+
+// Stale reports whether path (an entry of an output directory) is a
+// temporary path left by a run that is no longer writing it: a Pattern
+// name whose process is gone, or is this process but no longer tracks it,
+// or a temporary name without a process id (older versions wrote those).
+// A live run's temporaries are not stale, so two runs writing into one
+// directory leave each other's alone.
+func Stale(path string) bool {
+	entry := filepath.Base(path)
+	if _, ok := FinalName(entry); !ok {
+		return false
+	}
+	rest := entry[strings.LastIndex(entry, ".tmp-")+len(".tmp-"):]
+	pidText, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return true
+	}
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 {
+		return true
+	}
+	if pid == os.Getpid() {
+		mu.Lock()
+		defer mu.Unlock()
+		return live[key(path)] == 0
+	}
+	return !processAlive(pid)
+}
+
+// key is the form paths are tracked under: absolute where possible, so
+// that one path spelt two ways is one entry.
+func key(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return filepath.Clean(path)
 }
