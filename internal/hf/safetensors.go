@@ -60,6 +60,9 @@ func OpenCheckpoint(dir string) (*Checkpoint, error) {
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		path := filepath.Join(dir, SingleFile)
+		if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
+			return nil, missingWeights(dir)
+		}
 		if err := c.openFile(path, nil); err != nil {
 			c.Close()
 			return nil, err
@@ -427,3 +430,28 @@ var bf16Once = sync.OnceValue(func() *bf16Halves {
 })
 
 func bf16Table() *bf16Halves { return bf16Once() }
+
+// missingWeights explains a checkpoint directory without model.safetensors
+// or its index: PyTorch pickles or other formats this package does not read,
+// stray safetensors files, or no weights at all.
+func missingWeights(dir string) error {
+	glob := func(pattern string) []string {
+		m, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for i := range m {
+			m[i] = filepath.Base(m[i])
+		}
+		return m
+	}
+	want := fmt.Sprintf("hf: %s has no %s (or %s for a sharded checkpoint)", dir, SingleFile, IndexFile)
+	if st := glob("*.safetensors"); len(st) > 0 {
+		return fmt.Errorf("%s, only %s: give the Hugging Face (transformers) layout of the checkpoint, whose weights are model.safetensors or shards listed in the index", want, strings.Join(st, ", "))
+	}
+	var other []string
+	for _, pat := range []string{"*.bin", "*.pt", "*.pth", "*.gguf", "*.ckpt"} {
+		other = append(other, glob(pat)...)
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("%s: it holds %s, which this tool does not read; save the checkpoint as safetensors first (transformers: save_pretrained(dir, safe_serialization=True))", want, strings.Join(other, ", "))
+	}
+	return fmt.Errorf("%s: download the checkpoint's weights into it", want)
+}

@@ -585,3 +585,36 @@ func TestHeaderKeysAreCaseSensitive(t *testing.T) {
 		t.Errorf("extra key refused: %v", err)
 	}
 }
+
+// TestMissingWeights opens checkpoint directories without model.safetensors
+// or its index and checks that each message names what the directory holds
+// and what to do.
+func TestMissingWeights(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files []string
+		want  []string
+	}{
+		{"pytorch pickle", []string{"pytorch_model.bin"}, []string{"pytorch_model.bin", "does not read", "safe_serialization=True"}},
+		{"gguf", []string{"model-q4.gguf"}, []string{"model-q4.gguf", "does not read"}},
+		{"mistral native", []string{"consolidated.safetensors"}, []string{"only consolidated.safetensors", "transformers"}},
+		{"nothing", nil, []string{"has no model.safetensors", "download"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o644)
+			for _, f := range tc.files {
+				os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644)
+			}
+			_, err := hf.OpenCheckpoint(dir)
+			if err == nil {
+				t.Fatal("opened")
+			}
+			for _, w := range append(tc.want, dir) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
