@@ -369,7 +369,8 @@ func writeFile(name string, b []byte) error {
 // replaceDir moves tmp to dir, replacing an existing dir.
 func replaceDir(tmp, dir string) error {
 	if _, err := os.Stat(dir); err == nil {
-		old := tmp + ".old"
+		old := tempdir.Aside(tmp)
+		defer tempdir.Track(old)()
 		if err := os.Rename(dir, old); err != nil {
 			return fmt.Errorf("coreml: %w", err)
 		}

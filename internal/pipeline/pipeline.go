@@ -148,16 +148,8 @@ func prepareOutput(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("pipeline: create output directory: %w", err)
 	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("pipeline: %w", err)
-	}
-	for _, e := range ents {
-		if tempdir.Stale(filepath.Join(dir, e.Name())) {
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-				return fmt.Errorf("pipeline: remove stale %s: %w", e.Name(), err)
-			}
-		}
+	if err := tempdir.Clean(dir); err != nil {
+		return fmt.Errorf("pipeline: clear what an interrupted run left in %s: %w", dir, err)
 	}
 	return nil
 }

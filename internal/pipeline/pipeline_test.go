@@ -231,9 +231,11 @@ func TestContextBeyondTrainedPositions(t *testing.T) {
 // TestPrepareOutputRemovesOnlyStaleTemporaries leaves in an output
 // directory a temporary package of a finished process, one of an older
 // version (no process id), two of this process (one being written, one
-// abandoned) and an unrelated hidden file: prepareOutput keeps the one
-// being written and the hidden file only, so a second run writing into the
-// same directory does not break a running one.
+// abandoned), two previous versions moved aside by a publish that died, and
+// an unrelated hidden file: prepareOutput keeps the one being written and
+// the hidden file, puts back the moved-aside package whose name is free and
+// removes the rest, so a second run writing into the same directory does
+// not break a running one.
 func TestPrepareOutputRemovesOnlyStaleTemporaries(t *testing.T) {
 	out := t.TempDir()
 	child := exec.Command("true")
@@ -247,6 +249,11 @@ func TestPrepareOutputRemovesOnlyStaleTemporaries(t *testing.T) {
 		".llama_lm_head_lut6.mlpackage.tmp-" + strconv.Itoa(os.Getpid()) + "-5": false,
 		".llama_lm_head_lut6.mlpackage.tmp-" + strconv.Itoa(os.Getpid()) + "-6": true,
 		".DS_Store": false,
+		// A previous version moved aside by a publish that died before
+		// renaming the new one in: put back if its name is free.
+		".llama_embeddings.mlpackage.tmp-" + dead + "-8.old":            true,
+		".llama_FFN_lut4_chunk_02of02.mlpackage.tmp-" + dead + "-9.old": true,
+		"llama_FFN_lut4_chunk_02of02.mlpackage":                         false,
 	}
 	for name := range entries {
 		if err := os.MkdirAll(filepath.Join(out, name, "Data"), 0o755); err != nil {
@@ -263,5 +270,8 @@ func TestPrepareOutputRemovesOnlyStaleTemporaries(t *testing.T) {
 		if gone := os.IsNotExist(err); gone != removed {
 			t.Errorf("%s: removed %v, want %v", name, gone, removed)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "llama_embeddings.mlpackage", "Data")); err != nil {
+		t.Errorf("the package moved aside was not put back: %v", err)
 	}
 }

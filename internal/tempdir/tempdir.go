@@ -11,6 +11,8 @@
 package tempdir
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -135,4 +137,42 @@ func key(path string) string {
 		return abs
 	}
 	return filepath.Clean(path)
+}
+
+// asideSuffix marks the previous version of a package that a publish
+// moved out of the way before renaming the new one into place.
+const asideSuffix = ".old"
+
+// Aside is where a publish moves the previous version of final while it
+// renames tmp (a Pattern name) into place; Clean puts it back if the
+// process died between the two renames.
+func Aside(tmp string) string { return tmp + asideSuffix }
+
+// Clean removes the stale temporaries in dir (see Stale). A previous
+// version moved aside by a publish that never finished goes back to its
+// name instead, if nothing has taken that name since.
+func Clean(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		path := filepath.Join(dir, e.Name())
+		if !Stale(path) {
+			continue
+		}
+		if final, _ := FinalName(e.Name()); strings.HasSuffix(e.Name(), asideSuffix) {
+			target := filepath.Join(dir, final)
+			if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
+				if err := os.Rename(path, target); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if err := os.RemoveAll(path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
