@@ -73,6 +73,8 @@ func TestBadInputs(t *testing.T) {
 		{"unknown architecture", func(t *testing.T) string {
 			return copyModel(t, func(d string) { editConfig(t, d, "model_type", "gpt2") })
 		}, nil, []string{"gpt2", "config.json"}},
+		{"hub id", func(t *testing.T) string { return "meta-llama/Llama-3.2-1B" }, nil,
+			[]string{"meta-llama/Llama-3.2-1B is not a directory here", "download", "--model DIR"}},
 		{"model is a file", func(t *testing.T) string {
 			return filepath.Join(copyModel(t, nil), "model.safetensors")
 		}, nil, []string{"model.safetensors is a file, not a checkpoint directory"}},
