@@ -10,7 +10,9 @@ import (
 
 // TestAbandon tracks a directory being written and a file already
 // forgotten, and checks that Abandon removes exactly the first, that it
-// waits for a Publish in progress, and that Publish blocks after it.
+// waits for a Publish in progress, and that Publish blocks after it. Abandon
+// keeps the publish lock for good, so no other test in this package may
+// call Publish.
 func TestAbandon(t *testing.T) {
 	root := t.TempDir()
 	partial := filepath.Join(root, ".pkg.tmp-1")
