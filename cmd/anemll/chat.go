@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/anemll/anemll/internal/runner"
 	"github.com/anemll/anemll/internal/tokenizer"
@@ -108,7 +109,8 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 	if *prompt != "" {
 		return c.turn(*prompt)
 	}
-	fmt.Fprintln(stderr, "type a message; an empty line or Ctrl-D ends the chat")
+	fmt.Fprintln(stderr, "type a message; an empty line or Ctrl-D ends the chat, Ctrl-C stops an answer")
+	stop := func() bool { c.stopped.Store(true); return true }
 	sc := bufio.NewScanner(chatInput)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for {
@@ -121,7 +123,11 @@ func runChat(args []string, stdout, stderr io.Writer) error {
 		if line == "" {
 			return nil
 		}
-		if err := c.turn(line); err != nil {
+		c.stopped.Store(false)
+		interruptHook.Store(&stop)
+		err := c.turn(line)
+		interruptHook.Store(nil)
+		if err != nil {
 			return err
 		}
 	}
@@ -136,7 +142,14 @@ type chatSession struct {
 	stats     bool
 	history   []tokenizer.Message
 	out, log  io.Writer
+	// stopped is set by Ctrl-C during an interactive answer: generation
+	// ends after the token being made, and the chat goes on.
+	stopped atomic.Bool
 }
+
+// chatTokenHook, if set (tests), is called after each generated token with
+// the number generated so far in the answer.
+var chatTokenHook func(n int)
 
 // promptIDs renders the conversation and tokenizes it. While it does not
 // fit in the context it drops the oldest user/assistant exchange, keeping a
@@ -179,7 +192,10 @@ func (c *chatSession) turn(user string) error {
 	st, err := c.m.Generate(ids, c.maxTokens, c.sampler, c.tok.IsEOS, func(id int) bool {
 		answer = append(answer, id)
 		fmt.Fprint(c.out, dec.Add(id))
-		return true
+		if chatTokenHook != nil {
+			chatTokenHook(len(answer))
+		}
+		return !c.stopped.Load()
 	})
 	fmt.Fprint(c.out, dec.Flush())
 	fmt.Fprintln(c.out)
@@ -188,6 +204,9 @@ func (c *chatSession) turn(user string) error {
 	}
 	if c.stats {
 		stop := st.Stop
+		if stop == "caller" {
+			stop = "Ctrl-C"
+		}
 		if stop == "eos" {
 			stop += " " + describeTokens(c.tok, []int{st.StopID})
 		}

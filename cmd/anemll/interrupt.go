@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/anemll/anemll/internal/tempdir"
@@ -20,6 +21,11 @@ const (
 	exitTerminated  = 143 // SIGTERM
 )
 
+// interruptHook, when set, is offered each SIGINT first; when it returns
+// true the signal has been dealt with (interactive chat stops the answer it
+// is writing) and the process carries on. SIGTERM always ends the process.
+var interruptHook atomic.Pointer[func() bool]
+
 // handleInterrupts makes SIGINT and SIGTERM remove the temporary files and
 // package directories being written (tempdir.Abandon) before the process
 // exits, so an interrupted conversion leaves only the packages it had
@@ -30,8 +36,16 @@ func handleInterrupts(stderr io.Writer, command string) (stop func()) {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	quit := make(chan struct{})
 	go func() {
-		select {
-		case sig := <-sigs:
+		for {
+			var sig os.Signal
+			select {
+			case sig = <-sigs:
+			case <-quit:
+				return
+			}
+			if h := interruptHook.Load(); sig == os.Interrupt && h != nil && (*h)() {
+				continue // handled: chat stopped the answer it was writing
+			}
 			removed, err := tempdir.Abandon()
 			msg := fmt.Sprintf("anemll: %v: stopped", sig)
 			if len(removed) > 0 {
@@ -54,7 +68,6 @@ func handleInterrupts(stderr io.Writer, command string) (stop func()) {
 				code = exitTerminated
 			}
 			os.Exit(code)
-		case <-quit:
 		}
 	}()
 	return func() {

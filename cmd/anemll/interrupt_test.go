@@ -130,3 +130,27 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestInterruptHookKeepsRunning sends this test process a real SIGINT
+// while an interrupt hook is set: the hook is called and the process goes
+// on (without the hook, the handler would end it).
+func TestInterruptHookKeepsRunning(t *testing.T) {
+	var stderr bytes.Buffer
+	stop := handleInterrupts(&stderr, "chat")
+	defer stop()
+	called := make(chan struct{}, 1)
+	hook := func() bool { called <- struct{}{}; return true }
+	interruptHook.Store(&hook)
+	defer interruptHook.Store(nil)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-called:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the hook was not called")
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("handler printed %q", stderr.String())
+	}
+}

@@ -216,11 +216,44 @@ func TestChatOneShot(t *testing.T) {
 	if strings.Count(so.String(), "\n> ") != 2 {
 		t.Errorf("interactive transcript %q", so.String())
 	}
+	// Ctrl-C during an answer (the interrupt hook, as the signal handler
+	// calls it) stops that answer after the token being made; the chat
+	// goes on to the next message.
+	chatInput = strings.NewReader("Tell me a joke\nAnother one\n\n")
+	fired := false
+	chatTokenHook = func(n int) {
+		if n == 3 && !fired {
+			fired = true
+			if h := interruptHook.Load(); h == nil || !(*h)() {
+				t.Error("no interrupt hook during an interactive answer")
+			}
+		}
+	}
+	so.Reset()
+	se.Reset()
+	code := run([]string{"chat", "--dir", out, "--max-tokens", "8"}, &so, &se)
+	chatTokenHook = nil
+	if code != 0 {
+		t.Fatalf("interactive chat with Ctrl-C: exit %d:\n%s", code, se.String())
+	}
+	if interruptHook.Load() != nil {
+		t.Error("interrupt hook left set after the chat")
+	}
+	var stops []string
+	for _, line := range strings.Split(se.String(), "\n") {
+		if i := strings.Index(line, "new tokens"); i >= 0 {
+			stops = append(stops, line[strings.LastIndex(line[:i], ";")+2:])
+		}
+	}
+	if len(stops) != 2 || !strings.HasPrefix(stops[0], "3 new tokens") || !strings.HasSuffix(stops[0], "stop: Ctrl-C]") ||
+		strings.Contains(stops[1], "Ctrl-C") {
+		t.Errorf("answers ended %q, want the first after 3 tokens by Ctrl-C and the second on its own", stops)
+	}
 	// Without the tokenizer beside the packages, chat says where it looked
 	// and what to do.
 	os.Remove(filepath.Join(out, "tokenizer.json"))
 	se.Reset()
-	code := run([]string{"chat", "--dir", out, "--prompt", "hi"}, &so, &se)
+	code = run([]string{"chat", "--dir", out, "--prompt", "hi"}, &so, &se)
 	if msg := strings.TrimSpace(se.String()); code != 1 || !strings.Contains(msg, filepath.Join(out, "tokenizer.json")) || !strings.Contains(msg, "--tokenizer DIR") {
 		t.Errorf("chat without tokenizer.json: exit %d, %q", code, msg)
 	}
