@@ -434,6 +434,7 @@ func bf16Table() *bf16Halves { return bf16Once() }
 // missingWeights explains a checkpoint directory without model.safetensors
 // or its index: PyTorch pickles or other formats this package does not read,
 // stray safetensors files, or no weights at all.
+// The error wraps fs.ErrNotExist.
 func missingWeights(dir string) error {
 	glob := func(pattern string) []string {
 		m, _ := filepath.Glob(filepath.Join(dir, pattern))
@@ -444,14 +445,20 @@ func missingWeights(dir string) error {
 	}
 	want := fmt.Sprintf("hf: %s has no %s (or %s for a sharded checkpoint)", dir, SingleFile, IndexFile)
 	if st := glob("*.safetensors"); len(st) > 0 {
-		return fmt.Errorf("%s, only %s: give the Hugging Face (transformers) layout of the checkpoint, whose weights are model.safetensors or shards listed in the index", want, strings.Join(st, ", "))
+		return notExist(fmt.Sprintf("%s, only %s: give the Hugging Face (transformers) layout of the checkpoint, whose weights are model.safetensors or shards listed in the index", want, strings.Join(st, ", ")))
 	}
 	var other []string
 	for _, pat := range []string{"*.bin", "*.pt", "*.pth", "*.gguf", "*.ckpt"} {
 		other = append(other, glob(pat)...)
 	}
 	if len(other) > 0 {
-		return fmt.Errorf("%s: it holds %s, which this tool does not read; save the checkpoint as safetensors first (transformers: save_pretrained(dir, safe_serialization=True))", want, strings.Join(other, ", "))
+		return notExist(fmt.Sprintf("%s: it holds %s, which this tool does not read; save the checkpoint as safetensors first (transformers: save_pretrained(dir, safe_serialization=True))", want, strings.Join(other, ", ")))
 	}
-	return fmt.Errorf("%s: download the checkpoint's weights into it", want)
+	return notExist(want + ": download the checkpoint's weights into it")
 }
+
+// notExist is a message that counts as fs.ErrNotExist for errors.Is.
+type notExist string
+
+func (e notExist) Error() string { return string(e) }
+func (e notExist) Unwrap() error { return fs.ErrNotExist }

@@ -607,8 +607,8 @@ func TestMissingWeights(t *testing.T) {
 				os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644)
 			}
 			_, err := hf.OpenCheckpoint(dir)
-			if err == nil {
-				t.Fatal("opened")
+			if !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("err = %v, want one wrapping fs.ErrNotExist", err)
 			}
 			for _, w := range append(tc.want, dir) {
 				if !strings.Contains(err.Error(), w) {
