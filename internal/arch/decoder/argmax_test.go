@@ -8,6 +8,7 @@ import (
 
 	"github.com/anemll/anemll/internal/arch"
 	"github.com/anemll/anemll/internal/mil"
+	"github.com/anemll/anemll/internal/quant"
 	"github.com/anemll/anemll/internal/runtime"
 )
 
@@ -134,5 +135,59 @@ func TestMonolithicMatchesParts(t *testing.T) {
 	two := newConv(t, cfg, ckpt, Options{NumChunks: 2})
 	if _, err := two.Monolithic(false); err == nil {
 		t.Errorf("a two-chunk converter built a monolithic model")
+	}
+}
+
+// TestLMHeadRowsRoundedForLUT: a vocabulary whose even split is not a
+// multiple of the LUT group (1001 tokens in 8 parts of 126 rows, group 8)
+// gets parts of 128 rows when the LM head is palettized, so every part
+// takes the LUT instead of staying fp16; the chunk sizes still count the
+// real rows, the padding logits are −Inf and the real ones finite. Without
+// a LUT the parts stay 126 rows, and a rounding that would leave the last
+// part no real row (100 tokens: 13 → 16 rows) is not made.
+func TestLMHeadRowsRoundedForLUT(t *testing.T) {
+	o := small()
+	o.Vocab = 1001
+	cfg, ckpt := synthModel(t, o)
+	lut := Options{SplitLMHead: 8, LUT: LUTBits{LMHead: 6}, Palettize: testPalettize, Eligible: quant.Eligible}
+	c := newConv(t, cfg, ckpt, lut)
+	if got := c.lmPartRows(); got != 128 {
+		t.Fatalf("rows per part with LUT6 = %d, want 128", got)
+	}
+	if got, want := c.LMHeadChunkSizes(), []int{128, 128, 128, 128, 128, 128, 128, 105}; !slices.Equal(got, want) {
+		t.Errorf("LMHeadChunkSizes = %v, want %v", got, want)
+	}
+	pkg := build(t, c, arch.PartLMHead, 0)
+	if n := histogram(mainFn(pkg))["constexpr_lut_to_dense"]; n != 8 {
+		t.Errorf("%d palettized parts, want 8", n)
+	}
+	if d := pkg.Description.Metadata.UserDefined["com.anemll-go.dense_weights"]; d != "" {
+		t.Errorf("weights left fp16: %s", d)
+	}
+	f := load(t, c, arch.PartLMHead, 0, "main")
+	h := make([]float32, cfg.HiddenSize)
+	for i := range h {
+		h[i] = float32(i%7) - 3
+	}
+	out, err := f.Predict(map[string]*runtime.Tensor{"hidden_states": runtime.NewFloat16([]int{1, 1, cfg.HiddenSize}, h)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := out["logits8"].Float32s()
+	if len(last) != 128 {
+		t.Fatalf("logits8 has %d values, want 128", len(last))
+	}
+	for j, v := range last {
+		if pad := j >= 105; math.IsInf(float64(v), -1) != pad || !pad && (math.IsInf(float64(v), 0) || math.IsNaN(float64(v))) {
+			t.Errorf("logits8[%d] = %v", j, v)
+		}
+	}
+	if got := newConv(t, cfg, ckpt, Options{SplitLMHead: 8}).lmPartRows(); got != 126 {
+		t.Errorf("rows per part without a LUT = %d, want 126", got)
+	}
+	o.Vocab = 100
+	cfg, ckpt = synthModel(t, o)
+	if got := newConv(t, cfg, ckpt, lut).lmPartRows(); got != 13 {
+		t.Errorf("100 tokens in 8 parts with LUT6: %d rows per part, want 13 (16 would empty the last part)", got)
 	}
 }

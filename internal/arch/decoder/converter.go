@@ -205,10 +205,26 @@ func toHalf(f []float64) []uint16 {
 	return h
 }
 
-// lmPartRows is the number of vocabulary rows per LM-head part.
+// lmPartRows is the number of vocabulary rows per LM-head part: the
+// vocabulary split evenly, rounded up. With a LUT on the LM head, it is
+// rounded up further to a multiple of the LUT group size (when that leaves
+// the last part some real rows), so that a vocabulary such as 32001 is
+// palettized instead of left fp16: the extra rows are padding, as the last
+// part's always were (zero weights, bias −Inf), and LMHeadChunkSizes still
+// counts the real rows of each part.
 func (c *Converter) lmPartRows() int {
-	k := c.opts.SplitLMHead
-	return (c.cfg.VocabSize + k - 1) / k
+	k, v := c.opts.SplitLMHead, c.cfg.VocabSize
+	p := (v + k - 1) / k
+	if c.LUTBits(arch.PartLMHead) == 0 {
+		return p
+	}
+	ws := c.partWeightSet(arch.PartLMHead)
+	if g := ws.groupFor([]int64{int64(p)}); g > 1 && p%g != 0 {
+		if q := (p/g + 1) * g; (k-1)*q < v {
+			p = q
+		}
+	}
+	return p
 }
 
 // wantTensors lists every tensor the packages read (canonical names) with
