@@ -215,11 +215,7 @@ func toHalf(f []float64) []uint16 {
 func (c *Converter) lmPartRows() int {
 	k, v := c.opts.SplitLMHead, c.cfg.VocabSize
 	p := (v + k - 1) / k
-	if c.LUTBits(arch.PartLMHead) == 0 {
-		return p
-	}
-	ws := c.partWeightSet(arch.PartLMHead)
-	if g := ws.groupFor([]int64{int64(p)}); g > 1 && p%g != 0 {
+	if g := c.opts.LUTGroups.LMHead; c.LUTBits(arch.PartLMHead) > 0 && g > 1 && p%g != 0 {
 		if q := (p/g + 1) * g; (k-1)*q < v {
 			p = q
 		}
