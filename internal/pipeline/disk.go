@@ -17,9 +17,6 @@ const diskSlack = 64 << 10
 // their exact sizes (coreml.PackageSize: from tensor types and LUT widths,
 // nothing read or palettized).
 func (s *Session) plannedOutputs(opts Options, chunkList []int) ([]PlannedFile, error) {
-	runs := func(step int) bool {
-		return step >= opts.Restart && (opts.Only == 0 || opts.Only == step)
-	}
 	type job struct {
 		step  int
 		part  arch.Part
@@ -40,7 +37,7 @@ func (s *Session) plannedOutputs(opts Options, chunkList []int) ([]PlannedFile, 
 	}
 	var files []PlannedFile
 	for _, j := range jobs {
-		if !runs(j.step) {
+		if !opts.runs(j.step) {
 			continue
 		}
 		name, err := s.Conv.FileName(j.part, j.chunk)

@@ -154,6 +154,11 @@ func prepareOutput(dir string) error {
 	return nil
 }
 
+// runs reports whether step runs under --restart and --only.
+func (o Options) runs(step int) bool {
+	return step >= o.Restart && (o.Only == 0 || o.Only == step)
+}
+
 // Result lists what a run produced.
 type Result struct {
 	Files []string
@@ -263,7 +268,7 @@ func Run(opts Options) (*Result, error) {
 		return fault(step, "after "+name)
 	}
 	run := func(step int, body func() error) (err error) {
-		if step < opts.Restart || opts.Only != 0 && opts.Only != step {
+		if !opts.runs(step) {
 			if opts.Only == 0 {
 				fmt.Fprintf(log, "Skipping step %d: %s\n", step, names[step])
 			}

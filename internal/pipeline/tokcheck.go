@@ -17,11 +17,8 @@ import (
 // when the run verifies, no tokenizer.json this project can read. Without
 // it a run found out at the end, with every package already written.
 func checkTokenizer(opts Options, tokStep, verifyStep int) error {
-	runs := func(step int) bool {
-		return step >= opts.Restart && (opts.Only == 0 || opts.Only == step)
-	}
-	copying := runs(tokStep)
-	verifying := runs(verifyStep) && !opts.SkipCheck && opts.Verify != nil
+	copying := opts.runs(tokStep)
+	verifying := opts.runs(verifyStep) && !opts.SkipCheck && opts.Verify != nil
 	writes := opts.Restart < verifyStep && (opts.Only == 0 || opts.Only < verifyStep)
 	if !writes || !copying && !verifying {
 		return nil // verify alone writes nothing, and reports its own errors
