@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 )
 
 // ConfigFile is the name of a checkpoint's model configuration file.
@@ -148,6 +149,11 @@ type rawRope struct {
 	OriginalMaxPositionEmbeddings int      `json:"original_max_position_embeddings"`
 }
 
+// hubID matches a Hugging Face Hub repository id such as
+// meta-llama/Llama-3.2-1B (owner/name), which users sometimes pass instead
+// of a downloaded checkpoint directory.
+var hubID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
 // LoadConfig reads and parses dir/config.json. It does not call Validate.
 func LoadConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, ConfigFile)
@@ -157,6 +163,9 @@ func LoadConfig(dir string) (*Config, error) {
 			return nil, fmt.Errorf("hf: %s is a file, not a checkpoint directory: give the directory that holds config.json and the *.safetensors", dir)
 		}
 		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) && hubID.MatchString(dir) {
+				return nil, notExist(fmt.Sprintf("hf: %s is not a directory here; if it is a Hugging Face Hub id, download the checkpoint first (huggingface-cli download %s --local-dir DIR) and give --model DIR", dir, dir))
+			}
 			return nil, fmt.Errorf("hf: %s: %w: give a Hugging Face checkpoint directory (config.json + *.safetensors)", path, fs.ErrNotExist)
 		}
 		return nil, fmt.Errorf("hf: read config: %w", err)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -34,12 +33,6 @@ type Session struct {
 func Open(opts Options) (*Session, error) {
 	if opts.Model == "" {
 		return nil, errors.New("pipeline: no model directory given (--model DIR)")
-	}
-	if _, err := os.Stat(filepath.Join(opts.Model, "config.json")); errors.Is(err, os.ErrNotExist) {
-		if _, derr := os.Stat(opts.Model); errors.Is(derr, os.ErrNotExist) && hubID.MatchString(opts.Model) {
-			return nil, fmt.Errorf("pipeline: %s is not a directory here; if it is a Hugging Face Hub id, download the checkpoint first (huggingface-cli download %s --local-dir DIR) and give --model DIR", opts.Model, opts.Model)
-		}
-		return nil, fmt.Errorf("pipeline: %s not found: --model must be a Hugging Face checkpoint directory (config.json + *.safetensors)", filepath.Join(opts.Model, "config.json"))
 	}
 	cfg, err := hf.LoadConfig(opts.Model)
 	if err != nil {
@@ -110,10 +103,6 @@ func Open(opts Options) (*Session, error) {
 	}
 	return &Session{Config: cfg, ckpt: ckpt, Conv: conv, opts: opts, Calib: cal}, nil
 }
-
-// hubID matches a Hugging Face Hub repository id such as
-// meta-llama/Llama-3.2-1B (owner/name), which users sometimes pass as --model.
-var hubID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // decoderOptions maps pipeline options to the converter's.
 func decoderOptions(opts Options) decoder.Options {
