@@ -185,6 +185,11 @@ func TestLMHeadRowsRoundedForLUT(t *testing.T) {
 	if got := newConv(t, cfg, ckpt, Options{SplitLMHead: 8}).lmPartRows(); got != 126 {
 		t.Errorf("rows per part without a LUT = %d, want 126", got)
 	}
+	o.Vocab = 32001 // a fine-tune's added token: 8 splits of 4001 rows become 4008
+	cfg, ckpt = synthModel(t, o)
+	if got := newConv(t, cfg, ckpt, lut).lmPartRows(); got != 4008 {
+		t.Errorf("32001 tokens in 8 parts with LUT6: %d rows per part, want 4008", got)
+	}
 	o.Vocab = 100
 	cfg, ckpt = synthModel(t, o)
 	if got := newConv(t, cfg, ckpt, lut).lmPartRows(); got != 13 {
